@@ -1,0 +1,112 @@
+/** Small helpers over pg.Client for the administrative side (template, worker databases, teardown). */
+import { Client } from 'pg';
+import { errors, messageOf } from './errors';
+import { ident } from './names';
+
+export const APP_NAME = 'jest-environment-pg';
+
+/** Connect, or throw JESTPG_SERVER_UNREACHABLE naming the (redacted) URL. */
+export async function connect(url: string, opts: { applicationName?: string; timeoutMs?: number } = {}): Promise<Client> {
+  const client = new Client({
+    connectionString: url,
+    application_name: opts.applicationName ?? `${APP_NAME} admin`,
+    connectionTimeoutMillis: opts.timeoutMs ?? 10_000,
+  });
+  // An admin connection that dies (server stopped, backend terminated) must not crash the process.
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+  } catch (e) {
+    await client.end().catch(() => undefined);
+    throw errors.serverUnreachable(url, e);
+  }
+  return client;
+}
+
+/** Run `fn` with a fresh connection, always closed afterwards. */
+export async function withClient<T>(url: string, fn: (c: Client) => Promise<T>, opts?: { applicationName?: string }): Promise<T> {
+  const c = await connect(url, opts);
+  try {
+    return await fn(c);
+  } finally {
+    await c.end().catch(() => undefined);
+  }
+}
+
+/** server_version_num, e.g. 180004. */
+export async function serverVersionNum(c: Client): Promise<number> {
+  const r = await c.query<{ v: string }>('SHOW server_version_num');
+  return Number(r.rows[0].v);
+}
+
+/** Throws JESTPG_NO_CREATEDB when the connected role may not create databases. */
+export async function checkCreateDb(c: Client, url: string): Promise<void> {
+  const r = await c.query<{ rolname: string; ok: boolean }>(
+    'SELECT rolname, (rolsuper OR rolcreatedb) AS ok FROM pg_roles WHERE rolname = current_user',
+  );
+  const row = r.rows[0];
+  if (!row?.ok) throw errors.noCreateDb(url, row?.rolname ?? '(unknown)');
+}
+
+/** The same URL with another database name. */
+export function withDatabase(url: string, database: string): string {
+  const u = new URL(url);
+  u.pathname = '/' + encodeURIComponent(database);
+  // A `dbname`/`database` query parameter would override the path in some drivers.
+  u.searchParams.delete('dbname');
+  u.searchParams.delete('database');
+  return u.toString();
+}
+
+/** The database named by a URL (default: the user name, as libpq does). */
+export function databaseOf(url: string): string {
+  const u = new URL(url);
+  const db = decodeURIComponent(u.pathname.replace(/^\//, ''));
+  return db || decodeURIComponent(u.username) || 'postgres';
+}
+
+/** PG* variables for a URL, for child processes (migration commands). */
+export function pgEnv(url: string): Record<string, string> {
+  const u = new URL(url);
+  const env: Record<string, string> = { DATABASE_URL: url, PGDATABASE: databaseOf(url) };
+  const host = u.searchParams.get('host') ?? u.hostname;
+  if (host) env.PGHOST = decodeURIComponent(host);
+  if (u.port) env.PGPORT = u.port;
+  if (u.username) env.PGUSER = decodeURIComponent(u.username);
+  if (u.password) env.PGPASSWORD = decodeURIComponent(u.password);
+  return env;
+}
+
+/** Terminate every backend connected to `dbs` except ours; returns how many. */
+export async function terminateBackends(c: Client, dbs: string[]): Promise<number> {
+  if (dbs.length === 0) return 0;
+  const r = await c.query<{ ok: boolean }>(
+    'SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE datname = ANY($1) AND pid <> pg_backend_pid()',
+    [dbs],
+  );
+  return r.rows.filter((x) => x.ok).length;
+}
+
+/**
+ * DROP DATABASE IF EXISTS, forcing out connections: `WITH (FORCE)` from Postgres 13,
+ * terminate + retry below.
+ */
+export async function dropDatabase(c: Client, name: string, versionNum: number): Promise<void> {
+  if (versionNum >= 130000) {
+    await c.query(`DROP DATABASE IF EXISTS ${ident(name)} WITH (FORCE)`);
+    return;
+  }
+  for (let attempt = 0; ; attempt++) {
+    await terminateBackends(c, [name]);
+    try {
+      await c.query(`DROP DATABASE IF EXISTS ${ident(name)}`);
+      return;
+    } catch (e) {
+      // 55006: object_in_use ("being accessed by other users"): a backend reconnected; try again.
+      if ((e as { code?: string }).code !== '55006' || attempt >= 50) throw e;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+}
+
+export { messageOf };
