@@ -43,7 +43,8 @@ export async function findBinaries(opts: FindOptions = {}): Promise<Binaries> {
     if (!ok) return undefined;
     if (nativeDir) hydrateSymlinks(nativeDir);
     try {
-      const version = await postgresVersion(dir);
+      // The embedded package's version is the server's ("18.4.0-beta.17" → 18.4): saves a spawn.
+      const version = (nativeDir && embeddedVersion(path.dirname(nativeDir))) || (await postgresVersion(dir));
       return { binDir: dir, source, version, major: majorOf(version), nativeDir };
     } catch (e) {
       looked[looked.length - 1] += `: postgres --version failed (${(e as Error).message.split('\n')[0]})`;
@@ -173,6 +174,16 @@ export async function postgresVersion(binDir: string): Promise<string> {
   const m = /PostgreSQL\)?\s+(\d+(?:\.\d+)?)/.exec(out);
   if (!m) throw new Error(`unexpected output: ${out.trim()}`);
   return m[1];
+}
+
+function embeddedVersion(pkgDir: string): string | undefined {
+  try {
+    const v = String(JSON.parse(readFileSync(path.join(pkgDir, 'package.json'), 'utf8')).version);
+    const m = /^(\d+)\.(\d+)\./.exec(v);
+    return m ? `${m[1]}.${m[2]}` : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export function majorOf(version: string): number {

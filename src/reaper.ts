@@ -1,0 +1,142 @@
+/**
+ * The reaper: a small detached node process per run. It holds the run's lease (a session
+ * advisory lock) and watches the Jest main process; when that process is gone and the run was
+ * not torn down (its manifest still exists), it tears the run down itself. In environment-only
+ * mode (no globalTeardown) it is the teardown.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import type { Client } from 'pg';
+import { connect } from './admin';
+import { errors, JestPgError, messageOf } from './errors';
+import { acquireLease } from './lease';
+import { cmdline, isAlive, isSameProcess } from './proc';
+import type { RunManifest } from './run';
+
+export const POLL_MS = 250;
+
+export function reaperScript(): string {
+  const candidates = [path.join(__dirname, 'reaper-main.js'), path.join(__dirname, '..', 'dist', 'reaper-main.js')];
+  const found = candidates.find((p) => existsSync(p));
+  if (!found) throw new Error(`jest-environment-pg: reaper script not found (looked at ${candidates.join(', ')}); run the build (npm run build).`);
+  return found;
+}
+
+/** Spawn the reaper for a written manifest; resolves with its pid once it holds the lease. */
+export function startReaper(manifestPath: string, timeoutMs = 20_000): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const env = { ...process.env };
+    delete env.NODE_OPTIONS; // no inspector, loaders or test hooks in the reaper
+    const child = spawn(process.execPath, [reaperScript(), manifestPath], {
+      detached: true,
+      stdio: ['ignore', 'pipe', 'ignore'],
+      env,
+      windowsHide: true,
+    });
+    let out = '';
+    let settled = false;
+    const done = (err?: Error) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      child.stdout!.destroy();
+      child.unref();
+      if (err) {
+        if (child.pid && isAlive(child.pid)) child.kill('SIGKILL');
+        reject(err);
+      } else resolve(child.pid!);
+    };
+    const timer = setTimeout(() => done(errors.setupTimeout(timeoutMs, 'the reaper process to take the run lease')), timeoutMs);
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const nl = out.indexOf('\n');
+      if (nl < 0) return;
+      const line = out.slice(0, nl);
+      if (line === 'ready') done();
+      else if (line.startsWith('error ')) {
+        const e = JSON.parse(line.slice(6)) as { code?: string; message: string };
+        done(e.code ? new JestPgError(e.code as never, e.message) : new Error(`jest-environment-pg reaper: ${e.message}`));
+      } else done(new Error(`jest-environment-pg reaper said: ${line}`));
+    });
+    child.on('error', (e) => done(e));
+    child.on('exit', (code) => done(new Error(`jest-environment-pg reaper exited with code ${code} before taking the lease`)));
+  });
+}
+
+/** Tell a reaper to exit (after teardown removed the manifest). Only signals a pid that looks like our reaper. */
+export function stopReaper(pid: number | undefined): void {
+  if (!pid || pid === process.pid || !isAlive(pid)) return;
+  const cmd = cmdline(pid);
+  if (cmd !== undefined && !cmd.includes('reaper')) return; // recycled pid
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    // already gone
+  }
+}
+
+/** The reaper process' main loop. */
+export async function reaperMain(manifestPath: string): Promise<void> {
+  let m: RunManifest;
+  let lease: Client | undefined;
+  try {
+    m = JSON.parse(readFileSync(manifestPath, 'utf8')) as RunManifest;
+    lease = await connect(m.adminUrl, { applicationName: 'jest-environment-pg reaper' });
+    await acquireLease(lease, m.runId);
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    process.stdout.write(`error ${JSON.stringify({ code: code?.startsWith('JESTPG_') ? code : undefined, message: messageOf(e) })}\n`);
+    process.exit(1);
+  }
+  let leaseLost = false;
+  lease.on('error', () => (leaseLost = true));
+  lease.on('end', () => (leaseLost = true));
+  process.stdout.write('ready\n');
+  // Nothing is written to stdout from here on: the parent has closed its end.
+  process.stdout.on('error', () => undefined);
+
+  let busy = false;
+  const exit = async (code: number) => {
+    await lease?.end().catch(() => undefined);
+    process.exit(code);
+  };
+  process.on('SIGTERM', () => {
+    if (!existsSync(manifestPath)) void exit(0);
+    // Otherwise ignore: only teardown (which removes the manifest first) or main's death ends us.
+  });
+  process.on('SIGINT', () => undefined);
+  process.on('SIGHUP', () => undefined);
+
+  const tick = async () => {
+    if (busy) return;
+    busy = true;
+    try {
+      if (!existsSync(manifestPath)) return void (await exit(0));
+      if (isSameProcess(m.mainPid, m.mainStart)) {
+        if (leaseLost) {
+          // The server dropped our session (restart?): take the lease again if we can.
+          try {
+            lease = await connect(m.adminUrl, { applicationName: 'jest-environment-pg reaper' });
+            lease.on('error', () => (leaseLost = true));
+            await acquireLease(lease, m.runId);
+            leaseLost = false;
+          } catch {
+            // keep polling
+          }
+        }
+        return;
+      }
+      // Jest's main process is gone and nobody tore the run down: do it.
+      const fresh = JSON.parse(readFileSync(manifestPath, 'utf8')) as RunManifest;
+      const { teardownRun } = await import('./run');
+      await teardownRun(fresh, { fromReaper: true }).catch(() => undefined);
+      await exit(0);
+    } catch {
+      // transient (manifest being rewritten): try again next tick
+    } finally {
+      busy = false;
+    }
+  };
+  setInterval(() => void tick(), POLL_MS);
+}

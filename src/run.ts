@@ -1,0 +1,470 @@
+/**
+ * A run: one Jest invocation's server, template, worker databases, lease and reaper.
+ * startRun (globalSetup, or the first worker in environment-only mode) → attachRun (each worker)
+ * → ensureWorkerDatabase (per worker, lazily) → teardownRun (globalTeardown, or the reaper).
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync, promises as fsp, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { checkCreateDb, connect, dropDatabase, serverVersionNum, withClient, withDatabase } from './admin';
+import { findBinaries } from './binaries';
+import { isPostmasterOf, startCluster, stopCluster, type ClusterInfo } from './cluster';
+import { errors, JestPgError, messageOf, redactUrl, type ErrorCode } from './errors';
+import { sweep } from './lease';
+import { ident, literal, marker, newRunId, parseMarker, workerDbName } from './names';
+import { validate, type PgOptions } from './options';
+import { isAlive, startToken } from './proc';
+import { startReaper, stopReaper } from './reaper';
+import { ensureTemplateDetailed } from './template';
+
+export interface RunManifest {
+  version: 1;
+  runId: string;
+  /** The Jest main process the run belongs to (the reaper watches it). */
+  mainPid: number;
+  /** Its start token (Linux), against pid reuse. */
+  mainStart?: string;
+  prefix: string;
+  adminUrl: string;
+  templateDb: string;
+  versionNum: number;
+  runDir: string;
+  manifestPath: string;
+  cluster?: ClusterInfo;
+  reaperPid?: number;
+  options: PgOptions;
+  /** Random per-run password for the sandbox proxy. */
+  proxySecret: string;
+  /** Jest's rootDir (relative migration paths are resolved against it). */
+  rootDir: string;
+  /** Environment-only mode: the lock files the workers coordinated with (removed at teardown). */
+  lockFiles?: string[];
+  /** ms spent in startRun, by step. */
+  timings?: Record<string, number>;
+}
+
+export interface TeardownSummary {
+  dropped: string[];
+  terminated: number;
+  ms: number;
+  /** Human-readable list of what was still connected (empty when nothing was). */
+  report: string;
+  /** "jest-environment-pg: dropped 2 databases, terminated 0 backends in 41 ms" */
+  summaryLine: string;
+  /** keepDatabases: what was kept. */
+  kept?: string[];
+}
+
+export interface RunContext {
+  /** Jest's rootDir; default process.cwd(). */
+  rootDir?: string;
+  /** Internal: lock files to remove at teardown. */
+  lockFiles?: string[];
+}
+
+export const MANIFEST_ENV = 'JEST_PG_MANIFEST';
+const SETUP_TIMEOUT_MS = Number(process.env.JEST_PG_SETUP_TIMEOUT_MS) || 180_000;
+
+function writeManifest(m: RunManifest): void {
+  const tmp = `${m.manifestPath}.${process.pid}.tmp`;
+  writeFileSync(tmp, JSON.stringify(m, null, 2), { mode: 0o600 });
+  renameSync(tmp, m.manifestPath);
+}
+
+export function readManifest(file: string): RunManifest {
+  const m = JSON.parse(readFileSync(file, 'utf8')) as RunManifest;
+  if (m.version !== 1 || !m.runId) throw new Error(`not a jest-environment-pg manifest: ${file}`);
+  return m;
+}
+
+/** Set up a run: server, sweep, template, run dir + manifest, reaper. Sets process.env.JEST_PG_MANIFEST. */
+export async function startRun(projectOptions: unknown, mainPid: number, ctx: RunContext = {}): Promise<RunManifest> {
+  const t0 = performance.now();
+  const timings: Record<string, number> = {};
+  const lap = (k: string, since: number) => (timings[k] = Math.round(performance.now() - since));
+  const options = validate(projectOptions);
+  const rootDir = ctx.rootDir ?? process.cwd();
+  const runId = newRunId();
+  const runDir = path.join(os.tmpdir(), `jest-pg-run-${runId}`);
+  await fsp.mkdir(runDir, { mode: 0o700 });
+  const manifestPath = path.join(runDir, 'manifest.json');
+  let cluster: ClusterInfo | undefined;
+  let reaperPid: number | undefined;
+  try {
+    const server = options.server ?? process.env.JEST_PG_URL;
+    let adminUrl: string;
+    if (server) {
+      adminUrl = server;
+    } else {
+      const t = performance.now();
+      const bins = await findBinaries({ binDir: options.binDir, resolveFrom: [rootDir] });
+      lap('binaries', t);
+      cluster = await startCluster({ binDir: bins.binDir, version: bins.version, nativeDir: bins.nativeDir });
+      timings.initdb = cluster.timings?.initdb ?? 0;
+      timings.boot = cluster.timings?.start ?? 0;
+      adminUrl = cluster.url;
+    }
+    let t = performance.now();
+    const versionNum = await withClient(adminUrl, async (c) => {
+      await checkCreateDb(c, adminUrl);
+      return serverVersionNum(c);
+    });
+    lap('connect', t);
+    const m: RunManifest = {
+      version: 1,
+      runId,
+      mainPid,
+      mainStart: startToken(mainPid),
+      prefix: options.prefix,
+      adminUrl,
+      templateDb: '',
+      versionNum,
+      runDir,
+      manifestPath,
+      cluster,
+      options,
+      proxySecret: randomBytes(18).toString('base64url'),
+      rootDir,
+      lockFiles: ctx.lockFiles,
+    };
+    writeManifest(m);
+    // The reaper (lease holder) starts while the template builds; no run database exists before it holds the lease.
+    t = performance.now();
+    const reaper = startReaper(manifestPath).then((pid) => {
+      reaperPid = pid;
+      lap('reaper', t);
+      return pid;
+    });
+    const template = (async () => {
+      const ts = performance.now();
+      await sweep(adminUrl, options.prefix);
+      lap('sweep', ts);
+      const tt = performance.now();
+      const r = await ensureTemplateDetailed(adminUrl, {
+        prefix: options.prefix,
+        migrations: options.migrations,
+        seed: options.seed,
+        versionNum,
+        rootDir,
+      });
+      lap(r.built ? 'template(built)' : 'template(reused)', tt);
+      return r.name;
+    })();
+    const [rp, tpl] = await Promise.allSettled([reaper, template]);
+    if (tpl.status === 'rejected') throw tpl.reason;
+    if (rp.status === 'rejected') throw rp.reason;
+    m.reaperPid = rp.value;
+    m.templateDb = tpl.value;
+    lap('total', t0);
+    m.timings = timings;
+    writeManifest(m);
+    process.env[MANIFEST_ENV] = manifestPath;
+    return m;
+  } catch (e) {
+    // Leave nothing behind: the reaper (if it started), the cluster, the run dir.
+    if (existsSync(manifestPath)) await fsp.rm(manifestPath, { force: true });
+    stopReaper(reaperPid);
+    if (cluster) await stopCluster(cluster).catch(() => undefined);
+    await fsp.rm(runDir, { recursive: true, force: true }).catch(() => undefined);
+    throw e;
+  }
+}
+
+let attached: { key: string; promise: Promise<RunManifest> } | undefined;
+
+/**
+ * In a Jest worker: the run this process belongs to. With globalSetup, from JEST_PG_MANIFEST;
+ * without it (environment-only mode), the first worker of the Jest main process starts the run
+ * under a lock file and the others wait for it. Cached per process.
+ */
+export function attachRun(projectOptions: unknown, ctx: RunContext = {}): Promise<RunManifest> {
+  const fromEnv = process.env[MANIFEST_ENV];
+  const key = fromEnv ?? 'env-only';
+  if (attached?.key === key) return attached.promise;
+  const promise = attachUncached(projectOptions, ctx, fromEnv);
+  attached = { key, promise };
+  promise.catch(() => {
+    if (attached?.promise === promise) attached = undefined;
+  });
+  return promise;
+}
+
+/** The Jest main process of this process: the parent of a jest-worker child, else ourselves (--runInBand, worker threads). */
+export function jestMainPid(): number {
+  return typeof process.send === 'function' ? process.ppid : process.pid;
+}
+
+async function attachUncached(projectOptions: unknown, ctx: RunContext, fromEnv: string | undefined): Promise<RunManifest> {
+  if (fromEnv) {
+    if (!existsSync(fromEnv)) throw errors.runNotFound(`its manifest ${fromEnv} (from ${MANIFEST_ENV}) no longer exists`);
+    const m = readManifest(fromEnv);
+    // Only if it belongs to our Jest: a variable inherited from an outer Jest run must not be used.
+    if (m.mainPid === process.pid || m.mainPid === process.ppid) return m;
+  }
+  return attachEnvironmentOnly(projectOptions, ctx);
+}
+
+async function attachEnvironmentOnly(projectOptions: unknown, ctx: RunContext): Promise<RunManifest> {
+  const mainPid = jestMainPid();
+  const key = `${mainPid}-${startToken(mainPid) ?? 'x'}`;
+  const lockDir = path.join(os.tmpdir(), `jest-pg-main-${key}.lock`);
+  const infoFile = path.join(os.tmpdir(), `jest-pg-main-${key}.json`);
+  const deadline = Date.now() + SETUP_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    const info = readJson(infoFile) as { manifestPath?: string; error?: { code?: string; message: string } } | undefined;
+    if (info?.error) {
+      throw info.error.code ? new JestPgError(info.error.code as ErrorCode, info.error.message) : new Error(info.error.message);
+    }
+    if (info?.manifestPath) {
+      if (existsSync(info.manifestPath)) {
+        const m = readManifest(info.manifestPath);
+        process.env[MANIFEST_ENV] = info.manifestPath;
+        return m;
+      }
+      // A torn-down run of this same Jest process (watch mode re-run after the reaper ran?): start over.
+      await fsp.rm(infoFile, { force: true });
+      await fsp.rm(lockDir, { recursive: true, force: true });
+      continue;
+    }
+    let owner = false;
+    try {
+      await fsp.mkdir(lockDir, { mode: 0o700 });
+      owner = true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    if (owner) {
+      writeFileSync(path.join(lockDir, 'owner'), String(process.pid));
+      try {
+        const m = await startRun(projectOptions, mainPid, { ...ctx, lockFiles: [lockDir, infoFile] });
+        writeJsonAtomic(infoFile, { manifestPath: m.manifestPath });
+        return m;
+      } catch (e) {
+        writeJsonAtomic(infoFile, { error: { code: (e as { code?: string }).code, message: messageOf(e) } });
+        throw e;
+      }
+    }
+    // Someone else is setting up. If it died without a result, take over.
+    const ownerPid = Number(readText(path.join(lockDir, 'owner')));
+    if (ownerPid && !isAlive(ownerPid) && !existsSync(infoFile)) {
+      await fsp.rm(lockDir, { recursive: true, force: true });
+      continue;
+    }
+    await sleep(15);
+  }
+  throw errors.setupTimeout(SETUP_TIMEOUT_MS, 'the first Jest worker to set up the PostgreSQL run (environment-only mode)');
+}
+
+/** Create (or reuse) this worker's database, cloned from the template. */
+export async function ensureWorkerDatabase(m: RunManifest, workerId: string): Promise<{ name: string; url: string; created: boolean }> {
+  const name = workerDbName(m.prefix, m.runId, workerId);
+  const url = withDatabase(m.adminUrl, name);
+  const created = await withClient(
+    m.adminUrl,
+    async (c) => {
+      const exists = await c.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
+      if (exists.rowCount) return false;
+      try {
+        await createClone(c, m, name);
+      } catch (e) {
+        if ((e as { code?: string }).code === '42P04') return false; // created concurrently by a replaced worker
+        throw e;
+      }
+      return true;
+    },
+    { applicationName: 'jest-environment-pg clone' },
+  );
+  return { name, url, created };
+}
+
+/** Terminate everything on a worker database, drop it and clone it again (a backend around the sandbox touched it). */
+export async function rebuildWorkerDatabase(m: RunManifest, name: string): Promise<void> {
+  if (!name.startsWith(`${m.prefix}_${m.runId}_`)) throw new Error(`refusing to rebuild ${name}: not a database of run ${m.runId}`);
+  await withClient(
+    m.adminUrl,
+    async (c) => {
+      await dropDatabase(c, name, m.versionNum);
+      await createClone(c, m, name);
+    },
+    { applicationName: 'jest-environment-pg clone' },
+  );
+}
+
+/**
+ * FILE_COPY on Postgres 15+: with fsync off and the data dir on tmpfs it copies files without
+ * WAL-logging every page (measured faster than WAL_LOG for a 50-table template; see bench/).
+ * Override with JEST_PG_CLONE_STRATEGY=wal_log|file_copy.
+ */
+function strategyClause(versionNum: number): string {
+  if (versionNum < 150000) return '';
+  const s = (process.env.JEST_PG_CLONE_STRATEGY ?? 'file_copy').toUpperCase();
+  return s === 'WAL_LOG' ? ' STRATEGY WAL_LOG' : ' STRATEGY FILE_COPY';
+}
+
+async function createClone(c: import('pg').Client, m: RunManifest, name: string): Promise<void> {
+  await c.query(`CREATE DATABASE ${ident(name)} TEMPLATE ${ident(m.templateDb)}${strategyClause(m.versionNum)}`);
+  await c.query(`COMMENT ON DATABASE ${ident(name)} IS ${literal(marker(m.runId))}`);
+}
+
+interface Backend {
+  pid: number;
+  datname: string;
+  usename: string | null;
+  application_name: string | null;
+  client_addr: string | null;
+  state: string | null;
+  query: string | null;
+  backend_start: Date | null;
+}
+
+const torn = new Set<string>();
+
+/**
+ * Report what is still connected to the run's databases, terminate it, drop the databases
+ * (unless keepDatabases), stop the embedded cluster, remove the run dir and lock files, end the
+ * reaper. Idempotent.
+ */
+export async function teardownRun(m: RunManifest, opts: { fromReaper?: boolean } = {}): Promise<TeardownSummary> {
+  const t0 = performance.now();
+  const summary = (dropped: string[], terminated: number, report: string, kept?: string[]): TeardownSummary => {
+    const ms = Math.round(performance.now() - t0);
+    const keptText = kept?.length ? `, kept ${kept.length} (keepDatabases)` : '';
+    return {
+      dropped,
+      terminated,
+      ms,
+      report,
+      kept,
+      summaryLine: `jest-environment-pg: dropped ${dropped.length} database${dropped.length === 1 ? '' : 's'}${keptText}, terminated ${terminated} backend${terminated === 1 ? '' : 's'} in ${ms} ms`,
+    };
+  };
+  if (torn.has(m.runId) || !existsSync(m.manifestPath)) {
+    torn.add(m.runId);
+    return summary([], 0, '');
+  }
+  const dropped: string[] = [];
+  let terminated = 0;
+  let report = '';
+  let kept: string[] | undefined;
+  const serverUp = !m.cluster || isPostmasterOf(m.cluster.pid, m.cluster.dataDir);
+  if (serverUp) {
+    let c: import('pg').Client | undefined;
+    try {
+      c = await connect(m.adminUrl, { applicationName: 'jest-environment-pg teardown', timeoutMs: 5000 });
+    } catch (e) {
+      report = `jest-environment-pg: could not connect to ${redactUrl(m.adminUrl)} to drop this run's databases (${messageOf(e)}); a later run will sweep them.`;
+    }
+    if (c) {
+      try {
+        const dbs = await runDatabases(c, m);
+        const backends = dbs.length
+          ? (
+              await c.query<Backend>(
+                `SELECT pid, datname, usename, application_name, client_addr::text AS client_addr, state, query, backend_start
+                   FROM pg_stat_activity WHERE datname = ANY($1) AND pid <> pg_backend_pid() ORDER BY datname, pid`,
+                [dbs],
+              )
+            ).rows
+          : [];
+        // The sandbox's own upstream connections are expected; report only the others.
+        const foreign = backends.filter((b) => !(b.application_name ?? '').startsWith('jest-environment-pg'));
+        report = formatReport(foreign);
+        if (m.options.keepDatabases) {
+          kept = dbs;
+        } else {
+          if (backends.length) {
+            const r = await c.query<{ ok: boolean }>('SELECT pg_terminate_backend(pid) AS ok FROM unnest($1::int[]) AS pid', [backends.map((b) => b.pid)]);
+            terminated = r.rows.filter((x) => x.ok).length;
+          }
+          for (const name of dbs) {
+            await dropDatabase(c, name, m.versionNum);
+            dropped.push(name);
+          }
+        }
+      } finally {
+        await c.end().catch(() => undefined);
+      }
+    }
+  }
+  if (kept) {
+    const where = m.cluster
+      ? `The embedded server keeps running at ${m.cluster.url} (pid ${m.cluster.pid}); stop it with: kill ${m.cluster.pid} && rm -rf ${m.cluster.baseDir}`
+      : `on ${redactUrl(m.adminUrl)}`;
+    report +=
+      (report ? '\n' : '') +
+      `jest-environment-pg: keepDatabases is on, so these databases were kept:\n` +
+      kept.map((d) => `  ${d}  ${redactUrl(withDatabase(m.adminUrl, d))}`).join('\n') +
+      `\n${where}`;
+  } else if (m.cluster) {
+    await stopCluster(m.cluster).catch(() => undefined);
+  }
+  torn.add(m.runId);
+  // Removing the manifest is what tells the reaper the run ended normally.
+  await fsp.rm(m.runDir, { recursive: true, force: true }).catch(() => undefined);
+  for (const f of m.lockFiles ?? []) await fsp.rm(f, { recursive: true, force: true }).catch(() => undefined);
+  if (!opts.fromReaper) stopReaper(m.reaperPid);
+  if (process.env[MANIFEST_ENV] === m.manifestPath) delete process.env[MANIFEST_ENV];
+  if (attached) attached = undefined;
+  return summary(dropped, terminated, report, kept);
+}
+
+/** This run's databases: `<prefix>_<runId>_*` with our marker (or no comment yet: a crash between CREATE and COMMENT). */
+async function runDatabases(c: import('pg').Client, m: RunManifest): Promise<string[]> {
+  const pfx = `${m.prefix}_${m.runId}_`;
+  const r = await c.query<{ datname: string; comment: string | null }>(
+    `SELECT datname, shobj_description(oid, 'pg_database') AS comment FROM pg_database
+      WHERE NOT datistemplate AND left(datname, length($1)) = $1 ORDER BY datname`,
+    [pfx],
+  );
+  return r.rows
+    .filter((row) => {
+      const mk = parseMarker(row.comment);
+      return row.comment === null || (mk !== undefined && 'runId' in mk && mk.runId === m.runId);
+    })
+    .map((row) => row.datname);
+}
+
+export function formatReport(backends: Backend[]): string {
+  if (backends.length === 0) return '';
+  const lines = backends.map((b) => {
+    const q = (b.query ?? '').replace(/\s+/g, ' ').trim();
+    const query = q.length > 100 ? q.slice(0, 97) + '...' : q;
+    return (
+      `  pid ${b.pid}  db ${b.datname}  app ${JSON.stringify(b.application_name ?? '')}  ` +
+      `client ${b.client_addr ?? 'unix socket'}  state ${b.state ?? '?'}${query ? `  last query: ${query}` : ''}`
+    );
+  });
+  const n = backends.length;
+  return (
+    `jest-environment-pg: ${n} connection${n === 1 ? ' was' : 's were'} still open to this run's databases at teardown (terminated):\n` +
+    lines.join('\n') +
+    `\nThey did not go through the sandbox or were never closed: close pools and stop servers/child processes in afterAll.`
+  );
+}
+
+function readText(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+function readJson(file: string): unknown {
+  const t = readText(file);
+  if (!t) return undefined;
+  try {
+    return JSON.parse(t);
+  } catch {
+    return undefined;
+  }
+}
+
+function writeJsonAtomic(file: string, value: unknown): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, JSON.stringify(value), { mode: 0o600 });
+  renameSync(tmp, file);
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -1,0 +1,98 @@
+/**
+ * The template database: migrations + seed applied once into `<prefix>_tpl_<hash>`, built under
+ * an advisory lock and marked complete (IS_TEMPLATE) last, so a crashed build is never reused.
+ */
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { dropDatabase, terminateBackends, withClient, withDatabase } from './admin';
+import { hashMigrations, runMigrations } from './migrations';
+import { ident, literal, marker, sha256, templateName } from './names';
+import type { MigrationSource } from './options';
+
+export interface TemplateOptions {
+  prefix: string;
+  migrations?: MigrationSource;
+  seed?: MigrationSource;
+  /** server_version_num of the server the template lives on. */
+  versionNum: number;
+  rootDir?: string;
+}
+
+export interface TemplateResult {
+  name: string;
+  /** false when an existing complete template was reused. */
+  built: boolean;
+  ms: number;
+}
+
+let cachedVersion: string | undefined;
+export function packageVersion(): string {
+  if (cachedVersion) return cachedVersion;
+  for (const p of [path.join(__dirname, '..', 'package.json'), path.join(__dirname, '..', '..', 'package.json')]) {
+    try {
+      const pkg = JSON.parse(readFileSync(p, 'utf8'));
+      if (pkg.name === 'jest-environment-pg') return (cachedVersion = String(pkg.version));
+    } catch {
+      // try the next
+    }
+  }
+  return (cachedVersion = '0.0.0');
+}
+
+/** The template's name for these inputs (no database access). */
+export async function templateNameFor(opts: TemplateOptions): Promise<string> {
+  const contents = await hashMigrations(opts.migrations, opts.seed, { rootDir: opts.rootDir });
+  const major = Math.floor(opts.versionNum / 10000);
+  return templateName(opts.prefix, sha256(contents, `pg${major}`, `jest-environment-pg@${packageVersion()}`));
+}
+
+/** A 64-bit advisory lock key derived from a name (single-key form; the leases use the two-key form). */
+export function lockKeyFor(name: string): string {
+  return BigInt.asIntN(64, BigInt('0x' + sha256('jest-environment-pg lock', name).slice(0, 16))).toString();
+}
+
+/** Make sure the template exists and is complete; returns its name. */
+export async function ensureTemplate(adminUrl: string, opts: TemplateOptions): Promise<string> {
+  return (await ensureTemplateDetailed(adminUrl, opts)).name;
+}
+
+export async function ensureTemplateDetailed(adminUrl: string, opts: TemplateOptions): Promise<TemplateResult> {
+  const t0 = performance.now();
+  const name = await templateNameFor(opts);
+  const key = lockKeyFor(name);
+  return withClient(
+    adminUrl,
+    async (c) => {
+      const complete = async () =>
+        (await c.query<{ t: boolean }>('SELECT datistemplate AS t FROM pg_database WHERE datname = $1', [name])).rows[0];
+      // Fast path without the lock: a complete template is never modified.
+      if ((await complete())?.t) return { name, built: false, ms: Math.round(performance.now() - t0) };
+      await c.query('SELECT pg_advisory_lock($1::bigint)', [key]);
+      try {
+        const row = await complete();
+        if (row?.t) return { name, built: false, ms: Math.round(performance.now() - t0) };
+        // A half-built one (a crashed or failed build) is never reused.
+        if (row) await dropDatabase(c, name, opts.versionNum);
+        await c.query(`CREATE DATABASE ${ident(name)}`);
+        await c.query(`COMMENT ON DATABASE ${ident(name)} IS ${literal(marker('template'))}`);
+        const url = withDatabase(adminUrl, name);
+        try {
+          await runMigrations(opts.migrations, url, { rootDir: opts.rootDir });
+          await runMigrations(opts.seed, url, { rootDir: opts.rootDir });
+        } catch (e) {
+          // Not marked complete; drop it so no half-built database lingers (the next run rebuilds it).
+          await dropDatabase(c, name, opts.versionNum).catch(() => undefined);
+          throw e;
+        }
+        // CREATE DATABASE … TEMPLATE needs no one connected to the source: end what migrations left open.
+        await terminateBackends(c, [name]);
+        // Mark complete last, and refuse connections from now on so clones never find one.
+        await c.query(`ALTER DATABASE ${ident(name)} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false`);
+        return { name, built: true, ms: Math.round(performance.now() - t0) };
+      } finally {
+        await c.query('SELECT pg_advisory_unlock($1::bigint)', [key]).catch(() => undefined);
+      }
+    },
+    { applicationName: 'jest-environment-pg template' },
+  );
+}
