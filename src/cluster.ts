@@ -10,6 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { hydrateSymlinks, missingSymlinks, reachableBy } from './binaries';
 import { errors } from './errors';
+import { isAlive } from './proc';
 
 export interface ClusterInfo {
   /** The postmaster's pid. */
@@ -308,24 +309,7 @@ function readLog(file: string): string {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Is `pid` alive (zombies count as dead)? */
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-  if (process.platform === 'linux') {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-      if (state === 'Z' || state === 'X') return false;
-    } catch {
-      return false;
-    }
-  }
-  return true;
-}
+export { isAlive };
 
 /** Is `pid` the postmaster of `dataDir`? Guards against signalling a recycled pid. */
 export function isPostmasterOf(pid: number, dataDir: string): boolean {
