@@ -140,7 +140,8 @@ export function sqlError(e: unknown, text: string, file: string) {
     const lineText = text.split('\n')[line - 1] ?? '';
     snippet = `\n    ${lineText.replace(/\t/g, ' ')}\n    ${' '.repeat(Math.max(0, col - 1))}^`;
   }
-  let detail = pe.code ? `${messageOf(e)} (SQLSTATE ${pe.code})` : messageOf(e);
+  const msg = typeof pe?.message === 'string' ? pe.message : messageOf(e);
+  let detail = pe.code ? `${msg} (SQLSTATE ${pe.code})` : msg;
   if (pe.detail) detail += `\nDETAIL: ${pe.detail}`;
   if (pe.hint) detail += `\nHINT: ${pe.hint}`;
   if (pe.where) detail += `\nCONTEXT: ${pe.where}`;
