@@ -118,6 +118,11 @@ export const errors = {
       `Waited ${waitedMs} ms for the sandbox connection, which is held by ${holder}. ` +
         `Another connection kept a transaction open; commit or roll it back, or release the pool client (client.release()).`,
     ),
+  transactionRolledBack: (testName: string) =>
+    make('JESTPG_LEAKED_CONNECTION', '25P02')(
+      `current transaction is aborted: jest-environment-pg rolled this connection's transaction back when test "${testName}" ended, because the connection was still inside it. ` +
+        `The test that opened the transaction is at fault: commit or roll back and release the client (client.release()) before the test ends. Send ROLLBACK to continue.`,
+    ),
   unsupportedStatement: (what: string) =>
     make('JESTPG_UNSUPPORTED_STATEMENT', '25001')(
       `${what} cannot run inside a transaction, and everything in a jest-environment-pg test runs inside the file's transaction so it can be rolled back. ` +

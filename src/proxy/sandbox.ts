@@ -1,0 +1,393 @@
+/**
+ * The sandbox: a Postgres wire-protocol server (unix socket + loopback TCP) in front of
+ * one upstream connection that lives inside the file transaction. It tracks every client
+ * connection and the scope it was opened in, and implements the test lifecycle:
+ * beginFile → (beginTest → endTest)* → endFile. Runner-agnostic: Jest's environment,
+ * the CLI and the programmatic API all drive it the same way.
+ */
+import net from 'node:net';
+import fs from 'node:fs';
+import path from 'node:path';
+import { randomInt } from 'node:crypto';
+import { Session, type SessionHost } from './session';
+import { newUnit, Upstream, type Owner } from './upstream';
+import { query } from './messages';
+import { errors, JestPgError } from '../errors';
+
+export interface SandboxOptions {
+  /** URL of the worker database, with credentials that may connect to it. */
+  upstreamUrl: string;
+  /** Directory for the unix socket (private to the run). */
+  socketDir: string;
+  /** Password TCP clients must give. */
+  secret: string;
+  isolation: 'test' | 'file';
+  graceMs: number;
+  lockWaitMs: number;
+  /** application_name of the upstream connection. */
+  label: string;
+  /** User name put in DATABASE_URL. */
+  user?: string;
+  /** Database name put in DATABASE_URL (cosmetic: every name reaches the sandbox). */
+  database?: string;
+}
+
+export interface ConnectionInfo {
+  url: string;
+  host: string;
+  port: number;
+  socketDir: string;
+  user: string;
+  password: string;
+  database: string;
+}
+
+export interface Problem {
+  kind: 'leak' | 'late' | 'open' | 'foreign';
+  message: string;
+}
+
+export interface TestReport {
+  /** Problems caused by the test that just ended (leaks, in-flight queries). */
+  problems: Problem[];
+}
+
+export interface ForeignBackend {
+  pid: number;
+  applicationName: string;
+  clientAddr: string;
+  state: string;
+  query: string;
+}
+
+export interface FileReport {
+  /** Connections still open at the end of the file (closed by the sandbox). */
+  open: Problem[];
+  /** Queries rejected between tests. */
+  late: Problem[];
+  /** Backends on the worker database that did not come through the sandbox (terminated). */
+  foreign: ForeignBackend[];
+}
+
+type Scope = { kind: 'file' } | { kind: 'test'; name: string } | { kind: 'between' };
+
+const SAVEPOINT = 'jestpg_test';
+
+class InternalOwner implements Owner {
+  private resolve: (() => void) | undefined;
+  readonly turn = new Promise<void>((r) => (this.resolve = r));
+  constructor(private readonly what: string) {}
+  granted(): void {
+    this.resolve?.();
+  }
+  describe(): string {
+    return `jest-environment-pg (${this.what})`;
+  }
+}
+
+export class Sandbox implements SessionHost {
+  upstream: Upstream | undefined;
+  serverParams = new Map<string, string>();
+  readonly sessions = new Set<Session>();
+  private readonly byPid = new Map<number, Session>();
+  private scope: Scope = { kind: 'between' };
+  private lastTestName: string | undefined;
+  private readonly servers: net.Server[] = [];
+  private lateLog: Problem[] = [];
+  private testProblems: Problem[] = [];
+  private savepointPending = false;
+  private savepointOpen = false;
+  private fileOpen = false;
+  private closing: Promise<void> | undefined;
+  info!: ConnectionInfo;
+  hookDepth = 0;
+
+  private constructor(readonly opts: SandboxOptions) {}
+
+  get secret(): string {
+    return this.opts.secret;
+  }
+  get lockWaitMs(): number {
+    return this.opts.lockWaitMs;
+  }
+
+  static async start(opts: SandboxOptions): Promise<Sandbox> {
+    const sb = new Sandbox(opts);
+    await sb.listen();
+    return sb;
+  }
+
+  private async listen(): Promise<void> {
+    const tcp = net.createServer((s) => this.accept(s, false));
+    await new Promise<void>((resolve, reject) => {
+      tcp.once('error', reject);
+      tcp.listen(0, '127.0.0.1', () => resolve());
+    });
+    this.servers.push(tcp);
+    const port = (tcp.address() as net.AddressInfo).port;
+    fs.mkdirSync(this.opts.socketDir, { recursive: true, mode: 0o700 });
+    const sockPath = path.join(this.opts.socketDir, `.s.PGSQL.${port}`);
+    try {
+      fs.unlinkSync(sockPath);
+    } catch {
+      /* not there */
+    }
+    const unix = net.createServer((s) => this.accept(s, true));
+    await new Promise<void>((resolve, reject) => {
+      unix.once('error', reject);
+      unix.listen(sockPath, () => resolve());
+    });
+    this.servers.push(unix);
+    for (const s of this.servers) s.unref();
+    const user = this.opts.user ?? 'postgres';
+    const database = this.opts.database ?? 'postgres';
+    this.info = {
+      url: `postgres://${encodeURIComponent(user)}:${encodeURIComponent(this.opts.secret)}@127.0.0.1:${port}/${encodeURIComponent(database)}`,
+      host: '127.0.0.1',
+      port,
+      socketDir: this.opts.socketDir,
+      user,
+      password: this.opts.secret,
+      database,
+    };
+  }
+
+  private accept(socket: net.Socket, viaUnix: boolean): void {
+    if (this.closing) {
+      socket.destroy();
+      return;
+    }
+    const s = new Session(socket, this, viaUnix);
+    this.sessions.add(s);
+  }
+
+  // ---- SessionHost ----
+
+  scopeLabel(): string | undefined {
+    switch (this.scope.kind) {
+      case 'file':
+        return 'file';
+      case 'test':
+        return this.scope.name;
+      case 'between':
+        return this.hookDepth > 0 ? 'file' : undefined;
+    }
+  }
+
+  lastTest(): string | undefined {
+    return this.lastTestName;
+  }
+
+  late(session: Session, sql: string): void {
+    this.lateLog.push({
+      kind: 'late',
+      message: `${errors.lateQuery(this.lastTestName ?? '(none)', sql).message}\n    on ${session.describe()}`,
+    });
+  }
+
+  issueKey(session: Session): [number, number] {
+    let pid: number;
+    do pid = randomInt(1, 0x7fffffff);
+    while (this.byPid.has(pid));
+    this.byPid.set(pid, session);
+    return [pid, randomInt(0, 0x7fffffff)];
+  }
+
+  cancel(pid: number, key: number): void {
+    const s = this.byPid.get(pid);
+    if (s && s.key === key) s.cancel();
+  }
+
+  closed(session: Session): void {
+    this.sessions.delete(session);
+    this.byPid.delete(session.pid);
+  }
+
+  /** Called before each client cycle: open the test savepoint lazily, pipelined with the cycle. */
+  beforeCycle(up: Upstream): void {
+    if (this.savepointPending) {
+      this.savepointPending = false;
+      this.savepointOpen = true;
+      up.send(savepointFrame, newUnit(undefined));
+    }
+  }
+
+  // ---- lifecycle ----
+
+  private async turn(what: string): Promise<InternalOwner> {
+    const up = this.upstream!;
+    const owner = new InternalOwner(what);
+    up.acquire(owner);
+    await owner.turn;
+    return owner;
+  }
+
+  private async run(sql: string, what: string): Promise<void> {
+    const up = this.upstream!;
+    const owner = await this.turn(what);
+    try {
+      const err = await up.exec(sql);
+      if (err) throw new JestPgError('JESTPG_UPSTREAM_LOST', `${what} failed: ${err.M} (SQLSTATE ${err.C})`);
+    } finally {
+      up.release(owner);
+    }
+  }
+
+  /** Start a test file: connect the upstream if needed and open the file transaction. */
+  async beginFile(): Promise<void> {
+    if (!this.upstream || this.upstream.lost) {
+      this.upstream = await Upstream.connect(this.opts.upstreamUrl, this.opts.label);
+      if (this.serverParams.size === 0) await this.readServerParams();
+    }
+    await this.run('BEGIN', 'BEGIN of the file transaction');
+    this.fileOpen = true;
+    this.scope = { kind: 'file' };
+    this.lateLog = [];
+  }
+
+  private async readServerParams(): Promise<void> {
+    const rows = await this.upstream!.rows(
+      `SELECT name, setting FROM pg_settings WHERE name IN ('server_version','server_encoding','client_encoding','DateStyle','TimeZone','IntervalStyle','integer_datetimes','standard_conforming_strings','is_superuser','session_authorization','in_hot_standby','default_transaction_read_only','scram_iterations') UNION ALL SELECT 'session_authorization', current_user UNION ALL SELECT 'is_superuser', CASE WHEN rolsuper THEN 'on' ELSE 'off' END FROM pg_roles WHERE rolname = current_user`,
+    );
+    for (const [k, v] of rows) this.serverParams.set(k, v);
+  }
+
+  enterHook(): void {
+    this.hookDepth++;
+  }
+  leaveHook(): void {
+    if (this.hookDepth > 0) this.hookDepth--;
+  }
+
+  beginTest(name: string): void {
+    this.scope = { kind: 'test', name };
+    this.testProblems = [];
+    if (this.opts.isolation === 'test') this.savepointPending = true;
+  }
+
+  /**
+   * End a test: give running queries graceMs, cancel the rest, roll back what any client
+   * left open, and roll the test's savepoint back. Returns what the test left behind.
+   */
+  async endTest(): Promise<TestReport> {
+    const name = this.scope.kind === 'test' ? this.scope.name : '(unknown)';
+    this.lastTestName = name;
+    this.scope = { kind: 'between' };
+    const problems = this.testProblems;
+    this.testProblems = [];
+    const up = this.upstream;
+    if (!up || up.lost) return { problems };
+
+    const running = () => [...this.sessions].filter((s) => s.inflight > 0 || s.cycleOpen);
+    const deadline = Date.now() + this.opts.graceMs;
+    while (running().length > 0 && Date.now() < deadline) await sleep(2);
+    const stuck = running();
+    if (stuck.length > 0) {
+      for (const s of stuck) {
+        problems.push({
+          kind: 'late',
+          message: `JESTPG_LATE_QUERY: test "${name}" ended while ${s.describe()} was still running its query; it was cancelled after ${this.opts.graceMs} ms (graceMs). Await every query and request before the test ends.`,
+        });
+        if (s.cycleOpen && s.inflight === 0) s.fatal(errors.lateQuery(name, s.lastSql));
+      }
+      await up.cancel();
+      const hard = Date.now() + 2000;
+      while (running().length > 0 && Date.now() < hard) await sleep(2);
+      for (const s of running()) s.fatal(errors.lateQuery(name, s.lastSql));
+    }
+    // A client still inside its transaction holds the upstream: take it back.
+    for (const s of this.sessions) {
+      if (s.inTx) {
+        problems.push({
+          kind: 'leak',
+          message: `JESTPG_LEAKED_CONNECTION: test "${name}" ended while ${s.describe()} was still inside a transaction; it was rolled back. Commit or roll back, and release pool clients (client.release()), before the test ends.`,
+        });
+      }
+    }
+    const owner = new InternalOwner('end of test');
+    const holder = up.owner instanceof Session && up.owner.inTx && up.owner.inflight === 0 ? up.owner : undefined;
+    if (holder) {
+      up.owner = owner;
+      owner.granted();
+    } else up.acquire(owner);
+    await owner.turn;
+    try {
+      for (const s of this.sessions) s.resetByRollback(name);
+      const sql = this.savepointOpen ? `ROLLBACK TO SAVEPOINT ${SAVEPOINT}; RELEASE SAVEPOINT ${SAVEPOINT}` : undefined;
+      this.savepointOpen = false;
+      this.savepointPending = false;
+      if (sql) {
+        const err = await up.exec(sql);
+        up.appliedSettings = undefined;
+        if (err) throw new JestPgError('JESTPG_UPSTREAM_LOST', `rolling back test "${name}" failed: ${err.M}`);
+      } else if (holder) {
+        // isolation "file": the leaked transaction is still rolled back, to its guard.
+        await up.exec(`ROLLBACK TO SAVEPOINT jestpg_guard; RELEASE SAVEPOINT jestpg_guard`);
+      }
+    } finally {
+      up.release(owner);
+    }
+    return { problems };
+  }
+
+  /** End a test file: close every client, roll back, look for backends that went around the sandbox. */
+  async endFile(): Promise<FileReport> {
+    if (this.scope.kind === 'test') await this.endTest();
+    this.scope = { kind: 'between' };
+    const open: Problem[] = [];
+    for (const s of [...this.sessions]) {
+      if (s.phase === 'ready') {
+        open.push({ kind: 'open', message: s.describe() });
+        s.fatal(errors.fileEnded(this.currentFile ?? 'this test file'));
+      } else if (s.phase !== 'closing') s.fatal(errors.fileEnded(this.currentFile ?? 'this test file'));
+    }
+    const deadline = Date.now() + 2000;
+    while (this.sessions.size > 0 && Date.now() < deadline) await sleep(2);
+    const late = this.lateLog;
+    this.lateLog = [];
+    let foreign: ForeignBackend[] = [];
+    const up = this.upstream;
+    if (up && !up.lost && this.fileOpen) {
+      const owner = await this.turn('end of file');
+      try {
+        await up.exec('ROLLBACK');
+        up.appliedSettings = undefined;
+        this.fileOpen = false;
+        this.savepointOpen = false;
+        const rows = await up.rows(
+          `SELECT pid, coalesce(application_name, ''), coalesce(host(client_addr), 'local socket'), coalesce(state, ''), left(coalesce(query, ''), 300) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`,
+        );
+        foreign = rows.map(([pid, applicationName, clientAddr, state, query]) => ({ pid: Number(pid), applicationName, clientAddr, state, query }));
+        if (foreign.length) {
+          await up.rows(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN (${foreign.map((f) => f.pid).join(',')})`);
+        }
+      } finally {
+        up.release(owner);
+      }
+    }
+    this.fileOpen = false;
+    return { open, late, foreign };
+  }
+
+  currentFile: string | undefined;
+
+  /** Disconnect the upstream (e.g. before the worker database is rebuilt). */
+  async disconnect(): Promise<void> {
+    const up = this.upstream;
+    this.upstream = undefined;
+    if (up) await up.close();
+  }
+
+  /** Stop listening, close every client and the upstream. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      for (const s of [...this.sessions]) s.fatal(errors.fileEnded(this.currentFile ?? 'the sandbox'));
+      await Promise.allSettled(this.servers.map((srv) => new Promise<void>((r) => srv.close(() => r()))));
+      await this.disconnect();
+    })();
+    return this.closing;
+  }
+}
+
+const savepointFrame = query(`SAVEPOINT ${SAVEPOINT}`);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

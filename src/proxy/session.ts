@@ -1,0 +1,807 @@
+/**
+ * One client connection to the sandbox. It speaks the server side of the protocol to
+ * the client and takes turns on the shared upstream:
+ *
+ * - Every cycle the client starts outside its own transaction is wrapped in a guard
+ *   savepoint, opened before the cycle and released (or rolled back to, after an
+ *   error) when its ReadyForQuery arrives. An error never aborts the file transaction.
+ * - The client's BEGIN keeps the guard open: the guard *is* its transaction. COMMIT
+ *   becomes a no-op (the guard is released at ReadyForQuery), ROLLBACK becomes
+ *   ROLLBACK TO the guard. While a client transaction is open, the client owns the
+ *   upstream and its messages are forwarded as they come (pipelining intact).
+ * - Prepared statement names, and the unnamed statement, are renamed per client so
+ *   two clients never see each other's statements. Unnamed portals are not renamed:
+ *   they cannot outlive a cycle the client owns the upstream for.
+ * - ReadyForQuery carries the client's own status (I/T/E), not the upstream's.
+ */
+import type net from 'node:net';
+import { F, B, StartupCode, TxStatus } from './codes';
+import { FrameError, Framer } from './framer';
+import * as m from './messages';
+import { statements, type Statement } from './sql';
+import { countInjected, countSent, Kind, newUnit, type Owner, type Sink, type Unit, type Upstream } from './upstream';
+import { checkMd5, newSalt } from './auth';
+import { errors, JestPgError } from '../errors';
+import { ident } from '../names';
+
+export const GUARD = 'jestpg_guard';
+const NOOP = "SET LOCAL jestpg.noop = ''";
+const ROLLBACK_GUARD = `ROLLBACK TO SAVEPOINT ${GUARD}`;
+const warn = (text: string) => `DO $jestpg$BEGIN RAISE WARNING USING MESSAGE = '${text}', ERRCODE = '25001'; END$jestpg$`;
+const WARN_IN_TX = warn('there is already a transaction in progress');
+const WARN_NO_TX = warn('there is no transaction in progress');
+const guardOpenFrame = m.query(`SAVEPOINT ${GUARD}`);
+const guardReleaseFrame = m.query(`RELEASE SAVEPOINT ${GUARD}`);
+const guardRollbackFrame = m.query(`ROLLBACK TO SAVEPOINT ${GUARD}; RELEASE SAVEPOINT ${GUARD}`);
+
+export type Phase = 'startup' | 'auth' | 'ready' | 'closing' | 'closed';
+
+/** What a session needs from the sandbox that owns it. */
+export interface SessionHost {
+  readonly upstream: Upstream | undefined;
+  readonly secret: string;
+  readonly lockWaitMs: number;
+  /** Parameters reported to every client at startup (server_version, …). */
+  readonly serverParams: ReadonlyMap<string, string>;
+  /** The current scope label (test name or "file"), or undefined between tests. */
+  scopeLabel(): string | undefined;
+  /** The test that ended last (named in late-query errors). */
+  lastTest(): string | undefined;
+  late(session: Session, sql: string): void;
+  issueKey(session: Session): [number, number];
+  cancel(pid: number, key: number): void;
+  closed(session: Session): void;
+  /** Called when a client cycle starts on the upstream, before anything of it is written. */
+  beforeCycle(up: Upstream): void;
+}
+
+type Frame = [Buffer, number, number, number];
+
+let nextId = 1;
+
+export class Session implements Sink, Owner {
+  readonly id = nextId++;
+  private readonly prefix = `jp${this.id}_`;
+  phase: Phase = 'startup';
+  params: Record<string, string> = {};
+  readonly openedAt = new Date();
+  openedIn: string | undefined;
+  lastSql = '';
+  lastSqlAt: Date | undefined;
+  /** The client is inside its own transaction (BEGIN seen, no COMMIT/ROLLBACK yet). */
+  inTx = false;
+  private txFailed = false;
+  private guardOpen = false;
+  /** Units (Query/Sync) sent and not yet answered. */
+  inflight = 0;
+  private txControlInflight = 0;
+  /** An extended-protocol cycle has started and its Sync was not sent yet. */
+  cycleOpen = false;
+  private copyIn = false;
+  private unit: Unit | undefined;
+  /** Executes sent in the current extended unit (to find the result of a given one). */
+  private executes = 0;
+  private readonly pending: Frame[] = [];
+  private readonly framer = new Framer();
+  private startupBuf: Buffer | undefined;
+  private salt: Buffer | undefined;
+  /** Renamed statements this client has prepared. */
+  private readonly prepared = new Set<string>();
+  /** Renamed statements / portals that are transaction control (BEGIN/COMMIT/ROLLBACK via the extended protocol). */
+  private readonly txStatements = new Map<string, Statement>();
+  private readonly txPortals = new Map<string, Statement>();
+  /** Discarding the rest of a cycle, then answering this error. */
+  private rejecting: JestPgError | undefined;
+  private rejectSent = false;
+  private waitTimer: NodeJS.Timeout | undefined;
+  private waitingSince = 0;
+  /** Set when the sandbox rolled this client's transaction back at the end of a test. */
+  abortedBy: string | undefined;
+  private out_: Buffer[] = [];
+  private lastOut: Buffer | undefined;
+  private lastStart = 0;
+  private lastEnd = 0;
+  pid = 0;
+  key = 0;
+  private settingsSql: string | undefined;
+  private settingsKey = '';
+  readonly viaUnix: boolean;
+
+  constructor(private readonly socket: net.Socket, private readonly host: SessionHost, viaUnix: boolean) {
+    this.viaUnix = viaUnix;
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', () => this.gone());
+    socket.on('close', () => this.gone());
+  }
+
+  get applicationName(): string {
+    return this.params.application_name || '(no application_name)';
+  }
+
+  /** Busy: something of this client is running or it holds an open transaction. */
+  get busy(): boolean {
+    return this.inflight > 0 || this.cycleOpen || this.copyIn || this.inTx || this.pending.length > 0;
+  }
+
+  get owning(): boolean {
+    return this.host.upstream?.owner === this;
+  }
+
+  describe(): string {
+    const where = this.openedIn === undefined ? 'between tests' : this.openedIn === 'file' ? 'module scope or beforeAll' : `test "${this.openedIn}"`;
+    const last = this.lastSql ? `, last statement ${JSON.stringify(oneLine(this.lastSql))}` : '';
+    return `connection ${this.applicationName} (#${this.id}, opened in ${where} at ${this.openedAt.toISOString().slice(11, 23)}${this.inTx ? ', inside a transaction' : ''}${last})`;
+  }
+
+  // ---- input ----
+
+  private onData(chunk: Buffer): void {
+    if (this.phase === 'closed' || this.phase === 'closing') return;
+    try {
+      if (this.phase === 'startup' || this.phase === 'auth') {
+        chunk = this.startup(chunk);
+        if (chunk.length === 0) return;
+      }
+      this.framer.push(chunk, this.onFrame);
+    } catch (e) {
+      const err = e instanceof JestPgError ? e : errors.protocol(e instanceof FrameError ? e.message : String((e as Error).message ?? e));
+      this.fatal(err);
+      return;
+    }
+    this.pump();
+  }
+
+  private readonly onFrame = (buf: Buffer, code: number, start: number, end: number): void => {
+    if (this.phase === 'auth') {
+      this.password(buf, code, start, end);
+      return;
+    }
+    this.pending.push([buf, code, start, end]);
+  };
+
+  /** Handle the untyped startup packets; returns the bytes left after them. */
+  private startup(chunk: Buffer): Buffer {
+    if (this.phase === 'auth') return chunk;
+    let buf = this.startupBuf ? Buffer.concat([this.startupBuf, chunk]) : chunk;
+    this.startupBuf = undefined;
+    while (this.phase === 'startup') {
+      if (buf.length < 8) {
+        this.startupBuf = buf;
+        return Buffer.alloc(0);
+      }
+      const len = buf.readInt32BE(0);
+      if (len < 8 || len > 10000) throw errors.protocol(`invalid startup packet length ${len}`);
+      if (buf.length < len) {
+        this.startupBuf = buf;
+        return Buffer.alloc(0);
+      }
+      const code = buf.readInt32BE(4);
+      const body = buf.subarray(8, len);
+      buf = buf.subarray(len);
+      switch (code) {
+        case StartupCode.SSLRequest:
+        case StartupCode.GSSENCRequest:
+          this.socket.write(m.sslNo);
+          break;
+        case StartupCode.CancelRequest:
+          if (body.length >= 8) this.host.cancel(body.readInt32BE(0), body.readInt32BE(4));
+          this.phase = 'closed';
+          this.socket.end();
+          return Buffer.alloc(0);
+        case StartupCode.Protocol3:
+          this.readParams(body);
+          this.openedIn = this.host.scopeLabel();
+          if (this.viaUnix) this.welcome();
+          else {
+            this.phase = 'auth';
+            this.salt = newSalt();
+            this.socket.write(m.authMd5(this.salt));
+          }
+          break;
+        default:
+          throw errors.protocol(`unsupported protocol version ${code >> 16}.${code & 0xffff}`);
+      }
+    }
+    return buf;
+  }
+
+  private readParams(body: Buffer): void {
+    let off = 0;
+    while (off < body.length && body[off] !== 0) {
+      const [k, a] = m.readCString(body, off, body.length);
+      const [v, b] = m.readCString(body, a, body.length);
+      this.params[k] = v;
+      off = b;
+    }
+    // Settings that shape results are applied to the upstream whenever this client takes it.
+    const settings: [string, string][] = [];
+    for (const k of ['application_name', 'DateStyle', 'TimeZone', 'IntervalStyle', 'extra_float_digits', 'search_path', 'client_encoding', 'statement_timeout']) {
+      if (this.params[k] !== undefined) settings.push([k, this.params[k]]);
+    }
+    for (const [k, v] of parseOptions(this.params.options ?? '')) settings.push([k, v]);
+    if (settings.length) {
+      this.settingsKey = JSON.stringify(settings);
+      this.settingsSql = 'SELECT ' + settings.map(([k, v]) => `set_config(${lit(k)}, ${lit(v)}, false)`).join(', ');
+    }
+  }
+
+  private password(buf: Buffer, code: number, start: number, end: number): void {
+    if (code !== F.Password) throw errors.protocol(`expected a password message, got ${JSON.stringify(String.fromCharCode(code))}`);
+    const [answer] = m.readCString(buf, start + 5, end);
+    const user = this.params.user ?? '';
+    if (!this.salt || !checkMd5(user, this.host.secret, this.salt, answer)) throw errors.authFailed(user);
+    this.welcome();
+  }
+
+  private welcome(): void {
+    this.phase = 'ready';
+    [this.pid, this.key] = this.host.issueKey(this);
+    const parts: Buffer[] = [m.authOk];
+    for (const [k, v] of this.host.serverParams) {
+      parts.push(m.parameterStatus(k, this.params[k] ?? v));
+    }
+    if (this.params.application_name === undefined) parts.push(m.parameterStatus('application_name', ''));
+    parts.push(m.backendKeyData(this.pid, this.key), m.readyForQuery('I'));
+    this.socket.write(Buffer.concat(parts));
+  }
+
+  // ---- the pump: move pending frames to the upstream when allowed ----
+
+  pump(): void {
+    const up = this.host.upstream;
+    if (this.phase !== 'ready' && this.phase !== 'closing') return;
+    let corked = false;
+    while (this.pending.length > 0) {
+      const frame = this.pending[0];
+      const code = frame[1];
+      if (this.rejecting) {
+        this.pending.shift();
+        this.discard(code);
+        continue;
+      }
+      const starts = !this.cycleOpen && !this.copyIn;
+      if (starts && code !== F.Terminate) {
+        if (this.host.scopeLabel() === undefined && !this.inTx) {
+          const sql = code === F.Query ? m.readCString(frame[0], frame[2] + 5, frame[3])[0] : code === F.Parse ? m.readCString(frame[0], m.readCString(frame[0], frame[2] + 5, frame[3])[1], frame[3])[0] : '(extended protocol)';
+          this.host.late(this, sql);
+          this.rejecting = errors.lateQuery(this.host.lastTest() ?? '(unknown)', sql);
+          this.rejectSent = false;
+          continue;
+        }
+      }
+      if (code === F.Terminate) {
+        this.pending.length = 0;
+        this.gone();
+        break;
+      }
+      if (!up || up.lost) {
+        this.rejecting = errors.upstreamLost(up?.lost?.message ?? 'not connected');
+        continue;
+      }
+      if (up.owner !== this) {
+        this.wait(up);
+        break;
+      }
+      if (starts) {
+        const steady = this.inTx && this.txControlInflight === 0;
+        if (!steady && this.inflight > 0) break;
+      }
+      if ((code === F.Query || code === F.Execute) && this.inflight > 0 && this.isTxControl(frame)) break;
+      if (!corked) {
+        up.socket.cork();
+        corked = true;
+      }
+      this.pending.shift();
+      if (starts && code !== F.Sync) this.beginCycle(up);
+      this.handle(up, frame);
+    }
+    if (corked) up!.socket.uncork();
+  }
+
+  private isTxControl(frame: Frame): boolean {
+    const [buf, code, start, end] = frame;
+    if (code === F.Execute) {
+      const [portal] = m.readCString(buf, start + 5, end);
+      return this.txPortals.has(portal ? this.prefix + portal : '');
+    }
+    const sql = m.readCString(buf, start + 5, end)[0];
+    return statements(sql).some((s) => s.kind === 'begin' || s.kind === 'commit' || s.kind === 'rollback');
+  }
+
+  private wait(up: Upstream): void {
+    if (this.waitTimer) return;
+    this.waitingSince = Date.now();
+    up.acquire(this);
+    if (up.owner === this) return;
+    this.waitTimer = setTimeout(() => {
+      this.waitTimer = undefined;
+      if (up.owner === this) return;
+      up.withdraw(this);
+      const holder = up.owner ? up.owner.describe() : 'nobody';
+      this.rejecting = errors.lockWait(Date.now() - this.waitingSince, holder);
+      this.rejectSent = false;
+      this.pump();
+    }, this.host.lockWaitMs);
+    this.waitTimer.unref?.();
+  }
+
+  /** Owner: the upstream is ours now. */
+  granted(): void {
+    if (this.waitTimer) {
+      clearTimeout(this.waitTimer);
+      this.waitTimer = undefined;
+    }
+    if (this.phase === 'closing') {
+      this.finish();
+      return;
+    }
+    if (this.pending.length === 0 && !this.busy) {
+      this.host.upstream?.release(this);
+      return;
+    }
+    this.pump();
+  }
+
+  private beginCycle(up: Upstream): void {
+    this.cycleOpen = true;
+    this.host.beforeCycle(up);
+    if (this.settingsSql && up.appliedSettings !== this.settingsKey) {
+      up.send(m.query(this.settingsSql), newUnit(undefined));
+      up.appliedSettings = this.settingsKey;
+    }
+    if (!this.inTx && !this.guardOpen) {
+      up.send(guardOpenFrame, newUnit(undefined));
+      this.guardOpen = true;
+    }
+    if (this.abortedBy !== undefined) {
+      // The sandbox rolled this client's transaction back when its test ended: the
+      // client still believes it is in one, so answer as Postgres would for an aborted one.
+      this.inTx = true;
+      this.txFailed = true;
+    }
+  }
+
+  private extUnit(up: Upstream): Unit {
+    if (this.unit === undefined) {
+      this.unit = newUnit(this);
+      up.expectUnit(this.unit);
+    }
+    return this.unit;
+  }
+
+  private handle(up: Upstream, [buf, code, start, end]: Frame): void {
+    switch (code) {
+      case F.Query:
+        return this.query(up, buf, start, end);
+      case F.Parse: {
+        const unit = this.extUnit(up);
+        const [name, a] = m.readCString(buf, start + 5, end);
+        const [sql, b] = m.readCString(buf, a, end);
+        this.noteSql(sql);
+        const renamed = this.prefix + (name || 'u');
+        if (this.prepared.has(renamed) || name === '') {
+          // Close before re-parse: the unnamed statement is replaced on every Parse.
+          if (name === '') {
+            up.socket.write(m.close('S', renamed));
+            countInjected(unit, Kind.Close);
+          }
+        }
+        this.prepared.add(renamed);
+        const tx = statements(sql);
+        const kind = tx.length === 1 ? tx[0].kind : 'other';
+        if (kind === 'begin' || kind === 'commit' || kind === 'rollback') {
+          this.txStatements.set(renamed, tx[0]);
+          // A placeholder Postgres accepts to parse and bind even in an aborted transaction.
+          up.socket.write(m.writer.cstring(renamed).cstring(ROLLBACK_GUARD).bytes(buf, b, end).flush(F.Parse));
+        } else {
+          this.txStatements.delete(renamed);
+          up.socket.write(m.writer.cstring(renamed).bytes(buf, a, end).flush(F.Parse));
+        }
+        countSent(unit, Kind.Parse);
+        return;
+      }
+      case F.Bind: {
+        const unit = this.extUnit(up);
+        const [portal, a] = m.readCString(buf, start + 5, end);
+        const [stmt, b] = m.readCString(buf, a, end);
+        const p = portal ? this.prefix + portal : '';
+        const s = this.prefix + (stmt || 'u');
+        const tx = this.txStatements.get(s);
+        if (tx) this.txPortals.set(p, tx);
+        else if (this.txPortals.size) this.txPortals.delete(p);
+        up.socket.write(m.writer.cstring(p).cstring(s).bytes(buf, b, end).flush(F.Bind));
+        countSent(unit, Kind.Bind);
+        return;
+      }
+      case F.Describe: {
+        this.extUnit(up);
+        const kind = buf[start + 5];
+        const [name] = m.readCString(buf, start + 6, end);
+        const renamed = kind === 0x53 ? this.prefix + (name || 'u') : name ? this.prefix + name : '';
+        up.socket.write(m.writer.byte(kind).cstring(renamed).flush(F.Describe));
+        return;
+      }
+      case F.Execute: {
+        const unit = this.extUnit(up);
+        const [portal, a] = m.readCString(buf, start + 5, end);
+        const p = portal ? this.prefix + portal : '';
+        const tx = this.txPortals.get(p);
+        if (tx) return this.txExecute(up, unit, tx);
+        if (portal) up.socket.write(m.writer.cstring(p).bytes(buf, a, end).flush(F.Execute));
+        else up.socket.write(buf.subarray(start, end));
+        this.executes++;
+        return;
+      }
+      case F.Close: {
+        const unit = this.extUnit(up);
+        const kind = buf[start + 5];
+        const [name] = m.readCString(buf, start + 6, end);
+        let renamed: string;
+        if (kind === 0x53) {
+          renamed = this.prefix + (name || 'u');
+          this.prepared.delete(renamed);
+          this.txStatements.delete(renamed);
+        } else {
+          renamed = name ? this.prefix + name : '';
+          this.txPortals.delete(renamed);
+        }
+        up.socket.write(m.writer.byte(kind).cstring(renamed).flush(F.Close));
+        countSent(unit, Kind.Close);
+        return;
+      }
+      case F.Sync: {
+        const unit = this.extUnit(up);
+        this.unit = undefined;
+        this.executes = 0;
+        this.cycleOpen = false;
+        this.inflight++;
+        up.send(buf.subarray(start, end), undefined);
+        void unit;
+        return;
+      }
+      case F.Flush:
+        this.extUnit(up);
+        up.socket.write(buf.subarray(start, end));
+        return;
+      case F.CopyData:
+        up.socket.write(buf.subarray(start, end));
+        return;
+      case F.CopyDone:
+      case F.CopyFail:
+        this.copyIn = false;
+        up.socket.write(buf.subarray(start, end));
+        return;
+      case F.FunctionCall:
+        this.cycleOpen = false;
+        this.inflight++;
+        up.send(buf.subarray(start, end), newUnit(this));
+        return;
+      default:
+        throw errors.protocol(`unknown message type ${JSON.stringify(String.fromCharCode(code))} (0x${code.toString(16)})`);
+    }
+  }
+
+  /** Execute of a BEGIN/COMMIT/ROLLBACK prepared through the extended protocol. */
+  private txExecute(up: Upstream, unit: Unit, tx: Statement): void {
+    const [sql, tag, effect] = this.txRewrite(tx);
+    const name = this.prefix + '$tx';
+    up.socket.write(m.writer.cstring(name).cstring(sql).int16(0).flush(F.Parse));
+    countInjected(unit, Kind.Parse);
+    up.socket.write(m.writer.cstring('').cstring(name).int16(0).int16(0).int16(0).flush(F.Bind));
+    countInjected(unit, Kind.Bind);
+    up.socket.write(m.writer.cstring('').int32(0).flush(F.Execute));
+    up.socket.write(m.close('S', name));
+    countInjected(unit, Kind.Close);
+    this.rewriteNextTag(unit, tag, effect);
+    this.txControlInflight++;
+    unit.txControl = true;
+  }
+
+  /** What a transaction-control statement becomes, given the client's state now. */
+  private txRewrite(s: Statement, inTx = this.inTx, failed = this.txFailed): [sql: string, tag: string, effect: 'begin' | 'end' | undefined] {
+    switch (s.kind) {
+      case 'begin':
+        return inTx ? [WARN_IN_TX, s.tag!, undefined] : [NOOP, s.tag!, 'begin'];
+      case 'commit':
+        if (!inTx) return [WARN_NO_TX, 'COMMIT', undefined];
+        return failed ? [ROLLBACK_GUARD, 'ROLLBACK', 'end'] : [NOOP, 'COMMIT', 'end'];
+      case 'rollback':
+        return inTx ? [ROLLBACK_GUARD, 'ROLLBACK', 'end'] : [WARN_NO_TX, 'ROLLBACK', undefined];
+      default:
+        throw new Error(`not transaction control: ${s.kind}`);
+    }
+  }
+
+  /** Rewrite the tag of the unit's next Execute result (the transaction-control one). */
+  private rewriteNextTag(unit: Unit, tag: string, effect: 'begin' | 'end' | undefined): void {
+    const index = this.executes++;
+    (unit.tags ??= [])[index] = tag;
+    const prev = unit.onCommand;
+    unit.onCommand = (i) => {
+      prev?.(i);
+      if (i === index) this.effect(effect);
+    };
+  }
+
+  private effect(effect: 'begin' | 'end' | undefined): void {
+    if (effect === 'begin') {
+      this.inTx = true;
+      this.txFailed = false;
+    } else if (effect === 'end') {
+      this.inTx = false;
+      this.txFailed = false;
+      this.abortedBy = undefined;
+    }
+  }
+
+  private query(up: Upstream, buf: Buffer, start: number, end: number): void {
+    this.cycleOpen = false;
+    const [sql] = m.readCString(buf, start + 5, end);
+    this.noteSql(sql);
+    const stmts = statements(sql);
+    if (this.abortedBy !== undefined && !(stmts[0]?.kind === 'commit' || stmts[0]?.kind === 'rollback' || stmts[0]?.kind === 'rollbackTo')) {
+      return this.reject(up, errors.transactionRolledBack(this.abortedBy));
+    }
+    const unit = newUnit(this);
+    let rewrite = false;
+    for (const s of stmts) {
+      if (s.kind === 'nonTx') {
+        return this.reject(up, errors.unsupportedStatement(s.what!));
+      }
+      if (s.kind === 'begin' || s.kind === 'commit' || s.kind === 'rollback' || s.kind === 'deallocate' || s.kind === 'discardAll') rewrite = true;
+    }
+    this.inflight++;
+    if (!rewrite) {
+      up.send(buf.subarray(start, end), unit);
+      return;
+    }
+    // Rewrite statement by statement, simulating the transaction state: a statement that
+    // fails stops the rest of the query, so the simulation holds for every statement that runs.
+    let inTx = this.inTx;
+    let failed = this.txFailed;
+    const parts: string[] = [];
+    const tags: (string | null | undefined)[] = [];
+    const effects: ('begin' | 'end' | undefined)[] = [];
+    for (const s of stmts) {
+      if (s.kind === 'begin' || s.kind === 'commit' || s.kind === 'rollback') {
+        const [text, tag, effect] = this.txRewrite(s, inTx, failed);
+        parts.push(text);
+        tags.push(tag);
+        effects.push(effect);
+        if (effect) {
+          inTx = effect === 'begin';
+          failed = false;
+        }
+        unit.txControl = true;
+      } else if (s.kind === 'deallocate' || s.kind === 'discardAll') {
+        const names = s.kind === 'deallocate' && s.name !== undefined ? [this.prefix + s.name] : [...this.prepared];
+        if (s.kind === 'discardAll' || s.name === undefined) this.prepared.clear();
+        else this.prepared.delete(this.prefix + s.name);
+        const tag = s.kind === 'discardAll' ? 'DISCARD ALL' : s.name === undefined ? 'DEALLOCATE ALL' : 'DEALLOCATE';
+        if (names.length === 0) {
+          parts.push(NOOP);
+          tags.push(tag);
+          effects.push(undefined);
+        }
+        names.forEach((n, i) => {
+          parts.push(`DEALLOCATE ${ident(n)}`);
+          tags.push(i === 0 ? tag : null);
+          effects.push(undefined);
+        });
+      } else {
+        parts.push(sql.slice(s.start, s.end));
+        tags.push(undefined);
+        effects.push(undefined);
+      }
+    }
+    unit.tags = tags;
+    unit.onCommand = (i) => this.effect(effects[i]);
+    if (unit.txControl) this.txControlInflight++;
+    up.send(m.query(parts.join(';\n')), unit);
+  }
+
+  private noteSql(sql: string): void {
+    this.lastSql = sql;
+    this.lastSqlAt = new Date();
+  }
+
+  /** Answer a whole simple Query with an error without sending it upstream. */
+  private reject(up: Upstream, err: JestPgError): void {
+    this.out(m.errorResponse({ code: err.sqlState, message: `${err.code}: ${err.message}` }));
+    this.cycleOpen = false;
+    this.afterCycle(up, this.inTx ? TxStatus.Failed : TxStatus.InTransaction, true);
+    if (this.inTx) this.txFailed = true;
+    this.flushOut();
+  }
+
+  /** Discard frames of a rejected cycle; answer at its end. */
+  private discard(code: number): void {
+    if (!this.rejectSent) {
+      const err = this.rejecting!;
+      this.out(m.errorResponse({ code: err.sqlState, message: `${err.code}: ${err.message}` }));
+      this.rejectSent = true;
+    }
+    if (code === F.Query || code === F.Sync || code === F.FunctionCall) {
+      this.rejecting = undefined;
+      this.cycleOpen = false;
+      if (this.inTx) this.txFailed = true;
+      this.out(m.readyForQuery(this.inTx ? 'E' : 'I'));
+      this.flushOut();
+    } else {
+      this.cycleOpen = code !== F.CopyData && code !== F.CopyDone && code !== F.CopyFail;
+    }
+  }
+
+  // ---- output (Sink) ----
+
+  out(buf: Buffer, start = 0, end = buf.length): void {
+    if (this.phase === 'closed') return;
+    if (buf === this.lastOut && start === this.lastEnd) {
+      this.lastEnd = end;
+      return;
+    }
+    if (this.lastOut) this.out_.push(this.lastOut.subarray(this.lastStart, this.lastEnd));
+    this.lastOut = buf;
+    this.lastStart = start;
+    this.lastEnd = end;
+  }
+
+  flushOut(): void {
+    if (this.lastOut) this.out_.push(this.lastOut.subarray(this.lastStart, this.lastEnd));
+    this.lastOut = undefined;
+    const parts = this.out_;
+    if (parts.length === 0) return;
+    this.out_ = [];
+    if (this.phase === 'closed' || this.socket.destroyed) return;
+    if (parts.length === 1) this.socket.write(parts[0]);
+    else {
+      this.socket.cork();
+      for (const p of parts) this.socket.write(p);
+      this.socket.uncork();
+    }
+  }
+
+  copyInStarted(): void {
+    this.copyIn = true;
+    if (this.phase === 'closing') {
+      this.host.upstream?.socket.write(m.writer.cstring('client disconnected').flush(F.CopyFail));
+      this.copyIn = false;
+    }
+  }
+
+  ready(unit: Unit, status: number): void {
+    this.inflight--;
+    if (unit.txControl) this.txControlInflight--;
+    const up = this.host.upstream!;
+    this.afterCycle(up, status, false);
+    if (this.pending.length) this.pump();
+    else if (this.phase === 'closing' && this.inflight === 0 && !this.cycleOpen) this.finish();
+  }
+
+  /** A cycle's ReadyForQuery: resolve the guard, answer the client, maybe hand the upstream on. */
+  private afterCycle(up: Upstream, status: number, synthetic: boolean): void {
+    let client: 'I' | 'T' | 'E';
+    if (this.inTx) {
+      if (!synthetic) this.txFailed = status === TxStatus.Failed;
+      client = this.txFailed ? 'E' : 'T';
+    } else {
+      client = 'I';
+      if (this.guardOpen && this.inflight === 0 && !this.cycleOpen && !up.lost) {
+        up.send(status === TxStatus.Failed ? guardRollbackFrame : guardReleaseFrame, newUnit(undefined));
+        this.guardOpen = false;
+      }
+    }
+    this.out(m.readyForQuery(client));
+    if (!this.inTx && this.inflight === 0 && !this.cycleOpen && !this.copyIn && up.owner === this) {
+      up.release(this);
+    }
+  }
+
+  // ---- end of life ----
+
+  /** The sandbox ends this client's transaction (end of test): its savepoints are gone. */
+  resetByRollback(testName: string): void {
+    if (this.inTx) this.abortedBy = testName;
+    this.inTx = false;
+    this.txFailed = false;
+    this.guardOpen = false;
+  }
+
+  cancel(): void {
+    if (this.owning && (this.inflight > 0 || this.cycleOpen)) void this.host.upstream?.cancel();
+  }
+
+  /** Close with a FATAL error (protocol violation, end of file). */
+  fatal(err: JestPgError): void {
+    if (this.phase === 'closed') return;
+    this.flushOut();
+    if (!this.socket.destroyed) {
+      this.socket.end(m.errorResponse({ severity: 'FATAL', code: err.sqlState, message: `${err.code}: ${err.message}` }));
+    }
+    this.gone();
+  }
+
+  /** The client went away (Terminate, socket closed, fatal error). */
+  private gone(): void {
+    if (this.phase === 'closed' || this.phase === 'closing') return;
+    const wasReady = this.phase === 'ready';
+    this.phase = 'closing';
+    if (this.waitTimer) clearTimeout(this.waitTimer);
+    this.pending.length = 0;
+    this.rejecting = undefined;
+    const up = this.host.upstream;
+    if (!wasReady || !up || up.lost) return this.closedNow();
+    up.withdraw(this);
+    if (up.owner === this) {
+      if (this.copyIn) this.copyInStarted();
+      if (this.cycleOpen && this.unit) {
+        this.cycleOpen = false;
+        this.inflight++;
+        this.unit = undefined;
+        up.send(m.syncFrame, undefined);
+      }
+      if (this.inflight === 0) this.finish();
+      return;
+    }
+    if (this.prepared.size > 0 || this.inTx) up.acquire(this);
+    else this.closedNow();
+  }
+
+  /** Owning the upstream with nothing in flight: roll back what the client left, close its statements. */
+  private finish(): void {
+    const up = this.host.upstream;
+    if (this.phase === 'closed') return;
+    if (up && !up.lost && up.owner !== this && this.prepared.size > 0) {
+      up.acquire(this);
+      return;
+    }
+    if (up && !up.lost && up.owner === this) {
+      if (this.inTx || this.guardOpen) {
+        up.send(guardRollbackFrame, newUnit(undefined));
+        this.inTx = false;
+        this.guardOpen = false;
+      }
+      if (this.prepared.size > 0) {
+        const unit = newUnit(undefined);
+        up.socket.cork();
+        for (const name of this.prepared) {
+          up.socket.write(m.close('S', name));
+          countInjected(unit, Kind.Close);
+        }
+        up.expectUnit(unit);
+        up.socket.write(m.syncFrame);
+        up.socket.uncork();
+        this.prepared.clear();
+      }
+      up.release(this);
+    }
+    this.closedNow();
+  }
+
+  private closedNow(): void {
+    this.phase = 'closed';
+    if (!this.socket.destroyed) this.socket.destroy();
+    this.host.closed(this);
+  }
+}
+
+function lit(v: string): string {
+  return "'" + v.replace(/'/g, "''") + "'";
+}
+
+/** `-c name=value` pairs from the startup `options` parameter. */
+function parseOptions(options: string): [string, string][] {
+  const out: [string, string][] = [];
+  const re = /(?:-c\s*|--)([A-Za-z_.]+)=((?:\\.|[^\s\\])+)/g;
+  let match: RegExpExecArray | null;
+  while ((match = re.exec(options))) out.push([match[1].replace(/-/g, '_'), match[2].replace(/\\(.)/g, '$1')]);
+  return out;
+}
+
+function oneLine(sql: string): string {
+  const s = sql.replace(/\s+/g, ' ').trim();
+  return s.length > 100 ? s.slice(0, 97) + '...' : s;
+}
+
+export { B };

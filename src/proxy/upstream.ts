@@ -1,0 +1,338 @@
+/**
+ * The one upstream connection of a sandbox. It is always inside the file transaction.
+ * Clients take turns owning it (a whole cycle, or a whole client transaction); every
+ * Query or Sync written to it pushes a Unit, and the responses up to the matching
+ * ReadyForQuery are routed by that unit: forwarded to its sink (a client) or swallowed.
+ */
+import net from 'node:net';
+import pg from 'pg';
+import { B } from './codes';
+import { Framer } from './framer';
+import { cancelRequest, commandComplete, query, readFields } from './messages';
+import { errors, messageOf } from '../errors';
+
+/** Where a unit's responses go. Implemented by a client session. */
+export interface Sink {
+  /** Forward bytes [start, end) of buf to the client (coalesced until flushOut). */
+  out(buf: Buffer, start?: number, end?: number): void;
+  flushOut(): void;
+  /** The unit's ReadyForQuery arrived. */
+  ready(unit: Unit, status: number): void;
+  copyInStarted(): void;
+}
+
+export interface Unit {
+  sink: Sink | undefined;
+  /** Per CommandComplete, in order: undefined keeps the tag, a string replaces it, null drops the message. */
+  tags?: (string | null | undefined)[];
+  /** Called with the index of each CommandComplete (after any rewrite). */
+  onCommand?: (index: number) => void;
+  /** Counts Execute/statement results (CommandComplete, EmptyQueryResponse, PortalSuspended). */
+  tagIndex: number;
+  /**
+   * Messages we injected into a client's cycle: for each kind, how many of that kind
+   * the unit has sent, and the indexes of ours, whose responses are dropped.
+   */
+  sent: [parse: number, bind: number, close: number];
+  recv: [parse: number, bind: number, close: number];
+  drop?: [parse: number[], bind: number[], close: number[]];
+  error?: Record<string, string>;
+  /** Resolves internal units (no sink). */
+  done?: (status: number, unit: Unit) => void;
+  txControl?: boolean;
+}
+
+export interface Owner {
+  /** Called when the upstream is handed to this owner. */
+  granted(): void;
+  describe(): string;
+}
+
+export const newUnit = (sink: Sink | undefined): Unit => ({ sink, tagIndex: 0, sent: [0, 0, 0], recv: [0, 0, 0] });
+
+export const enum Kind {
+  Parse = 0,
+  Bind = 1,
+  Close = 2,
+}
+
+/** Count a client message of this kind (its response is forwarded). */
+export function countSent(unit: Unit, kind: Kind): void {
+  unit.sent[kind]++;
+}
+
+/** Count a message we injected (its response is dropped). */
+export function countInjected(unit: Unit, kind: Kind): void {
+  (unit.drop ??= [[], [], []])[kind].push(unit.sent[kind]++);
+}
+
+function dropped(unit: Unit, kind: Kind): boolean {
+  const i = unit.recv[kind]++;
+  return unit.drop !== undefined && unit.drop[kind].includes(i);
+}
+
+export class Upstream {
+  readonly socket: net.Socket;
+  readonly backendPid: number;
+  private readonly secretKey: number;
+  private readonly cancelTarget: net.NetConnectOpts;
+  private readonly framer = new Framer();
+  private readonly expect: Unit[] = [];
+  owner: Owner | undefined;
+  private readonly waiters: Owner[] = [];
+  private touched: Sink[] = [];
+  closed = false;
+  /** Set when the connection dies; callers fail with it. */
+  lost: Error | undefined;
+  onLost: ((err: Error) => void) | undefined;
+  /** Identifies the per-client settings last applied to the upstream session. */
+  appliedSettings: string | undefined;
+
+  private constructor(client: pg.Client, socket: net.Socket, cancelTarget: net.NetConnectOpts) {
+    this.socket = socket;
+    const c = client as unknown as { processID: number; secretKey: number };
+    this.backendPid = c.processID;
+    this.secretKey = c.secretKey;
+    this.cancelTarget = cancelTarget;
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', (err) => this.die(err));
+    socket.on('close', () => this.die(new Error('connection closed')));
+  }
+
+  /**
+   * Connect with node-postgres (which handles TLS and every auth method), then take over
+   * its socket: from here on the bytes are ours.
+   */
+  static async connect(url: string, applicationName: string): Promise<Upstream> {
+    const client = new pg.Client({ connectionString: url, application_name: applicationName });
+    try {
+      await client.connect();
+    } catch (e) {
+      throw errors.serverUnreachable(url, e);
+    }
+    const conn = (client as unknown as { connection: { stream: net.Socket } }).connection;
+    const socket = conn.stream;
+    for (const ev of ['data', 'end', 'close', 'error']) socket.removeAllListeners(ev);
+    const cp = client as unknown as { host: string; port: number };
+    const target: net.NetConnectOpts = cp.host.startsWith('/') ? { path: `${cp.host}/.s.PGSQL.${cp.port}` } : { host: cp.host, port: cp.port };
+    return new Upstream(client, socket, target);
+  }
+
+  // ---- ownership ----
+
+  /** Ask for the upstream; `owner.granted()` is called when it is this owner's turn. */
+  acquire(owner: Owner): void {
+    if (this.owner === owner) return;
+    if (this.owner === undefined) {
+      this.owner = owner;
+      owner.granted();
+      return;
+    }
+    if (!this.waiters.includes(owner)) this.waiters.push(owner);
+  }
+
+  /** Stop waiting (a client that disconnected or timed out). */
+  withdraw(owner: Owner): void {
+    const i = this.waiters.indexOf(owner);
+    if (i >= 0) this.waiters.splice(i, 1);
+  }
+
+  release(owner: Owner): void {
+    if (this.owner !== owner) return;
+    this.owner = this.waiters.shift();
+    this.owner?.granted();
+  }
+
+  get waiting(): readonly Owner[] {
+    return this.waiters;
+  }
+
+  // ---- writing ----
+
+  /** Register a unit whose messages are being written piecewise (an extended-protocol cycle). */
+  expectUnit(unit: Unit): void {
+    this.expect.push(unit);
+  }
+
+  /** Write a frame that ends a unit (Query, Sync, FunctionCall) and register the unit. */
+  send(frame: Buffer, unit: Unit | undefined): void {
+    if (unit) this.expect.push(unit);
+    this.socket.write(frame);
+  }
+
+  /** Run SQL as a swallowed unit; resolves with the first error's fields, if any. */
+  exec(sql: string): Promise<Record<string, string> | undefined> {
+    return new Promise((resolve, reject) => {
+      if (this.lost) return reject(this.lost);
+      const unit = newUnit(undefined);
+      this.pendingRejects.add(reject);
+      unit.done = (_status, u) => {
+        this.pendingRejects.delete(reject);
+        resolve(u.error);
+      };
+      this.send(query(sql), unit);
+    });
+  }
+  private pendingRejects = new Set<(e: Error) => void>();
+
+  /** Run SQL and collect the rows of its last result as text. */
+  rows(sql: string): Promise<string[][]> {
+    return new Promise((resolve, reject) => {
+      if (this.lost) return reject(this.lost);
+      const rows: string[][] = [];
+      const sink: Sink = {
+        out: (buf, start = 0, end = buf.length) => {
+          let off = start;
+          while (off < end) {
+            const code = buf[off];
+            const len = buf.readInt32BE(off + 1);
+            if (code === B.DataRow) {
+              const row: string[] = [];
+              let p = off + 5;
+              const n = buf.readInt16BE(p);
+              p += 2;
+              for (let i = 0; i < n; i++) {
+                const l = buf.readInt32BE(p);
+                p += 4;
+                row.push(l < 0 ? '' : buf.toString('utf8', p, p + l));
+                if (l > 0) p += l;
+              }
+              rows.push(row);
+            }
+            off += 1 + len;
+          }
+        },
+        flushOut: () => undefined,
+        ready: (u) => {
+          this.pendingRejects.delete(reject);
+          if (u.error) reject(new Error(u.error.M ?? 'query failed'));
+          else resolve(rows);
+        },
+        copyInStarted: () => undefined,
+      };
+      this.pendingRejects.add(reject);
+      this.send(query(sql), newUnit(sink));
+    });
+  }
+
+  /** Ask Postgres to cancel whatever the upstream runs now. */
+  cancel(): Promise<void> {
+    return new Promise((resolve) => {
+      const s = net.connect(this.cancelTarget, () => s.end(cancelRequest(this.backendPid, this.secretKey)));
+      s.on('close', () => resolve());
+      s.on('error', () => resolve());
+    });
+  }
+
+  get busy(): boolean {
+    return this.expect.length > 0;
+  }
+
+  // ---- reading ----
+
+  private onData(chunk: Buffer): void {
+    try {
+      this.framer.push(chunk, this.onFrame);
+    } catch (e) {
+      this.die(new Error(`unreadable data from the server: ${messageOf(e)}`));
+      this.socket.destroy();
+    }
+    const touched = this.touched;
+    if (touched.length) {
+      this.touched = [];
+      for (const s of touched) s.flushOut();
+    }
+  }
+
+  private readonly onFrame = (buf: Buffer, code: number, start: number, end: number): void => {
+    const unit = this.expect[0];
+    if (unit === undefined) return; // asynchronous ParameterStatus/Notice outside any unit
+    const sink = unit.sink;
+    switch (code) {
+      case B.ReadyForQuery: {
+        this.expect.shift();
+        const status = buf[start + 5];
+        if (sink) {
+          this.touch(sink);
+          sink.ready(unit, status);
+        }
+        unit.done?.(status, unit);
+        return;
+      }
+      case B.CommandComplete: {
+        const i = unit.tagIndex++;
+        const tag = unit.tags?.[i];
+        if (sink) {
+          if (tag === undefined) this.forward(sink, buf, start, end);
+          else if (tag !== null) {
+            this.touch(sink);
+            sink.out(commandComplete(tag));
+          }
+        }
+        unit.onCommand?.(i);
+        return;
+      }
+      case B.ParseComplete:
+        if (dropped(unit, Kind.Parse)) return;
+        break;
+      case B.BindComplete:
+        if (dropped(unit, Kind.Bind)) return;
+        break;
+      case B.CloseComplete:
+        if (dropped(unit, Kind.Close)) return;
+        break;
+      case B.EmptyQueryResponse:
+      case B.PortalSuspended:
+        unit.tagIndex++;
+        break;
+      case B.ErrorResponse:
+        if (unit.error === undefined) unit.error = readFields(buf, start, end);
+        break;
+      case B.CopyInResponse:
+      case B.CopyBothResponse:
+        sink?.copyInStarted();
+        break;
+      default:
+        break;
+    }
+    if (sink) this.forward(sink, buf, start, end);
+  };
+
+  private forward(sink: Sink, buf: Buffer, start: number, end: number): void {
+    this.touch(sink);
+    sink.out(buf, start, end);
+  }
+
+  private touch(sink: Sink): void {
+    const t = this.touched;
+    if (t.length === 0 || t[t.length - 1] !== sink) {
+      if (!t.includes(sink)) t.push(sink);
+    }
+  }
+
+  private die(err: Error): void {
+    if (this.lost) return;
+    this.lost = this.closed ? err : errors.upstreamLost(err.message);
+    const units = this.expect.splice(0);
+    for (const u of units) {
+      u.error ??= { C: '08006', M: this.lost.message };
+      if (u.sink) u.sink.ready(u, 0x45);
+      u.done?.(0x45, u);
+    }
+    for (const r of this.pendingRejects) r(this.lost);
+    this.pendingRejects.clear();
+    if (!this.closed) this.onLost?.(this.lost);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await new Promise<void>((resolve) => {
+      if (this.socket.destroyed) return resolve();
+      this.socket.once('close', () => resolve());
+      this.socket.end(Buffer.from([0x58, 0, 0, 0, 4]));
+      setTimeout(() => this.socket.destroy(), 1000).unref();
+    });
+  }
+}
