@@ -295,3 +295,49 @@ test('environment-only mode: the first worker starts the run, the others wait an
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('Jest with the package’s globalSetup/globalTeardown: workers inherit the run, teardown leaves nothing', () => {
+  const project = path.join(__dirname, '..', 'fixtures', 'globalsetup-project');
+  const env = { ...process.env };
+  delete env.JEST_PG_MANIFEST;
+  delete env.JEST_WORKER_ID;
+  const r = require('node:child_process').spawnSync(process.execPath, [require.resolve('jest/bin/jest'), '--config', path.join(project, 'jest.config.js'), '--ci'], {
+    cwd: project,
+    env,
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  const out = `${r.stdout}\n${r.stderr}`;
+  expect(out).toContain('Tests:       3 passed, 3 total');
+  expect(out).toMatch(/jest-environment-pg: dropped [12] databases?, terminated 0 backends in \d+ ms/);
+  const lines = [...out.matchAll(/RUN ([0-9a-f]{8}) (\S+) (\d+) (\S+)/g)];
+  expect(lines.length).toBe(3);
+  expect(new Set(lines.map((l) => l[1])).size).toBe(1);
+  const [, runId, , pid, baseDir] = lines[0];
+  expect(isAlive(Number(pid))).toBe(false);
+  expect(existsSync(baseDir)).toBe(false);
+  expect(existsSync(path.join(os.tmpdir(), `jest-pg-run-${runId}`))).toBe(false);
+}, 90_000);
+
+test('binaries the server user cannot reach (checkout in a 0700 dir, as root) are copied into the cluster dir', async () => {
+  if (process.getuid?.() !== 0) return;
+  const b = await findBinaries({});
+  if (!b.nativeDir) return;
+  const hidden = mkdtempSync(path.join(os.tmpdir(), 'jestpg-0700-')); // mkdtemp: mode 0700, owned by root
+  try {
+    const native = path.join(hidden, 'pkg', 'native');
+    require('node:fs').cpSync(b.nativeDir, native, { recursive: true, verbatimSymlinks: true });
+    // and as if npm skipped the postinstall: one library symlink missing
+    rmSync(path.join(native, 'lib', 'libpq.so.5'), { force: true });
+    const c = await startCluster({ binDir: path.join(native, 'bin'), version: b.version, nativeDir: native });
+    try {
+      expect(c.binDir.startsWith(c.baseDir)).toBe(true);
+      expect(await withDb(c.url, async (x) => (await x.query('SELECT 1 AS one')).rows[0].one)).toBe(1);
+    } finally {
+      await stopCluster(c);
+    }
+    expect(existsSync(c.baseDir)).toBe(false);
+  } finally {
+    rmSync(hidden, { recursive: true, force: true });
+  }
+}, 60_000);
