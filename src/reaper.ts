@@ -24,7 +24,7 @@ export function reaperScript(): string {
 }
 
 /** Spawn the reaper for a written manifest; resolves with its pid once it holds the lease. */
-export function startReaper(manifestPath: string, timeoutMs = 20_000): Promise<number> {
+export function startReaper(manifestPath: string, timeoutMs = 120_000): Promise<number> {
   return new Promise((resolve, reject) => {
     const env = { ...process.env };
     delete env.NODE_OPTIONS; // no inspector, loaders or test hooks in the reaper
@@ -81,6 +81,14 @@ export async function reaperMain(manifestPath: string): Promise<void> {
   let m: RunManifest;
   let lease: Client | undefined;
   try {
+    // Started early (while initdb runs); the manifest appears once the server is up.
+    // If the run dir disappears first, the setup failed and cleaned up: nothing to watch.
+    const runDir = path.dirname(manifestPath);
+    const deadline = Date.now() + 120_000;
+    while (!existsSync(manifestPath)) {
+      if (!existsSync(runDir) || Date.now() > deadline) process.exit(0);
+      await new Promise((r) => setTimeout(r, 5));
+    }
     m = JSON.parse(readFileSync(manifestPath, 'utf8')) as RunManifest;
     lease = await connect(m.adminUrl, { applicationName: 'jest-environment-pg reaper' });
     await acquireLease(lease, m.runId);

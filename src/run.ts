@@ -91,6 +91,14 @@ export async function startRun(projectOptions: unknown, mainPid: number, ctx: Ru
   const manifestPath = path.join(runDir, 'manifest.json');
   let cluster: ClusterInfo | undefined;
   let reaperPid: number | undefined;
+  // The reaper starts now (node boots while initdb runs) and takes the lease once the manifest exists.
+  const tReaper = performance.now();
+  const reaper = startReaper(manifestPath).then((pid) => {
+    reaperPid = pid;
+    lap('reaper', tReaper);
+    return pid;
+  });
+  reaper.catch(() => undefined);
   try {
     const server = options.server ?? process.env.JEST_PG_URL;
     let adminUrl: string;
@@ -129,17 +137,13 @@ export async function startRun(projectOptions: unknown, mainPid: number, ctx: Ru
       lockFiles: ctx.lockFiles,
     };
     writeManifest(m);
-    // The reaper (lease holder) starts while the template builds; no run database exists before it holds the lease.
-    t = performance.now();
-    const reaper = startReaper(manifestPath).then((pid) => {
-      reaperPid = pid;
-      lap('reaper', t);
-      return pid;
-    });
-    const template = (async () => {
+    // The template builds while the reaper takes the lease; no run database exists before it holds it.
+    const swept = (async () => {
       const ts = performance.now();
       await sweep(adminUrl, options.prefix);
       lap('sweep', ts);
+    })();
+    const template = (async () => {
       const tt = performance.now();
       const r = await ensureTemplateDetailed(adminUrl, {
         prefix: options.prefix,
@@ -151,9 +155,10 @@ export async function startRun(projectOptions: unknown, mainPid: number, ctx: Ru
       lap(r.built ? 'template(built)' : 'template(reused)', tt);
       return r.name;
     })();
-    const [rp, tpl] = await Promise.allSettled([reaper, template]);
+    const [rp, tpl, sw] = await Promise.allSettled([reaper, template, swept]);
     if (tpl.status === 'rejected') throw tpl.reason;
     if (rp.status === 'rejected') throw rp.reason;
+    if (sw.status === 'rejected') throw sw.reason;
     m.reaperPid = rp.value;
     m.templateDb = tpl.value;
     lap('total', t0);
@@ -163,7 +168,9 @@ export async function startRun(projectOptions: unknown, mainPid: number, ctx: Ru
     return m;
   } catch (e) {
     // Leave nothing behind: the reaper (if it started), the cluster, the run dir.
+    // Removing the run dir makes a reaper that is still waiting for the manifest exit by itself.
     if (existsSync(manifestPath)) await fsp.rm(manifestPath, { force: true });
+    await fsp.rm(runDir, { recursive: true, force: true }).catch(() => undefined);
     stopReaper(reaperPid);
     if (cluster) await stopCluster(cluster).catch(() => undefined);
     await fsp.rm(runDir, { recursive: true, force: true }).catch(() => undefined);
