@@ -16,6 +16,7 @@ import { ident, literal, marker, newRunId, parseMarker, workerDbName } from './n
 import { validate, type PgOptions } from './options';
 import { isAlive, startToken } from './proc';
 import { startReaper, stopReaper } from './reaper';
+import { sweepStaleLocal } from './stale';
 import { ensureTemplateDetailed } from './template';
 
 export interface RunManifest {
@@ -25,6 +26,8 @@ export interface RunManifest {
   mainPid: number;
   /** Its start token (Linux), against pid reuse. */
   mainStart?: string;
+  /** os.hostname() of the machine that started the run (pids mean nothing elsewhere). */
+  host?: string;
   prefix: string;
   adminUrl: string;
   templateDb: string;
@@ -124,6 +127,7 @@ export async function startRun(projectOptions: unknown, mainPid: number, ctx: Ru
       runId,
       mainPid,
       mainStart: startToken(mainPid),
+      host: os.hostname(),
       prefix: options.prefix,
       adminUrl,
       templateDb: '',
@@ -143,6 +147,8 @@ export async function startRun(projectOptions: unknown, mainPid: number, ctx: Ru
       await sweep(adminUrl, options.prefix);
       lap('sweep', ts);
     })();
+    // Local leftovers of runs that died with their reaper (best effort, not awaited by the run).
+    void sweepStaleLocal((dead) => teardownRun(dead, { fromReaper: true })).catch(() => undefined);
     const template = (async () => {
       const tt = performance.now();
       const r = await ensureTemplateDetailed(adminUrl, {

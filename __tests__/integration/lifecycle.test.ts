@@ -341,3 +341,21 @@ test('binaries the server user cannot reach (checkout in a 0700 dir, as root) ar
     rmSync(hidden, { recursive: true, force: true });
   }
 }, 60_000);
+
+test('leftovers of a run whose main process and reaper both died are removed by the next run’s local sweep', async () => {
+  const { sweepStaleLocal } = await import('../../src/stale');
+  const fakeMain = spawn('sleep', ['120'], { stdio: 'ignore' });
+  children.push(fakeMain);
+  const m = track(await startRun({ prefix: 'lcstale' }, fakeMain.pid!));
+  await ensureWorkerDatabase(m, '1');
+  process.kill(m.reaperPid!, 'SIGKILL');
+  fakeMain.kill('SIGKILL');
+  await waitFor(() => !isAlive(m.reaperPid!) && !isAlive(fakeMain.pid!), 3000);
+  const { pid, baseDir } = m.cluster!;
+  expect(isAlive(pid)).toBe(true); // nobody left to clean up…
+  const removed = await sweepStaleLocal((dead) => teardownRun(dead, { fromReaper: true }));
+  expect(removed).toContain(m.runDir); // …until the next run starts
+  expect(isAlive(pid)).toBe(false);
+  expect(existsSync(baseDir)).toBe(false);
+  expect(existsSync(m.runDir)).toBe(false);
+});
