@@ -48,7 +48,7 @@ class Writer {
   flush(code: number): Buffer {
     let out: Buffer;
     if (code === 0) {
-      this.buf.writeInt32BE(this.off - 5, 1);
+      this.buf.writeInt32BE(this.off - 1, 1);
       out = Buffer.from(this.buf.subarray(1, this.off));
     } else {
       this.buf[0] = code;

@@ -179,9 +179,16 @@ export class Sandbox implements SessionHost {
   }
 
   late(session: Session, sql: string): void {
+    if (this.ending) {
+      this.ending.push({
+        kind: 'late',
+        message: `${errors.lateQuery(this.lastTestName ?? '(none)', sql)}\n    on ${session.describe()}`,
+      });
+      return;
+    }
     this.lateLog.push({
       kind: 'late',
-      message: `${errors.lateQuery(this.lastTestName ?? '(none)', sql).message}\n    on ${session.describe()}`,
+      message: `${errors.lateQuery(this.lastTestName ?? '(none)', sql)}\n    on ${session.describe()}`,
     });
   }
 
@@ -277,13 +284,34 @@ export class Sandbox implements SessionHost {
     this.testProblems = [];
     const up = this.upstream;
     if (!up || up.lost) return { problems };
+    // Queries that arrive while the test is being ended were sent by it: they are its problems.
+    this.ending = problems;
+    try {
+      await this.settle(up, name, problems);
+    } finally {
+      this.ending = undefined;
+    }
+    return { problems };
+  }
 
-    const running = () => [...this.sessions].filter((s) => s.inflight > 0 || s.cycleOpen);
+  private ending: Problem[] | undefined;
+
+  private async settle(up: Upstream, name: string, problems: Problem[]): Promise<void> {
+
+    // Let bytes a test wrote just before it ended arrive, so they count as its own.
+    for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+    // Running: a query in flight, or a connection opened for one that has not sent it yet.
+    const since = Date.now();
+    const running = () =>
+      [...this.sessions].filter(
+        (s) => s.inflight > 0 || s.cycleOpen || s.phase === 'startup' || s.phase === 'auth' || (s.cycles === 0 && s.phase === 'ready' && s.openedAt.getTime() >= since - 1),
+      );
     const deadline = Date.now() + this.opts.graceMs;
     while (running().length > 0 && Date.now() < deadline) await sleep(2);
     const stuck = running();
     if (stuck.length > 0) {
       for (const s of stuck) {
+        if (!(s.inflight > 0 || s.cycleOpen)) continue;
         problems.push({
           kind: 'late',
           message: `JESTPG_LATE_QUERY: test "${name}" ended while ${s.describe()} was still running its query; it was cancelled after ${this.opts.graceMs} ms (graceMs). Await every query and request before the test ends.`,
@@ -293,7 +321,7 @@ export class Sandbox implements SessionHost {
       await up.cancel();
       const hard = Date.now() + 2000;
       while (running().length > 0 && Date.now() < hard) await sleep(2);
-      for (const s of running()) s.fatal(errors.lateQuery(name, s.lastSql));
+      for (const s of running()) if (s.inflight > 0 || s.cycleOpen) s.fatal(errors.lateQuery(name, s.lastSql));
     }
     // A client still inside its transaction holds the upstream: take it back.
     for (const s of this.sessions) {
@@ -327,7 +355,6 @@ export class Sandbox implements SessionHost {
     } finally {
       up.release(owner);
     }
-    return { problems };
   }
 
   /** End a test file: close every client, roll back, look for backends that went around the sandbox. */

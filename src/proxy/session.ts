@@ -67,6 +67,8 @@ export class Session implements Sink, Owner {
   readonly openedAt = new Date();
   openedIn: string | undefined;
   lastSql = '';
+  /** Cycles this client started (0: connected, nothing sent yet). */
+  cycles = 0;
   lastSqlAt: Date | undefined;
   /** The client is inside its own transaction (BEGIN seen, no COMMIT/ROLLBACK yet). */
   inTx = false;
@@ -264,6 +266,7 @@ export class Session implements Sink, Owner {
       if (starts && code !== F.Terminate) {
         if (this.host.scopeLabel() === undefined && !this.inTx) {
           const sql = code === F.Query ? m.readCString(frame[0], frame[2] + 5, frame[3])[0] : code === F.Parse ? m.readCString(frame[0], m.readCString(frame[0], frame[2] + 5, frame[3])[1], frame[3])[0] : '(extended protocol)';
+          this.cycles++;
           this.host.late(this, sql);
           this.rejecting = errors.lateQuery(this.host.lastTest() ?? '(unknown)', sql);
           this.rejectSent = false;
@@ -312,8 +315,7 @@ export class Session implements Sink, Owner {
   private wait(up: Upstream): void {
     if (this.waitTimer) return;
     this.waitingSince = Date.now();
-    up.acquire(this);
-    if (up.owner === this) return;
+    // Armed before acquire(): a free upstream is granted synchronously, and granted() disarms it.
     this.waitTimer = setTimeout(() => {
       this.waitTimer = undefined;
       if (up.owner === this) return;
@@ -324,6 +326,7 @@ export class Session implements Sink, Owner {
       this.pump();
     }, this.host.lockWaitMs);
     this.waitTimer.unref?.();
+    up.acquire(this);
   }
 
   /** Owner: the upstream is ours now. */
@@ -345,6 +348,7 @@ export class Session implements Sink, Owner {
 
   private beginCycle(up: Upstream): void {
     this.cycleOpen = true;
+    this.cycles++;
     this.host.beforeCycle(up);
     if (this.settingsSql && up.appliedSettings !== this.settingsKey) {
       up.send(m.query(this.settingsSql), newUnit(undefined));

@@ -1,0 +1,53 @@
+/** Boots a throwaway cluster for integration tests, with one database to sandbox. */
+import { findBinaries } from '../../src/binaries';
+import { startCluster, stopCluster, type ClusterInfo } from '../../src/cluster';
+import { withClient, withDatabase } from '../../src/admin';
+import { Sandbox, type SandboxOptions } from '../../src/proxy/sandbox';
+import os from 'node:os';
+import path from 'node:path';
+import fs from 'node:fs';
+
+export interface TestServer {
+  cluster: ClusterInfo;
+  dbUrl: string;
+  socketDir: string;
+  sandbox(opts?: Partial<SandboxOptions>): Promise<Sandbox>;
+  /** SQL on a direct connection (outside the sandbox). */
+  direct<T = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<T[]>;
+  stop(): Promise<void>;
+}
+
+export async function bootServer(schema = ''): Promise<TestServer> {
+  const bins = await findBinaries();
+  const cluster = await startCluster({ binDir: bins.binDir, version: bins.version, nativeDir: bins.nativeDir });
+  await withClient(cluster.url, (c) => c.query('CREATE DATABASE sbx'));
+  const dbUrl = withDatabase(cluster.url, 'sbx');
+  if (schema) await withClient(dbUrl, (c) => c.query(schema));
+  const socketDir = fs.mkdtempSync(path.join(os.tmpdir(), 'jest-pg-test-'));
+  const sandboxes: Sandbox[] = [];
+  return {
+    cluster,
+    dbUrl,
+    socketDir,
+    async sandbox(opts = {}) {
+      const sb = await Sandbox.start({
+        upstreamUrl: dbUrl,
+        socketDir: path.join(socketDir, String(sandboxes.length)),
+        secret: 'secret-' + sandboxes.length,
+        isolation: 'test',
+        graceMs: 100,
+        lockWaitMs: 1000,
+        label: 'jest-environment-pg test',
+        ...opts,
+      });
+      sandboxes.push(sb);
+      return sb;
+    },
+    direct: (sql, params) => withClient(dbUrl, async (c) => (await c.query(sql, params as unknown[])).rows),
+    async stop() {
+      await Promise.allSettled(sandboxes.map((s) => s.close()));
+      await stopCluster(cluster);
+      fs.rmSync(socketDir, { recursive: true, force: true });
+    },
+  };
+}

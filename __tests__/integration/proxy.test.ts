@@ -1,0 +1,175 @@
+import pg from 'pg';
+import postgres from 'postgres';
+import { bootServer, type TestServer } from '../helpers/server';
+import type { Sandbox } from '../../src/proxy/sandbox';
+
+let server: TestServer;
+let sb: Sandbox;
+
+beforeAll(async () => {
+  server = await bootServer(`
+    CREATE TABLE items (id serial PRIMARY KEY, name text UNIQUE NOT NULL);
+    INSERT INTO items (name) VALUES ('seed');
+  `);
+  sb = await server.sandbox();
+  await sb.beginFile();
+});
+
+afterAll(async () => {
+  await sb?.endFile();
+  await server?.stop();
+});
+
+async function inTest<T>(name: string, fn: () => Promise<T>): Promise<{ value: T; problems: string[] }> {
+  sb.beginTest(name);
+  try {
+    const value = await fn();
+    return { value, problems: (await sb.endTest()).problems.map((p) => p.message) };
+  } catch (e) {
+    await sb.endTest();
+    throw e;
+  }
+}
+
+const names = async (c: pg.Client | pg.Pool) => (await c.query('SELECT name FROM items ORDER BY name')).rows.map((r) => r.name);
+
+test('pg: simple and parameterised queries go through, and a test\'s writes are rolled back', async () => {
+  const client = new pg.Client({ connectionString: sb.info.url });
+  await client.connect();
+  const { problems } = await inTest('writes', async () => {
+    await client.query('INSERT INTO items (name) VALUES ($1)', ['a']);
+    await client.query("INSERT INTO items (name) VALUES ('b')");
+    expect(await names(client)).toEqual(['a', 'b', 'seed']);
+  });
+  expect(problems).toEqual([]);
+  await inTest('reads', async () => {
+    expect(await names(client)).toEqual(['seed']);
+  });
+  await client.end();
+  // Nothing ever reached the database itself.
+  expect((await server.direct('SELECT count(*)::int AS n FROM items'))[0].n).toBe(1);
+});
+
+test('an error outside a client transaction does not poison the file transaction', async () => {
+  const client = new pg.Client({ connectionString: sb.info.url });
+  await client.connect();
+  await inTest('errors', async () => {
+    await client.query("INSERT INTO items (name) VALUES ('kept')");
+    await expect(client.query("INSERT INTO items (name) VALUES ('kept')")).rejects.toMatchObject({ code: '23505' });
+    await expect(client.query('SELECT 1/0')).rejects.toMatchObject({ code: '22012' });
+    await expect(client.query('SELECT $1::int', ['x'])).rejects.toMatchObject({ code: '22P02' });
+    expect(await names(client)).toEqual(['kept', 'seed']);
+  });
+  await client.end();
+});
+
+test('client transactions map onto savepoints: commit keeps, rollback discards, commit after error rolls back', async () => {
+  const client = new pg.Client({ connectionString: sb.info.url });
+  await client.connect();
+  await inTest('transactions', async () => {
+    await client.query('BEGIN');
+    await client.query("INSERT INTO items (name) VALUES ('committed')");
+    expect((await client.query('COMMIT')).command).toBe('COMMIT');
+    await client.query('BEGIN');
+    await client.query("INSERT INTO items (name) VALUES ('rolled back')");
+    expect((await client.query('ROLLBACK')).command).toBe('ROLLBACK');
+    await client.query('BEGIN');
+    await client.query("INSERT INTO items (name) VALUES ('failed')");
+    await expect(client.query('SELECT 1/0')).rejects.toMatchObject({ code: '22012' });
+    await expect(client.query('SELECT 1')).rejects.toMatchObject({ code: '25P02' });
+    expect((await client.query('COMMIT')).command).toBe('ROLLBACK');
+    // Multi-statement strings with transaction control.
+    await client.query("BEGIN; INSERT INTO items (name) VALUES ('multi'); COMMIT");
+    expect(await names(client)).toEqual(['committed', 'multi', 'seed']);
+    // Nested savepoints of the client pass through.
+    await client.query('BEGIN');
+    await client.query('SAVEPOINT sp');
+    await client.query("INSERT INTO items (name) VALUES ('inner')");
+    await client.query('ROLLBACK TO SAVEPOINT sp');
+    await client.query('COMMIT');
+    expect(await names(client)).toEqual(['committed', 'multi', 'seed']);
+  });
+  await client.end();
+});
+
+test('postgres.js: prepared statements, pipelining, transactions, two connections with the same statement names', async () => {
+  const sql = postgres(sb.info.url, { max: 2, onnotice: () => undefined });
+  await inTest('postgres.js', async () => {
+    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => sql`SELECT ${i}::int AS i`));
+    expect(results.map((r) => r[0].i)).toEqual(Array.from({ length: 20 }, (_, i) => i));
+    await sql.begin(async (tx) => {
+      await tx`INSERT INTO items (name) VALUES (${'pjs'})`;
+      await tx`INSERT INTO items (name) VALUES (${'pjs2'})`;
+    });
+    await expect(
+      sql.begin(async (tx) => {
+        await tx`INSERT INTO items (name) VALUES (${'gone'})`;
+        await tx`INSERT INTO items (name) VALUES (${'pjs'})`;
+      }),
+    ).rejects.toMatchObject({ code: '23505' });
+    const rows = await sql`SELECT name FROM items ORDER BY name`;
+    expect(rows.map((r) => r.name)).toEqual(['pjs', 'pjs2', 'seed']);
+  });
+  await sql.end();
+});
+
+test('a client waiting for a transaction held by another gets an error naming the holder', async () => {
+  const a = new pg.Client({ connectionString: sb.info.url, application_name: 'holder-app' });
+  const b = new pg.Client({ connectionString: sb.info.url });
+  await a.connect();
+  await b.connect();
+  const { problems } = await inTest('lock wait', async () => {
+    await a.query('BEGIN');
+    await a.query('SELECT 1');
+    const err = await b.query('SELECT 2').catch((e: Error) => e);
+    expect(String(err)).toMatch(/JESTPG_LOCK_WAIT.*holder-app.*SELECT 1/s);
+  });
+  expect(problems.join('\n')).toMatch(/JESTPG_LEAKED_CONNECTION.*holder-app/s);
+  // The leaked transaction was rolled back; the client learns it on its next statement.
+  await inTest('after leak', async () => {
+    await expect(a.query('SELECT 1')).rejects.toMatchObject({ code: '25P02' });
+    await a.query('ROLLBACK');
+    expect((await a.query('SELECT 3 AS x')).rows[0].x).toBe(3);
+    expect((await b.query('SELECT 4 AS x')).rows[0].x).toBe(4);
+  });
+  await a.end();
+  await b.end();
+});
+
+test('a query still running when its test ends is cancelled and reported; one arriving between tests is rejected', async () => {
+  const pool = new pg.Pool({ connectionString: sb.info.url });
+  let pending: Promise<unknown> | undefined;
+  const { problems } = await inTest('slow', async () => {
+    await pool.query('SELECT 1');
+    pending = pool.query('SELECT pg_sleep(5)').catch((e: Error) => e);
+    await new Promise((r) => setTimeout(r, 50)); // surely running now
+  });
+  expect(problems.join('\n')).toMatch(/JESTPG_LATE_QUERY.*slow.*pg_sleep/s);
+  expect(String(await pending)).toMatch(/cancel/i);
+  // Sent by the test but still on its way when the test ended: rejected, and the test's problem.
+  const warm = new pg.Client({ connectionString: sb.info.url });
+  await warm.connect();
+  const again = await inTest('fire and forget', async () => {
+    pending = warm.query('SELECT 7').catch((e: Error) => e);
+  });
+  await warm.end();
+  expect(again.problems.join('\n')).toMatch(/JESTPG_LATE_QUERY.*SELECT 7.*fire and forget/s);
+  expect(String(await pending)).toMatch(/JESTPG_LATE_QUERY/);
+  const late = await pool.query('SELECT 42').catch((e: Error) => e);
+  expect(String(late)).toMatch(/JESTPG_LATE_QUERY.*"fire and forget"/s);
+  await inTest('next', async () => {
+    expect((await pool.query('SELECT 42 AS x')).rows[0].x).toBe(42);
+  });
+  await pool.end();
+});
+
+test('statements that cannot run in a transaction get a clear error', async () => {
+  const client = new pg.Client({ connectionString: sb.info.url });
+  await client.connect();
+  await inTest('non-tx', async () => {
+    await expect(client.query('CREATE DATABASE nope')).rejects.toThrow(/JESTPG_UNSUPPORTED_STATEMENT.*CREATE DATABASE/);
+    await expect(client.query('VACUUM items')).rejects.toThrow(/VACUUM/);
+    expect((await client.query('SELECT 1 AS one')).rows[0].one).toBe(1);
+  });
+  await client.end();
+});
