@@ -359,3 +359,42 @@ test('leftovers of a run whose main process and reaper both died are removed by 
   expect(existsSync(baseDir)).toBe(false);
   expect(existsSync(m.runDir)).toBe(false);
 });
+
+test('migrations as a JS module, a TS module and a shell command', async () => {
+  const { runMigrations } = await import('../../src/migrations');
+  const c = await admin();
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'jestpg-mig-'));
+  const pgPath = JSON.stringify(require.resolve('pg'));
+  try {
+    await c.query('CREATE DATABASE lcmig');
+    const url = withDatabase(cluster.url, 'lcmig');
+    writeFileSync(
+      path.join(dir, 'm.js'),
+      `const { Client } = require(${pgPath});
+       module.exports = async (url) => { const c = new Client(url); await c.connect(); await c.query('CREATE TABLE from_js (id int)'); await c.end(); };`,
+    );
+    writeFileSync(path.join(dir, 'helper.ts'), `export const table: string = 'from_ts';\n`);
+    writeFileSync(
+      path.join(dir, 'm.ts'),
+      `import { Client } from ${pgPath};
+       import { table } from './helper';
+       export default async function migrate(url: string): Promise<void> { const c = new Client(url); await c.connect(); await c.query(\`CREATE TABLE \${table} (id int)\`); await c.end(); }`,
+    );
+    await runMigrations(path.join(dir, 'm.js'), url);
+    await runMigrations('m.ts', url, { rootDir: dir });
+    const cmd = `"${process.execPath}" -e "const {Client}=require(${pgPath.replace(/"/g, '\\"')});(async()=>{const c=new Client(process.env.DATABASE_URL);await c.connect();await c.query('CREATE TABLE from_cmd (db text)');await c.query('INSERT INTO from_cmd VALUES (\\$1)',[process.env.PGDATABASE]);await c.end()})()"`;
+    await runMigrations({ command: cmd }, url);
+    const r = await withDb(url, async (x) => (await x.query(`SELECT string_agg(tablename, ',' ORDER BY tablename) AS t FROM pg_tables WHERE schemaname = 'public'`)).rows[0].t);
+    expect(r).toBe('from_cmd,from_js,from_ts');
+    expect(await withDb(url, async (x) => (await x.query('SELECT db FROM from_cmd')).rows[0].db)).toBe('lcmig');
+    const failing = await runMigrations({ command: 'echo boom >&2; exit 3' }, url).catch((e) => e);
+    expect(failing).toMatchObject({ code: 'JESTPG_MIGRATION_FAILED' });
+    expect(failing.message).toContain('code 3');
+    expect(failing.message).toContain('boom');
+    writeFileSync(path.join(dir, 'bad.js'), 'module.exports = { notAFunction: 1 }');
+    await expect(runMigrations(path.join(dir, 'bad.js'), url)).rejects.toMatchObject({ code: 'JESTPG_MIGRATION_FAILED', message: expect.stringContaining('does not export a function') });
+  } finally {
+    await c.query('DROP DATABASE IF EXISTS lcmig WITH (FORCE)');
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
