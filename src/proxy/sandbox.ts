@@ -22,6 +22,8 @@ export interface SandboxOptions {
   /** Password TCP clients must give. */
   secret: string;
   isolation: 'test' | 'file';
+  /** Restore sequences a test advanced (default true). */
+  resetSequences?: boolean;
   graceMs: number;
   lockWaitMs: number;
   /** application_name of the upstream connection. */
@@ -102,7 +104,15 @@ export class Sandbox implements SessionHost {
   info!: ConnectionInfo;
   hookDepth = 0;
 
-  private constructor(readonly opts: SandboxOptions) {}
+  private readonly opts: SandboxOptions;
+  private constructor(opts: SandboxOptions) {
+    this.opts = { ...opts };
+  }
+
+  /** Per-file settings. */
+  configure(o: Pick<SandboxOptions, 'isolation' | 'graceMs' | 'lockWaitMs' | 'resetSequences'>): void {
+    Object.assign(this.opts, o);
+  }
 
   get secret(): string {
     return this.opts.secret;
@@ -216,8 +226,24 @@ export class Sandbox implements SessionHost {
       this.savepointPending = false;
       this.savepointOpen = true;
       up.send(savepointFrame, newUnit(undefined));
+      // Sequence values at the start of the test, read once after file-level work changed them.
+      if (this.opts.resetSequences !== false && this.sequencesDirty) {
+        this.sequencesDirty = false;
+        up.rows(READ_SEQUENCES).then(
+          (rows) => (this.restoreSequences = setvalSql(rows)),
+          () => (this.restoreSequences = ''),
+        );
+      }
+    } else if (this.scope.kind !== 'test') {
+      this.sequencesDirty = true;
     }
   }
+
+  /** Sequences as they were when the worker database was fresh: restored at each file's start. */
+  private pristineSequences: string | undefined;
+  /** Sequences at the start of the current test (after the file's own work): restored at its end. */
+  private restoreSequences = '';
+  private sequencesDirty = true;
 
   // ---- lifecycle ----
 
@@ -247,6 +273,13 @@ export class Sandbox implements SessionHost {
       if (this.serverParams.size === 0) await this.readServerParams();
     }
     await this.run('BEGIN', 'BEGIN of the file transaction');
+    if (this.opts.resetSequences !== false) {
+      // nextval survives rollback: put every sequence back where a fresh database has it.
+      if (this.pristineSequences === undefined) this.pristineSequences = setvalSql(await this.upstream.rows(READ_SEQUENCES));
+      else if (this.pristineSequences) await this.run(this.pristineSequences, 'resetting sequences');
+      this.restoreSequences = this.pristineSequences;
+      this.sequencesDirty = false;
+    }
     this.fileOpen = true;
     this.scope = { kind: 'file' };
     this.lateLog = [];
@@ -341,7 +374,9 @@ export class Sandbox implements SessionHost {
     await owner.turn;
     try {
       for (const s of this.sessions) s.resetByRollback(name);
-      const sql = this.savepointOpen ? `ROLLBACK TO SAVEPOINT ${SAVEPOINT}; RELEASE SAVEPOINT ${SAVEPOINT}` : undefined;
+      const sql = this.savepointOpen
+        ? `ROLLBACK TO SAVEPOINT ${SAVEPOINT}; RELEASE SAVEPOINT ${SAVEPOINT}` + (this.restoreSequences ? `; ${this.restoreSequences}` : '')
+        : undefined;
       this.savepointOpen = false;
       this.savepointPending = false;
       if (sql) {
@@ -361,6 +396,8 @@ export class Sandbox implements SessionHost {
   async endFile(): Promise<FileReport> {
     if (this.scope.kind === 'test') await this.endTest();
     this.scope = { kind: 'between' };
+    // A pool ended in afterAll has sent its Terminates; let them arrive before judging.
+    for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
     const open: Problem[] = [];
     for (const s of [...this.sessions]) {
       if (s.phase === 'ready') {
@@ -417,4 +454,14 @@ export class Sandbox implements SessionHost {
 }
 
 const savepointFrame = query(`SAVEPOINT ${SAVEPOINT}`);
+const READ_SEQUENCES = `SELECT format('%I.%I', schemaname, sequencename), last_value, start_value FROM pg_catalog.pg_sequences`;
+
+/** One statement that puts every sequence back to the values read. */
+function setvalSql(rows: string[][]): string {
+  if (rows.length === 0) return '';
+  const one = ([name, last, start]: string[]) =>
+    last === '' ? `pg_catalog.setval(${lit(name)}, ${Number(start)}, false)` : `pg_catalog.setval(${lit(name)}, ${Number(last)}, true)`;
+  return `SELECT ${rows.map(one).join(', ')}`;
+}
+const lit = (v: string) => "'" + v.replace(/'/g, "''") + "'";
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -112,6 +112,8 @@ export class Session implements Sink, Owner {
   constructor(private readonly socket: net.Socket, private readonly host: SessionHost, viaUnix: boolean) {
     this.viaUnix = viaUnix;
     socket.setNoDelay(true);
+    // The client's end of the connection is what keeps a process alive, not ours.
+    socket.unref();
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', () => this.gone());
     socket.on('close', () => this.gone());

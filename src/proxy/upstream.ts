@@ -95,6 +95,8 @@ export class Upstream {
     this.secretKey = c.secretKey;
     this.cancelTarget = cancelTarget;
     socket.setNoDelay(true);
+    // The upstream lives across test files; it must never keep a Jest worker alive.
+    socket.unref();
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (err) => this.die(err));
     socket.on('close', () => this.die(new Error('connection closed')));

@@ -1,0 +1,138 @@
+/**
+ * The Jest environment: a thin layer over NodeEnvironment that drives the worker's sandbox
+ * (src/proxy/sandbox.ts) from Circus events. Everything it does is in plain modules; this
+ * file only maps Jest's lifecycle onto them.
+ */
+import { TestEnvironment as NodeEnvironment } from 'jest-environment-node';
+import type { Circus, Config } from '@jest/types';
+import { fileOverrides, validate, type PgOptions } from './options';
+import { attachWorker, type Worker } from './worker';
+import { formatFileReport } from './report';
+import { JestPgError } from './errors';
+
+interface EnvironmentConfig {
+  globalConfig: Config.GlobalConfig;
+  projectConfig: Config.ProjectConfig;
+}
+interface EnvironmentContext {
+  testPath: string;
+  docblockPragmas: Record<string, string | string[]>;
+  console?: Console;
+}
+
+const ENV_NAMES = ['DATABASE_URL', 'PGHOST', 'PGPORT', 'PGUSER', 'PGPASSWORD', 'PGDATABASE'] as const;
+
+export default class PgEnvironment extends NodeEnvironment {
+  private readonly rawProject: unknown;
+  private readonly overrides: Record<string, unknown>;
+  private readonly rootDir: string;
+  private readonly testPath: string;
+  private options: PgOptions | undefined;
+  private worker: Worker | undefined;
+  private fileOpen = false;
+  private tornDown = false;
+
+  constructor(config: EnvironmentConfig, context: EnvironmentContext) {
+    super(config as never, context as never);
+    const pragmas = context.docblockPragmas ?? {};
+    const envOptions = pragmas['jest-environment-options'];
+    // Jest merges a docblock's {"pg": …} shallowly over the project's options: when the file
+    // has one, testEnvironmentOptions.pg is the file's, and the project's come from the run.
+    const docblockHasPg = typeof envOptions === 'string' && /"pg"\s*:/.test(envOptions);
+    const envOpts = (config.projectConfig.testEnvironmentOptions ?? {}) as Record<string, unknown>;
+    this.rawProject = docblockHasPg ? undefined : envOpts.pg;
+    this.overrides = fileOverrides(pragmas);
+    if (this.rawProject !== undefined) validate(this.rawProject); // fail early, naming the key
+    this.rootDir = config.projectConfig.rootDir;
+    this.testPath = context.testPath;
+    // jest-environment-node copies every testEnvironmentOptions key onto the test global.
+    const g = this.global as unknown as Record<string, unknown>;
+    if ('pg' in envOpts && g.pg === envOpts.pg) delete g.pg;
+  }
+
+  override async setup(): Promise<void> {
+    await super.setup();
+    this.worker = await attachWorker(this.rawProject, this.rootDir);
+    this.options = validate(this.overrides, this.worker.manifest.options);
+    const sb = this.worker.sandbox;
+    sb.configure({ isolation: this.options.isolation, graceMs: this.options.graceMs, lockWaitMs: this.options.lockWaitMs, resetSequences: this.options.resetSequences });
+    sb.currentFile = this.testPath;
+    const env: Record<string, string> = {
+      DATABASE_URL: sb.info.url,
+      PGHOST: sb.info.host,
+      PGPORT: String(sb.info.port),
+      PGUSER: sb.info.user,
+      PGPASSWORD: sb.info.password,
+      PGDATABASE: sb.info.database,
+    };
+    for (const name of this.options.exposeAs) env[name] = sb.info.url;
+    // The test's process.env and the worker's own (inherited by child processes it spawns).
+    const testEnv = (this.global.process as NodeJS.Process).env;
+    for (const [k, v] of Object.entries(env)) {
+      testEnv[k] = v;
+      process.env[k] = v;
+    }
+    await sb.beginFile();
+    this.fileOpen = true;
+  }
+
+  async handleTestEvent(event: Circus.AsyncEvent | Circus.SyncEvent, _state: Circus.State): Promise<void> {
+    const sb = this.worker?.sandbox;
+    if (!sb || !this.fileOpen) return;
+    switch (event.name) {
+      case 'test_started':
+        sb.beginTest(testName(event.test));
+        return;
+      case 'test_done': {
+        const { problems } = await sb.endTest();
+        for (const p of problems) {
+          const mode = p.kind === 'leak' ? this.options!.leaks : this.options!.lateQueries;
+          if (mode === 'error') {
+            const err = new JestPgError(p.kind === 'leak' ? 'JESTPG_LEAKED_CONNECTION' : 'JESTPG_LATE_QUERY', p.message.replace(/^JESTPG_\w+: /, ''));
+            err.stack = `${err.code}: ${err.message}`;
+            event.test.errors.push(err);
+          } else {
+            process.stderr.write(`jest-environment-pg warning: ${p.message}\n`);
+          }
+        }
+        return;
+      }
+      case 'hook_start':
+        if (event.hook.type === 'beforeAll' || event.hook.type === 'afterAll') sb.enterHook();
+        return;
+      case 'hook_success':
+      case 'hook_failure':
+        if (event.hook.type === 'beforeAll' || event.hook.type === 'afterAll') sb.leaveHook();
+        return;
+      default:
+        return;
+    }
+  }
+
+  override async teardown(): Promise<void> {
+    if (!this.tornDown) {
+      this.tornDown = true;
+      const worker = this.worker;
+      if (worker && this.fileOpen) {
+        this.fileOpen = false;
+        const report = await worker.endFile(this.testPath);
+        const text = formatFileReport(this.testPath, report);
+        if (text) process.stderr.write(text + '\n');
+      }
+      const testEnv = (this.global?.process as NodeJS.Process | undefined)?.env;
+      if (testEnv) for (const k of ENV_NAMES) delete testEnv[k];
+    }
+    await super.teardown();
+  }
+}
+
+/** "describe › nested › test name", as Jest prints it. */
+function testName(test: Circus.TestEntry): string {
+  const parts = [test.name];
+  let block: Circus.DescribeBlock | undefined = test.parent;
+  while (block && block.parent) {
+    parts.unshift(block.name);
+    block = block.parent;
+  }
+  return parts.join(' › ');
+}
