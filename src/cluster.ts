@@ -56,6 +56,8 @@ export function versionNumOf(version: string): number {
 
 /** Where the base dir goes: /dev/shm (RAM) when it is writable and has room, else the temp dir. */
 export async function pickRoot(): Promise<string> {
+  // Explicit override (tests use it to keep every artifact of a run in one private dir).
+  if (process.env.JEST_PG_DATA_ROOT) return process.env.JEST_PG_DATA_ROOT;
   const shm = '/dev/shm';
   try {
     await fsp.access(shm, fsc.W_OK | fsc.X_OK);
