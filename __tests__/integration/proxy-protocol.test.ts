@@ -1,0 +1,199 @@
+/** Protocol coverage of the sandbox against real drivers and a real server. */
+import net from 'node:net';
+import { execFile } from 'node:child_process';
+import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
+import pg from 'pg';
+import Cursor from 'pg-cursor';
+import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import postgres from 'postgres';
+import { bootServer, type TestServer } from '../helpers/server';
+import type { Sandbox } from '../../src/proxy/sandbox';
+
+let server: TestServer;
+let sb: Sandbox;
+
+beforeAll(async () => {
+  server = await bootServer(`
+    CREATE TABLE items (id serial PRIMARY KEY, name text UNIQUE NOT NULL);
+    INSERT INTO items (name) SELECT 'seed' || g FROM generate_series(1, 100) g;
+  `);
+  sb = await server.sandbox();
+  await sb.beginFile();
+});
+
+afterAll(async () => {
+  await sb?.endFile();
+  await server?.stop();
+});
+
+async function inTest<T>(name: string, fn: () => Promise<T>): Promise<string[]> {
+  sb.beginTest(name);
+  try {
+    await fn();
+  } finally {
+    var report = await sb.endTest(); // eslint-disable-line no-var
+  }
+  return report.problems.map((p) => p.message);
+}
+
+const connect = async (config: pg.ClientConfig = {}) => {
+  const c = new pg.Client({ connectionString: sb.info.url, ...config });
+  await c.connect();
+  return c;
+};
+
+test('COPY FROM STDIN and COPY TO STDOUT', async () => {
+  const c = await connect();
+  await inTest('copy', async () => {
+    await pipeline(Readable.from(['copied1\n', 'copied2\n']), c.query(copyFrom('COPY items (name) FROM STDIN')));
+    const chunks: Buffer[] = [];
+    const out = c.query(copyTo("COPY (SELECT name FROM items WHERE name LIKE 'copied%' ORDER BY name) TO STDOUT"));
+    for await (const chunk of out) chunks.push(chunk as Buffer);
+    expect(Buffer.concat(chunks).toString()).toBe('copied1\ncopied2\n');
+    // A failing COPY does not poison the file transaction.
+    await expect(pipeline(Readable.from(['seed1\n']), c.query(copyFrom('COPY items (name) FROM STDIN')))).rejects.toMatchObject({ code: '23505' });
+    expect((await c.query("SELECT count(*)::int AS n FROM items WHERE name LIKE 'copied%'")).rows[0].n).toBe(2);
+  });
+  await c.end();
+});
+
+test('pg-cursor: Execute with a row limit and Flush, without Sync, holds the upstream until done', async () => {
+  const c = await connect();
+  const other = await connect();
+  await inTest('cursor', async () => {
+    const cursor = c.query(new Cursor('SELECT id FROM items ORDER BY id'));
+    const first = await cursor.read(10);
+    expect(first.map((r: { id: number }) => r.id)).toEqual(Array.from({ length: 10 }, (_, i) => i + 1));
+    const otherQuery = other.query('SELECT 1 AS x'); // waits for the cursor's cycle
+    const second = await cursor.read(5);
+    expect(second[0].id).toBe(11);
+    await cursor.close();
+    expect((await otherQuery).rows[0].x).toBe(1);
+  });
+  await c.end();
+  await other.end();
+});
+
+test('unix socket connections are trusted; TCP needs the run secret', async () => {
+  const unix = new pg.Client({ host: sb.info.socketDir, port: sb.info.port, user: 'anyone', database: 'whatever' });
+  await unix.connect();
+  await inTest('unix', async () => {
+    expect((await unix.query('SELECT 1 AS one')).rows[0].one).toBe(1);
+  });
+  await unix.end();
+  const wrong = new pg.Client({ host: '127.0.0.1', port: sb.info.port, user: 'postgres', password: 'nope', database: 'x' });
+  await expect(wrong.connect()).rejects.toThrow(/JESTPG_AUTH_FAILED/);
+});
+
+test('a malformed message gets an ErrorResponse and closes that client only; the file transaction survives', async () => {
+  const c = await connect();
+  await inTest('malformed', async () => {
+    await c.query("INSERT INTO items (name) VALUES ('before-garbage')");
+    const reply = await new Promise<Buffer>((resolve) => {
+      const s = net.connect(sb.info.port, '127.0.0.1');
+      const chunks: Buffer[] = [];
+      s.on('data', (d) => chunks.push(d));
+      s.on('close', () => resolve(Buffer.concat(chunks)));
+      // Startup with a bad protocol version.
+      const startup = Buffer.alloc(8);
+      startup.writeInt32BE(8, 0);
+      startup.writeInt32BE(0x00090000, 4);
+      s.write(startup);
+    });
+    expect(reply[0]).toBe(0x45); // ErrorResponse
+    expect(reply.toString()).toMatch(/JESTPG_PROTOCOL.*protocol version 9\.0/);
+    expect((await c.query("SELECT count(*)::int AS n FROM items WHERE name = 'before-garbage'")).rows[0].n).toBe(1);
+  });
+  await c.end();
+});
+
+test('a client that disconnects inside a transaction has it rolled back, like a real backend', async () => {
+  const a = await connect();
+  const b = await connect();
+  await inTest('disconnect', async () => {
+    await a.query('BEGIN');
+    await a.query("INSERT INTO items (name) VALUES ('abandoned')");
+    await a.end();
+    expect((await b.query("SELECT count(*)::int AS n FROM items WHERE name = 'abandoned'")).rows[0].n).toBe(0);
+  });
+  await b.end();
+});
+
+test('per-client startup parameters, notices and ParameterStatus', async () => {
+  const a = await connect({ application_name: 'app-a' });
+  const b = await connect({ application_name: 'app-b', options: '-c search_path=pg_catalog' });
+  await inTest('settings', async () => {
+    expect((await a.query("SELECT current_setting('application_name') AS v")).rows[0].v).toBe('app-a');
+    expect((await b.query("SELECT current_setting('application_name') AS v")).rows[0].v).toBe('app-b');
+    expect((await b.query("SELECT current_setting('search_path') AS v")).rows[0].v).toBe('pg_catalog');
+    expect((await a.query("SELECT current_setting('application_name') AS v")).rows[0].v).toBe('app-a');
+    const notices: string[] = [];
+    a.on('notice', (n) => notices.push(n.message ?? ''));
+    await a.query("DO $$BEGIN RAISE NOTICE 'hello from plpgsql'; END$$");
+    expect(notices).toContain('hello from plpgsql');
+    const warnings: string[] = [];
+    b.on('notice', (n) => warnings.push(n.message ?? ''));
+    await b.query('COMMIT'); // no transaction: a warning, like Postgres
+    expect(warnings).toContain('there is no transaction in progress');
+  });
+  await a.end();
+  await b.end();
+});
+
+test('prepared statement names are private per client: DEALLOCATE and Close act on the own ones only', async () => {
+  const sqlA = postgres(sb.info.url, { max: 1 });
+  const sqlB = postgres(sb.info.url, { max: 1 });
+  await inTest('names', async () => {
+    // Both prepare the same statement text (postgres.js names it the same way on each connection).
+    expect((await sqlA`SELECT ${1}::int AS x`)[0].x).toBe(1);
+    expect((await sqlB`SELECT ${2}::int AS x`)[0].x).toBe(2);
+    await sqlA.unsafe('DEALLOCATE ALL');
+    expect((await sqlB`SELECT ${3}::int AS x`)[0].x).toBe(3);
+    // A's statement cache now points at a deallocated name; postgres.js re-prepares on 26000.
+    expect((await sqlA`SELECT ${4}::int AS x`)[0].x).toBe(4);
+  });
+  await sqlA.end();
+  await sqlB.end();
+});
+
+test('cancel requests reach the query of the client that asked', async () => {
+  const sql = postgres(sb.info.url, { max: 1 });
+  await inTest('cancel', async () => {
+    const q = sql`SELECT pg_sleep(10)`;
+    const result = q.catch((e: Error) => e);
+    await new Promise((r) => setTimeout(r, 100));
+    q.cancel();
+    expect(String(await result)).toMatch(/cancel/i);
+    expect((await sql`SELECT 1 AS one`)[0].one).toBe(1);
+  });
+  await sql.end();
+});
+
+test('a child process inherits DATABASE_URL, writes through the sandbox, and the write is rolled back', async () => {
+  const script = `const {Client}=require('pg');(async()=>{const c=new Client({connectionString:process.env.DATABASE_URL});await c.connect();await c.query("INSERT INTO items (name) VALUES ('from-child')");await c.end();})().catch(e=>{console.error(e);process.exit(1)})`;
+  const c = await connect();
+  await inTest('child', async () => {
+    await new Promise<void>((resolve, reject) =>
+      execFile(process.execPath, ['-e', script], { env: { ...process.env, DATABASE_URL: sb.info.url } }, (err) => (err ? reject(err) : resolve())),
+    );
+    expect((await c.query("SELECT count(*)::int AS n FROM items WHERE name = 'from-child'")).rows[0].n).toBe(1);
+  });
+  await inTest('after child', async () => {
+    expect((await c.query("SELECT count(*)::int AS n FROM items WHERE name = 'from-child'")).rows[0].n).toBe(0);
+  });
+  await c.end();
+});
+
+test('at the end of the file every client is closed, and an idle pool learns it with a FATAL', async () => {
+  const pool = new pg.Pool({ connectionString: sb.info.url });
+  const errors: string[] = [];
+  pool.on('error', (e) => errors.push(e.message));
+  await inTest('pool', () => pool.query('SELECT 1'));
+  const report = await sb.endFile();
+  expect(report.open.map((p) => p.message).join('\n')).toMatch(/opened in .*SELECT 1/s);
+  await new Promise((r) => setTimeout(r, 50));
+  expect(errors.join('\n')).toMatch(/JESTPG_FILE_ENDED/);
+  await pool.end();
+  await sb.beginFile();
+});
