@@ -5,21 +5,21 @@ export function formatFileReport(testPath: string, r: FileReport): string {
   const lines: string[] = [];
   if (r.open.length) {
     lines.push(
-      `jest-environment-pg: ${r.open.length} connection${r.open.length === 1 ? ' was' : 's were'} still open when ${testPath} ended; closed them:`,
+      `jest-environment-pg: JESTPG_FILE_ENDED: ${r.open.length} connection${r.open.length === 1 ? ' was' : 's were'} still open when ${testPath} ended; closed them:`,
       ...r.open.map((p) => `  - ${p.message}`),
       '  Fix: end pools and clients in afterAll (await pool.end()), and stop servers/child processes that hold connections.',
     );
   }
   if (r.late.length) {
     lines.push(
-      `jest-environment-pg: ${r.late.length} quer${r.late.length === 1 ? 'y' : 'ies'} arrived between tests in ${testPath} and ${r.late.length === 1 ? 'was' : 'were'} rejected:`,
+      `jest-environment-pg: JESTPG_LATE_QUERY: ${r.late.length} quer${r.late.length === 1 ? 'y' : 'ies'} arrived between tests in ${testPath} and ${r.late.length === 1 ? 'was' : 'were'} rejected:`,
       ...r.late.map((p) => `  - ${p.message.replace(/\n/g, '\n    ')}`),
       '  Fix: await every query and request inside the test that starts it.',
     );
   }
   if (r.foreign.length) {
     lines.push(
-      `jest-environment-pg: ${r.foreign.length} backend${r.foreign.length === 1 ? '' : 's'} on the worker database did not come through the sandbox (their writes are not rolled back); terminated them and rebuilt the database:`,
+      `jest-environment-pg: JESTPG_FOREIGN_BACKENDS: ${r.foreign.length} backend${r.foreign.length === 1 ? '' : 's'} on the worker database did not come through the sandbox (their writes are not rolled back); terminated them and rebuilt the database:`,
       ...r.foreign.map(
         (f) => `  - pid ${f.pid}, application_name ${JSON.stringify(f.applicationName)}, client ${f.clientAddr}, state ${f.state || 'unknown'}, last query ${JSON.stringify(f.query)}`,
       ),

@@ -197,3 +197,71 @@ test('at the end of the file every client is closed, and an idle pool learns it 
   await pool.end();
   await sb.beginFile();
 });
+
+/** A raw client: send bytes, collect everything until the server closes or `ms` pass. */
+function raw(port: number, send: Buffer[], ms = 300): Promise<Buffer> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    const chunks: Buffer[] = [];
+    s.on('data', (d) => chunks.push(d));
+    const done = () => resolve(Buffer.concat(chunks));
+    s.on('close', done);
+    s.on('connect', () => send.forEach((b, i) => setTimeout(() => s.write(b), i * 20)));
+    setTimeout(() => s.destroy(), ms);
+  });
+}
+
+function startupPacket(params: Record<string, string>): Buffer {
+  const body = Buffer.concat([...Object.entries(params).map(([k, v]) => Buffer.from(`${k}\0${v}\0`)), Buffer.from([0])]);
+  const head = Buffer.alloc(8);
+  head.writeInt32BE(8 + body.length, 0);
+  head.writeInt32BE(196608, 4);
+  return Buffer.concat([head, body]);
+}
+
+test('SSLRequest is answered N, then the startup proceeds on the same connection', async () => {
+  const ssl = Buffer.alloc(8);
+  ssl.writeInt32BE(8, 0);
+  ssl.writeInt32BE(80877103, 4);
+  const reply = await raw(sb.info.port, [ssl, startupPacket({ user: 'postgres', database: 'x' })]);
+  expect(reply[0]).toBe(0x4e); // 'N'
+  expect(reply[1]).toBe(0x52); // 'R': authentication request (md5 on TCP)
+  expect(reply.readInt32BE(6)).toBe(5);
+});
+
+test('an unknown message type after startup: ErrorResponse, that client closed, others unaffected', async () => {
+  const unixClient = new pg.Client({ host: sb.info.socketDir, port: sb.info.port, user: 'u', database: 'd' });
+  await unixClient.connect();
+  const reply = await new Promise<Buffer>((resolve) => {
+    const s = net.connect(`${sb.info.socketDir}/.s.PGSQL.${sb.info.port}`);
+    const chunks: Buffer[] = [];
+    s.on('data', (d) => {
+      chunks.push(d);
+      if (Buffer.concat(chunks).includes(Buffer.from([0x5a, 0, 0, 0, 5, 0x49])) && chunks.length === 1) s.write(Buffer.from([0x7a, 0, 0, 0, 4]));
+    });
+    s.on('close', () => resolve(Buffer.concat(chunks)));
+    s.write(startupPacket({ user: 'u', database: 'd' }));
+  });
+  expect(reply.toString()).toMatch(/JESTPG_PROTOCOL: Protocol violation from the client: unknown message type "z"/);
+  await inTest('after garbage', async () => {
+    expect((await unixClient.query('SELECT 5 AS five')).rows[0].five).toBe(5);
+  });
+  await unixClient.end();
+});
+
+test('isolation "file": tests share the file transaction, which is rolled back at the end of the file', async () => {
+  const fileSb = await server.sandbox({ isolation: 'file' });
+  await fileSb.beginFile();
+  const c = new pg.Client({ connectionString: fileSb.info.url });
+  await c.connect();
+  fileSb.beginTest('one');
+  await c.query("INSERT INTO items (name) VALUES ('file-scoped')");
+  await fileSb.endTest();
+  fileSb.beginTest('two');
+  expect((await c.query("SELECT count(*)::int AS n FROM items WHERE name = 'file-scoped'")).rows[0].n).toBe(1);
+  await fileSb.endTest();
+  await c.end();
+  await fileSb.endFile();
+  expect(await server.direct("SELECT count(*)::int AS n FROM items WHERE name = 'file-scoped'")).toEqual([{ n: 0 }]);
+  await fileSb.close();
+});

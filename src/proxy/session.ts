@@ -57,6 +57,8 @@ export interface SessionHost {
 
 type Frame = [Buffer, number, number, number];
 
+const FRONTEND = new Set<number>([F.Bind, F.Close, F.CopyData, F.CopyDone, F.CopyFail, F.Describe, F.Execute, F.Flush, F.FunctionCall, F.Parse, F.Query, F.Sync, F.Terminate]);
+
 let nextId = 1;
 
 export class Session implements Sink, Owner {
@@ -161,6 +163,7 @@ export class Session implements Sink, Owner {
       this.password(buf, code, start, end);
       return;
     }
+    if (!FRONTEND.has(code)) throw errors.protocol(`unknown message type ${JSON.stringify(String.fromCharCode(code))} (0x${code.toString(16)})`);
     this.pending.push([buf, code, start, end]);
   };
 
@@ -190,8 +193,7 @@ export class Session implements Sink, Owner {
           break;
         case StartupCode.CancelRequest:
           if (body.length >= 8) this.host.cancel(body.readInt32BE(0), body.readInt32BE(4));
-          this.phase = 'closed';
-          this.socket.end();
+          this.closedNow();
           return Buffer.alloc(0);
         case StartupCode.Protocol3:
           this.readParams(body);
@@ -253,6 +255,14 @@ export class Session implements Sink, Owner {
   // ---- the pump: move pending frames to the upstream when allowed ----
 
   pump(): void {
+    try {
+      this.pumpFrames();
+    } catch (e) {
+      this.fatal(e instanceof JestPgError ? e : errors.protocol(String((e as Error).message ?? e)));
+    }
+  }
+
+  private pumpFrames(): void {
     const up = this.host.upstream;
     if (this.phase !== 'ready' && this.phase !== 'closing') return;
     let corked = false;
