@@ -44,6 +44,7 @@ async function startWorker(manifest: RunManifest): Promise<Worker> {
     label: `jest-environment-pg w${workerId}`,
     user: 'postgres',
     database: db.name,
+    unref: true,
   });
   return {
     manifest,

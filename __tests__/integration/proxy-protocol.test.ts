@@ -265,3 +265,83 @@ test('isolation "file": tests share the file transaction, which is rolled back a
   expect(await server.direct("SELECT count(*)::int AS n FROM items WHERE name = 'file-scoped'")).toEqual([{ n: 0 }]);
   await fileSb.close();
 });
+
+/** A minimal raw protocol client on the trusted unix socket. */
+async function rawClient() {
+  const s = net.connect(`${sb.info.socketDir}/.s.PGSQL.${sb.info.port}`);
+  let buf = Buffer.alloc(0);
+  const waiters: (() => void)[] = [];
+  s.on('data', (d) => {
+    buf = Buffer.concat([buf, d]);
+    waiters.splice(0).forEach((w) => w());
+  });
+  const frame = (code: string, body: Buffer) => {
+    const head = Buffer.alloc(5);
+    head[0] = code.charCodeAt(0);
+    head.writeInt32BE(body.length + 4, 1);
+    return Buffer.concat([head, body]);
+  };
+  const cstr = (t: string) => Buffer.from(t + '\0');
+  const int16 = (n: number) => { const b = Buffer.alloc(2); b.writeInt16BE(n); return b; };
+  const int32 = (n: number) => { const b = Buffer.alloc(4); b.writeInt32BE(n); return b; };
+  /** Send frames, resolve with every message type letter up to and including ReadyForQuery. */
+  const roundTrip = (...frames: Buffer[]) =>
+    new Promise<string>((resolve) => {
+      buf = Buffer.alloc(0);
+      s.write(Buffer.concat(frames));
+      const check = () => {
+        const types: string[] = [];
+        let off = 0;
+        while (off + 5 <= buf.length) {
+          const len = buf.readInt32BE(off + 1);
+          if (off + 1 + len > buf.length) break;
+          const t = String.fromCharCode(buf[off]);
+          types.push(t === 'D' ? `D(${buf.toString('utf8', off + 11, off + 1 + len)})` : t === 'Z' ? `Z${String.fromCharCode(buf[off + 5])}` : t);
+          off += 1 + len;
+          if (t === 'Z') return resolve(types.join(' '));
+        }
+        waiters.push(check);
+      };
+      check();
+    });
+  const startup = Buffer.concat([cstr('user'), cstr('raw'), cstr('database'), cstr('d'), Buffer.from([0])]);
+  const head = Buffer.alloc(8);
+  head.writeInt32BE(8 + startup.length, 0);
+  head.writeInt32BE(196608, 4);
+  await roundTrip(Buffer.concat([head, startup]));
+  return {
+    roundTrip,
+    parse: (name: string, sql: string) => frame('P', Buffer.concat([cstr(name), cstr(sql), int16(0)])),
+    bind: (portal: string, stmt: string, values: string[]) =>
+      frame('B', Buffer.concat([cstr(portal), cstr(stmt), int16(0), int16(values.length), ...values.flatMap((v) => [int32(Buffer.byteLength(v)), Buffer.from(v)]), int16(0)])),
+    execute: (portal: string) => frame('E', Buffer.concat([cstr(portal), int32(0)])),
+    sync: () => frame('S', Buffer.alloc(0)),
+    query: (sql: string) => frame('Q', cstr(sql)),
+    end: () => s.end(frame('X', Buffer.alloc(0))),
+  };
+}
+
+test('the unnamed statement survives other clients and guard savepoints between Parse and a later Bind', async () => {
+  const a = await rawClient();
+  const b = await rawClient();
+  await inTest('unnamed', async () => {
+    expect(await a.roundTrip(a.parse('', 'SELECT $1::text AS v'), a.sync())).toBe('1 ZI');
+    // Another client's simple query and unnamed statement replace the upstream's unnamed one.
+    expect(await b.roundTrip(b.query('SELECT 1'))).toBe('T D(1) C ZI');
+    expect(await b.roundTrip(b.parse('', 'SELECT 2'), b.bind('', '', []), b.execute(''), b.sync())).toBe('1 2 D(2) C ZI');
+    // A binds its unnamed statement in a later cycle, as the protocol allows.
+    expect(await a.roundTrip(a.bind('', '', ['mine']), a.execute(''), a.sync())).toBe('2 D(mine) C ZI');
+    // Named statements of two clients with the same name do not collide.
+    expect(await a.roundTrip(a.parse('s1', 'SELECT 10'), a.sync())).toBe('1 ZI');
+    expect(await b.roundTrip(b.parse('s1', 'SELECT 20'), b.sync())).toBe('1 ZI');
+    expect(await a.roundTrip(a.bind('', 's1', []), a.execute(''), a.sync())).toBe('2 D(10) C ZI');
+    expect(await b.roundTrip(b.bind('', 's1', []), b.execute(''), b.sync())).toBe('2 D(20) C ZI');
+    // BEGIN/COMMIT through the extended protocol, with the status each client should see.
+    expect(await a.roundTrip(a.parse('', 'BEGIN'), a.bind('', '', []), a.execute(''), a.sync())).toBe('1 2 C ZT');
+    expect(await a.roundTrip(a.query("INSERT INTO items (name) VALUES ('ext-tx')"))).toBe('C ZT');
+    expect(await a.roundTrip(a.parse('c', 'COMMIT'), a.bind('', 'c', []), a.execute(''), a.sync())).toBe('1 2 C ZI');
+    expect(await b.roundTrip(b.query("SELECT count(*) FROM items WHERE name = 'ext-tx'"))).toBe('T D(1) C ZI');
+  });
+  a.end();
+  b.end();
+});

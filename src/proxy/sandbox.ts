@@ -9,7 +9,7 @@ import net from 'node:net';
 import fs from 'node:fs';
 import path from 'node:path';
 import { randomInt } from 'node:crypto';
-import { Session, type SessionHost } from './session';
+import { GUARD, Session, type SessionHost } from './session';
 import { newUnit, Upstream, type Owner } from './upstream';
 import { query } from './messages';
 import { errors, JestPgError } from '../errors';
@@ -32,6 +32,11 @@ export interface SandboxOptions {
   user?: string;
   /** Database name put in DATABASE_URL (cosmetic: every name reaches the sandbox). */
   database?: string;
+  /**
+   * Never keep the process alive (Jest workers: the sandbox outlives test files and must not
+   * hold a worker open). Standalone users keep the default, false.
+   */
+  unref?: boolean;
 }
 
 export interface ConnectionInfo {
@@ -148,7 +153,7 @@ export class Sandbox implements SessionHost {
       unix.listen(sockPath, () => resolve());
     });
     this.servers.push(unix);
-    for (const s of this.servers) s.unref();
+    if (this.opts.unref) for (const s of this.servers) s.unref();
     const user = this.opts.user ?? 'postgres';
     const database = this.opts.database ?? 'postgres';
     this.info = {
@@ -167,6 +172,7 @@ export class Sandbox implements SessionHost {
       socket.destroy();
       return;
     }
+    if (this.opts.unref) socket.unref();
     const s = new Session(socket, this, viaUnix);
     this.sessions.add(s);
   }
@@ -225,7 +231,9 @@ export class Sandbox implements SessionHost {
     if (this.savepointPending) {
       this.savepointPending = false;
       this.savepointOpen = true;
-      up.send(savepointFrame, newUnit(undefined));
+      // A clean guard from file-level work must not end up inside the test's savepoint.
+      up.send(up.guard === 'clean' ? releaseGuardThenSavepoint : savepointFrame, newUnit(undefined));
+      if (up.guard === 'clean') up.guard = 'none';
       // Sequence values at the start of the test, read once after file-level work changed them.
       if (this.opts.resetSequences !== false && this.sequencesDirty) {
         this.sequencesDirty = false;
@@ -270,6 +278,7 @@ export class Sandbox implements SessionHost {
   async beginFile(): Promise<void> {
     if (!this.upstream || this.upstream.lost) {
       this.upstream = await Upstream.connect(this.opts.upstreamUrl, this.opts.label);
+      if (this.opts.unref) this.upstream.socket.unref();
       if (this.serverParams.size === 0) await this.readServerParams();
     }
     await this.run('BEGIN', 'BEGIN of the file transaction');
@@ -382,10 +391,12 @@ export class Sandbox implements SessionHost {
       if (sql) {
         const err = await up.exec(sql);
         up.appliedSettings = undefined;
+        up.guard = 'none';
         if (err) throw new JestPgError('JESTPG_UPSTREAM_LOST', `rolling back test "${name}" failed: ${err.M}`);
       } else if (holder) {
         // isolation "file": the leaked transaction is still rolled back, to its guard.
-        await up.exec(`ROLLBACK TO SAVEPOINT jestpg_guard; RELEASE SAVEPOINT jestpg_guard`);
+        await up.exec(`ROLLBACK TO SAVEPOINT ${GUARD}`);
+        up.guard = 'clean';
       }
     } finally {
       up.release(owner);
@@ -416,6 +427,7 @@ export class Sandbox implements SessionHost {
       try {
         await up.exec('ROLLBACK');
         up.appliedSettings = undefined;
+        up.guard = 'none';
         this.fileOpen = false;
         this.savepointOpen = false;
         const rows = await up.rows(
@@ -454,6 +466,7 @@ export class Sandbox implements SessionHost {
 }
 
 const savepointFrame = query(`SAVEPOINT ${SAVEPOINT}`);
+const releaseGuardThenSavepoint = query(`RELEASE SAVEPOINT ${GUARD}; SAVEPOINT ${SAVEPOINT}`);
 const READ_SEQUENCES = `SELECT format('%I.%I', schemaname, sequencename), last_value, start_value FROM pg_catalog.pg_sequences`;
 
 /** One statement that puts every sequence back to the values read. */

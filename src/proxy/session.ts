@@ -31,8 +31,10 @@ const warn = (text: string) => `DO $jestpg$BEGIN RAISE WARNING USING MESSAGE = '
 const WARN_IN_TX = warn('there is already a transaction in progress');
 const WARN_NO_TX = warn('there is no transaction in progress');
 const guardOpenFrame = m.query(`SAVEPOINT ${GUARD}`);
-const guardReleaseFrame = m.query(`RELEASE SAVEPOINT ${GUARD}`);
-const guardRollbackFrame = m.query(`ROLLBACK TO SAVEPOINT ${GUARD}; RELEASE SAVEPOINT ${GUARD}`);
+/** Move a clean guard forward past the work of the cycles before: one message, two statements. */
+const guardRenewFrame = m.query(`RELEASE SAVEPOINT ${GUARD}; SAVEPOINT ${GUARD}`);
+/** Undo a failed cycle; the guard stays, clean, for the next one. */
+const guardRollbackFrame = m.query(`ROLLBACK TO SAVEPOINT ${GUARD}`);
 
 export type Phase = 'startup' | 'auth' | 'ready' | 'closing' | 'closed';
 
@@ -89,6 +91,8 @@ export class Session implements Sink, Owner {
   private readonly framer = new Framer();
   private startupBuf: Buffer | undefined;
   private salt: Buffer | undefined;
+  /** The client's last Parse of the unnamed statement, to re-create it upstream when needed. */
+  private unnamedParse: Buffer | undefined;
   /** Renamed statements this client has prepared. */
   private readonly prepared = new Set<string>();
   /** Renamed statements / portals that are transaction control (BEGIN/COMMIT/ROLLBACK via the extended protocol). */
@@ -114,8 +118,6 @@ export class Session implements Sink, Owner {
   constructor(private readonly socket: net.Socket, private readonly host: SessionHost, viaUnix: boolean) {
     this.viaUnix = viaUnix;
     socket.setNoDelay(true);
-    // The client's end of the connection is what keeps a process alive, not ours.
-    socket.unref();
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', () => this.gone());
     socket.on('close', () => this.gone());
@@ -367,7 +369,8 @@ export class Session implements Sink, Owner {
       up.appliedSettings = this.settingsKey;
     }
     if (!this.inTx && !this.guardOpen) {
-      up.send(guardOpenFrame, newUnit(undefined));
+      up.send(up.guard === 'clean' ? guardRenewFrame : guardOpenFrame, newUnit(undefined));
+      up.guard = 'active';
       this.guardOpen = true;
     }
     if (this.abortedBy !== undefined) {
@@ -395,25 +398,27 @@ export class Session implements Sink, Owner {
         const [name, a] = m.readCString(buf, start + 5, end);
         const [sql, b] = m.readCString(buf, a, end);
         this.noteSql(sql);
-        const renamed = this.prefix + (name || 'u');
-        if (this.prepared.has(renamed) || name === '') {
-          // Close before re-parse: the unnamed statement is replaced on every Parse.
-          if (name === '') {
-            up.socket.write(m.close('S', renamed));
-            countInjected(unit, Kind.Close);
-          }
-        }
-        this.prepared.add(renamed);
+        const key = this.prefix + (name || 'u');
+        const target = name ? key : '';
         const tx = statements(sql);
         const kind = tx.length === 1 ? tx[0].kind : 'other';
+        let frame: Buffer;
         if (kind === 'begin' || kind === 'commit' || kind === 'rollback') {
-          this.txStatements.set(renamed, tx[0]);
+          this.txStatements.set(key, tx[0]);
           // A placeholder Postgres accepts to parse and bind even in an aborted transaction.
-          up.socket.write(m.writer.cstring(renamed).cstring(ROLLBACK_GUARD).bytes(buf, b, end).flush(F.Parse));
+          frame = m.writer.cstring(target).cstring(ROLLBACK_GUARD).bytes(buf, b, end).flush(F.Parse);
         } else {
-          this.txStatements.delete(renamed);
-          up.socket.write(m.writer.cstring(renamed).bytes(buf, a, end).flush(F.Parse));
+          if (this.txStatements.size) this.txStatements.delete(key);
+          // The unnamed statement stays unnamed upstream (no rewrite, no copy); it is re-created
+          // from this frame if anything replaced it before the client uses it again.
+          frame = name ? m.writer.cstring(target).bytes(buf, a, end).flush(F.Parse) : buf.subarray(start, end);
         }
+        if (name) this.prepared.add(key);
+        else {
+          this.unnamedParse = frame;
+          up.unnamedOwner = this;
+        }
+        up.socket.write(frame);
         countSent(unit, Kind.Parse);
         return;
       }
@@ -422,27 +427,31 @@ export class Session implements Sink, Owner {
         const [portal, a] = m.readCString(buf, start + 5, end);
         const [stmt, b] = m.readCString(buf, a, end);
         const p = portal ? this.prefix + portal : '';
-        const s = this.prefix + (stmt || 'u');
-        const tx = this.txStatements.get(s);
+        const key = this.prefix + (stmt || 'u');
+        const tx = this.txStatements.get(key);
         if (tx) this.txPortals.set(p, tx);
         else if (this.txPortals.size) this.txPortals.delete(p);
-        up.socket.write(m.writer.cstring(p).cstring(s).bytes(buf, b, end).flush(F.Bind));
+        if (!stmt) this.ensureUnnamed(up, unit);
+        if (!portal && !stmt) up.socket.write(buf.subarray(start, end));
+        else up.socket.write(m.writer.cstring(p).cstring(stmt ? key : '').bytes(buf, b, end).flush(F.Bind));
         countSent(unit, Kind.Bind);
         return;
       }
       case F.Describe: {
-        this.extUnit(up);
+        const unit = this.extUnit(up);
         const kind = buf[start + 5];
         const [name] = m.readCString(buf, start + 6, end);
-        const renamed = kind === 0x53 ? this.prefix + (name || 'u') : name ? this.prefix + name : '';
-        up.socket.write(m.writer.byte(kind).cstring(renamed).flush(F.Describe));
+        if (!name) {
+          if (kind === 0x53) this.ensureUnnamed(up, unit);
+          up.socket.write(buf.subarray(start, end));
+        } else up.socket.write(m.writer.byte(kind).cstring(this.prefix + name).flush(F.Describe));
         return;
       }
       case F.Execute: {
         const unit = this.extUnit(up);
         const [portal, a] = m.readCString(buf, start + 5, end);
         const p = portal ? this.prefix + portal : '';
-        const tx = this.txPortals.get(p);
+        const tx = this.txPortals.size ? this.txPortals.get(p) : undefined;
         if (tx) return this.txExecute(up, unit, tx);
         if (portal) up.socket.write(m.writer.cstring(p).bytes(buf, a, end).flush(F.Execute));
         else up.socket.write(buf.subarray(start, end));
@@ -453,16 +462,23 @@ export class Session implements Sink, Owner {
         const unit = this.extUnit(up);
         const kind = buf[start + 5];
         const [name] = m.readCString(buf, start + 6, end);
-        let renamed: string;
+        let target: string;
         if (kind === 0x53) {
-          renamed = this.prefix + (name || 'u');
-          this.prepared.delete(renamed);
-          this.txStatements.delete(renamed);
+          const key = this.prefix + (name || 'u');
+          this.prepared.delete(key);
+          this.txStatements.delete(key);
+          if (name) target = key;
+          else {
+            // Close the upstream's unnamed statement only if it is this client's.
+            target = up.unnamedOwner === this ? '' : key;
+            this.unnamedParse = undefined;
+            if (up.unnamedOwner === this) up.unnamedOwner = undefined;
+          }
         } else {
-          renamed = name ? this.prefix + name : '';
-          this.txPortals.delete(renamed);
+          target = name ? this.prefix + name : '';
+          this.txPortals.delete(target);
         }
-        up.socket.write(m.writer.byte(kind).cstring(renamed).flush(F.Close));
+        up.socket.write(m.writer.byte(kind).cstring(target).flush(F.Close));
         countSent(unit, Kind.Close);
         return;
       }
@@ -496,6 +512,14 @@ export class Session implements Sink, Owner {
       default:
         throw errors.protocol(`unknown message type ${JSON.stringify(String.fromCharCode(code))} (0x${code.toString(16)})`);
     }
+  }
+
+  /** The upstream's unnamed statement is someone else's now: parse ours again first. */
+  private ensureUnnamed(up: Upstream, unit: Unit): void {
+    if (up.unnamedOwner === this || this.unnamedParse === undefined) return;
+    up.socket.write(this.unnamedParse);
+    countInjected(unit, Kind.Parse);
+    up.unnamedOwner = this;
   }
 
   /** Execute of a BEGIN/COMMIT/ROLLBACK prepared through the extended protocol. */
@@ -704,7 +728,9 @@ export class Session implements Sink, Owner {
     } else {
       client = 'I';
       if (this.guardOpen && this.inflight === 0 && !this.cycleOpen && !up.lost) {
-        up.send(status === TxStatus.Failed ? guardRollbackFrame : guardReleaseFrame, newUnit(undefined));
+        // Success: nothing to send; the next cycle moves the guard forward before it starts.
+        if (status === TxStatus.Failed) up.send(guardRollbackFrame, newUnit(undefined));
+        up.guard = 'clean';
         this.guardOpen = false;
       }
     }
@@ -775,6 +801,7 @@ export class Session implements Sink, Owner {
     if (up && !up.lost && up.owner === this) {
       if (this.inTx || this.guardOpen) {
         up.send(guardRollbackFrame, newUnit(undefined));
+        up.guard = 'clean';
         this.inTx = false;
         this.guardOpen = false;
       }

@@ -85,6 +85,13 @@ export class Upstream {
   /** Set when the connection dies; callers fail with it. */
   lost: Error | undefined;
   onLost: ((err: Error) => void) | undefined;
+  /**
+   * The guard savepoint: none; clean (a finished cycle's, kept to be moved forward by the next
+   * one); active (protecting a running cycle or a client transaction).
+   */
+  guard: 'none' | 'clean' | 'active' = 'none';
+  /** Whose unnamed statement the upstream holds (any simple Query destroys it). */
+  unnamedOwner: Owner | undefined;
   /** Identifies the per-client settings last applied to the upstream session. */
   appliedSettings: string | undefined;
 
@@ -95,8 +102,6 @@ export class Upstream {
     this.secretKey = c.secretKey;
     this.cancelTarget = cancelTarget;
     socket.setNoDelay(true);
-    // The upstream lives across test files; it must never keep a Jest worker alive.
-    socket.unref();
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (err) => this.die(err));
     socket.on('close', () => this.die(new Error('connection closed')));
@@ -160,6 +165,7 @@ export class Upstream {
   /** Write a frame that ends a unit (Query, Sync, FunctionCall) and register the unit. */
   send(frame: Buffer, unit: Unit | undefined): void {
     if (unit) this.expect.push(unit);
+    if (frame[0] === 0x51) this.unnamedOwner = undefined; // Query drops the unnamed statement
     this.socket.write(frame);
   }
 
