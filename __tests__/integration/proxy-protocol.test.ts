@@ -250,7 +250,12 @@ test('an unknown message type after startup: ErrorResponse, that client closed, 
 });
 
 test('isolation "file": tests share the file transaction, which is rolled back at the end of the file', async () => {
-  const fileSb = await server.sandbox({ isolation: 'file' });
+  // Its own database: the end-of-file check terminates any other backend on the database.
+  await server.direct('CREATE DATABASE sbx_file');
+  const fileUrl = server.dbUrl.replace(/\/sbx(\?|$)/, '/sbx_file$1');
+  const { withClient } = await import('../../src/admin');
+  await withClient(fileUrl, (c) => c.query('CREATE TABLE items (id serial PRIMARY KEY, name text UNIQUE NOT NULL)'));
+  const fileSb = await server.sandbox({ isolation: 'file', upstreamUrl: fileUrl });
   await fileSb.beginFile();
   const c = new pg.Client({ connectionString: fileSb.info.url });
   await c.connect();
@@ -262,7 +267,7 @@ test('isolation "file": tests share the file transaction, which is rolled back a
   await fileSb.endTest();
   await c.end();
   await fileSb.endFile();
-  expect(await server.direct("SELECT count(*)::int AS n FROM items WHERE name = 'file-scoped'")).toEqual([{ n: 0 }]);
+  expect(await withClient(fileUrl, async (d) => (await d.query("SELECT count(*)::int AS n FROM items WHERE name = 'file-scoped'")).rows)).toEqual([{ n: 0 }]);
   await fileSb.close();
 });
 
@@ -296,7 +301,7 @@ async function rawClient() {
           const len = buf.readInt32BE(off + 1);
           if (off + 1 + len > buf.length) break;
           const t = String.fromCharCode(buf[off]);
-          types.push(t === 'D' ? `D(${buf.toString('utf8', off + 11, off + 1 + len)})` : t === 'Z' ? `Z${String.fromCharCode(buf[off + 5])}` : t);
+          types.push(t === 'D' ? `D(${buf.toString('utf8', off + 11, off + 1 + len)})` : t === 'E' && process.env.JPG_DEBUG ? 'E' + buf.toString('utf8', off + 5, off + 1 + len) : t === 'Z' ? `Z${String.fromCharCode(buf[off + 5])}` : t);
           off += 1 + len;
           if (t === 'Z') return resolve(types.join(' '));
         }

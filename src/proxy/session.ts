@@ -293,7 +293,7 @@ export class Session implements Sink, Owner {
         break;
       }
       if (!up || up.lost) {
-        this.rejecting = errors.upstreamLost(up?.lost?.message ?? 'not connected');
+        this.rejecting = up?.lost instanceof JestPgError ? up.lost : errors.upstreamLost(up?.lost?.message ?? 'not connected');
         continue;
       }
       if (up.owner !== this) {
