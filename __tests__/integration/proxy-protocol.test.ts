@@ -128,6 +128,10 @@ test('per-client startup parameters, notices and ParameterStatus', async () => {
     expect((await b.query("SELECT current_setting('application_name') AS v")).rows[0].v).toBe('app-b');
     expect((await b.query("SELECT current_setting('search_path') AS v")).rows[0].v).toBe('pg_catalog');
     expect((await a.query("SELECT current_setting('application_name') AS v")).rows[0].v).toBe('app-a');
+    // A client without settings sees the defaults, not the previous client's.
+    const plain = await connect();
+    expect((await plain.query("SELECT current_setting('search_path') AS v")).rows[0].v).toBe('"$user", public');
+    await plain.end();
     const notices: string[] = [];
     a.on('notice', (n) => notices.push(n.message ?? ''));
     await a.query("DO $$BEGIN RAISE NOTICE 'hello from plpgsql'; END$$");

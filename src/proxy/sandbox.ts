@@ -231,6 +231,7 @@ export class Sandbox implements SessionHost {
     if (this.savepointPending) {
       this.savepointPending = false;
       this.savepointOpen = true;
+      this.settingsAtSavepoint = up.appliedSettings;
       // A clean guard from file-level work must not end up inside the test's savepoint.
       up.send(up.guard === 'clean' ? releaseGuardThenSavepoint : savepointFrame, newUnit(undefined));
       if (up.guard === 'clean') up.guard = 'none';
@@ -252,6 +253,7 @@ export class Sandbox implements SessionHost {
   /** Sequences at the start of the current test (after the file's own work): restored at its end. */
   private restoreSequences = '';
   private sequencesDirty = true;
+  private settingsAtSavepoint: string | undefined;
 
   // ---- lifecycle ----
 
@@ -390,7 +392,8 @@ export class Sandbox implements SessionHost {
       this.savepointPending = false;
       if (sql) {
         const err = await up.exec(sql);
-        up.appliedSettings = undefined;
+        // The rollback puts the session's settings back to what they were at the savepoint.
+        up.appliedSettings = this.settingsAtSavepoint;
         up.guard = 'none';
         if (err) throw new JestPgError('JESTPG_UPSTREAM_LOST', `rolling back test "${name}" failed: ${err.M}`);
       } else if (holder) {

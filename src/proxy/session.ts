@@ -31,6 +31,7 @@ const warn = (text: string) => `DO $jestpg$BEGIN RAISE WARNING USING MESSAGE = '
 const WARN_IN_TX = warn('there is already a transaction in progress');
 const WARN_NO_TX = warn('there is no transaction in progress');
 const guardOpenFrame = m.query(`SAVEPOINT ${GUARD}`);
+const resetAllFrame = m.query('RESET ALL');
 /** Move a clean guard forward past the work of the cycles before: one message, two statements. */
 const guardRenewFrame = m.query(`RELEASE SAVEPOINT ${GUARD}; SAVEPOINT ${GUARD}`);
 /** Undo a failed cycle; the guard stays, clean, for the next one. */
@@ -111,7 +112,8 @@ export class Session implements Sink, Owner {
   private lastEnd = 0;
   pid = 0;
   key = 0;
-  private settingsSql: string | undefined;
+  /** Puts the upstream session's settings where this client expects them (RESET ALL first: no other client's settings leak in). */
+  private settingsFrame: Buffer = resetAllFrame;
   private settingsKey = '';
   readonly viaUnix: boolean;
 
@@ -230,7 +232,7 @@ export class Session implements Sink, Owner {
     for (const [k, v] of parseOptions(this.params.options ?? '')) settings.push([k, v]);
     if (settings.length) {
       this.settingsKey = JSON.stringify(settings);
-      this.settingsSql = 'SELECT ' + settings.map(([k, v]) => `set_config(${lit(k)}, ${lit(v)}, false)`).join(', ');
+      this.settingsFrame = m.query('RESET ALL; SELECT ' + settings.map(([k, v]) => `set_config(${lit(k)}, ${lit(v)}, false)`).join(', '));
     }
   }
 
@@ -364,8 +366,8 @@ export class Session implements Sink, Owner {
     this.cycleOpen = true;
     this.cycles++;
     this.host.beforeCycle(up);
-    if (this.settingsSql && up.appliedSettings !== this.settingsKey) {
-      up.send(m.query(this.settingsSql), newUnit(undefined));
+    if (up.appliedSettings !== this.settingsKey) {
+      up.send(this.settingsFrame, newUnit(undefined));
       up.appliedSettings = this.settingsKey;
     }
     if (!this.inTx && !this.guardOpen) {

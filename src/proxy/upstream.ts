@@ -93,7 +93,8 @@ export class Upstream {
   /** Whose unnamed statement the upstream holds (any simple Query destroys it). */
   unnamedOwner: Owner | undefined;
   /** Identifies the per-client settings last applied to the upstream session. */
-  appliedSettings: string | undefined;
+  /** '' = the session's defaults (a fresh connection); undefined = unknown (after a rollback). */
+  appliedSettings: string | undefined = '';
 
   private constructor(client: pg.Client, socket: net.Socket, cancelTarget: net.NetConnectOpts) {
     this.socket = socket;
