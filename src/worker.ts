@@ -70,7 +70,7 @@ async function startWorker(manifest: RunManifest): Promise<Worker> {
  * process's uncaughtException listeners are set aside and exactly those errors are
  * swallowed; any other error goes to the listeners that were there.
  */
-async function withClosingGuard<T>(fn: () => Promise<T>): Promise<T> {
+async function withClosingGuard<T extends FileReport>(fn: () => Promise<T>): Promise<T> {
   const ours = (e: unknown) => {
     const msg = String((e as Error | undefined)?.message ?? e);
     return msg.includes('JESTPG_FILE_ENDED') || msg.includes('Connection terminated unexpectedly');
@@ -88,12 +88,17 @@ async function withClosingGuard<T>(fn: () => Promise<T>): Promise<T> {
   };
   process.removeAllListeners('uncaughtException');
   process.on('uncaughtException', guard);
+  let closedSome = true;
   try {
-    return await fn();
+    const report = await fn();
+    closedSome = report.open.length > 0;
+    return report;
   } finally {
     // Let the clients read the FATAL and their sockets' end before handing errors back.
-    for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
-    await new Promise((r) => setTimeout(r, 5));
+    if (closedSome) {
+      for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+      await new Promise((r) => setTimeout(r, 5));
+    }
     process.removeListener('uncaughtException', guard);
     for (const l of saved) if (!process.rawListeners('uncaughtException').includes(l)) process.on('uncaughtException', l);
   }
