@@ -35,7 +35,8 @@ export async function withClient<T>(url: string, fn: (c: Client) => Promise<T>, 
 
 /** server_version_num, e.g. 180004. */
 export async function serverVersionNum(c: Client): Promise<number> {
-  const r = await c.query<{ v: string }>('SHOW server_version_num');
+  // (SHOW names its column server_version_num, not v: select it under the name we read.)
+  const r = await c.query<{ v: string }>("SELECT current_setting('server_version_num') AS v");
   return Number(r.rows[0].v);
 }
 

@@ -30,8 +30,12 @@ export interface ClusterInfo {
   versionNum: number;
   /** The OS user Postgres runs as, when we dropped privileges. */
   osUser?: { uid: number; gid: number; name: string };
-  /** ms spent: initdb, start. */
-  timings?: { initdb: number; start: number; total: number };
+  /** ms spent: initdb (or restoring the data dir from the cache, see `restored`), start. */
+  timings?: { initdb: number; start: number; total: number; afterInitdb?: number };
+  /** The data dir was populated from a cache entry instead of initdb. */
+  restored?: boolean;
+  /** Extra `-c` settings it was started with (a restart uses them again). */
+  settings?: Record<string, string>;
 }
 
 export interface StartClusterOptions {
@@ -44,6 +48,21 @@ export interface StartClusterOptions {
   baseDir?: string;
   /** Extra `-c` settings. */
   settings?: Record<string, string>;
+  /**
+   * Fill the (not yet existing) data dir instead of running initdb — a warm start from the cache.
+   * `owner` is the user Postgres runs as, when we are root.
+   */
+  populate?: (dataDir: string, owner?: { uid: number; gid: number }) => void | Promise<void>;
+  /** Called with initdb's output before the server first starts (to snapshot a pristine cluster). */
+  afterInitdb?: (dataDir: string) => void | Promise<void>;
+}
+
+/** initdb's flags; part of the cache key (a cached cluster must have been made the same way). */
+export function initdbFlags(major: number): string[] {
+  const f = ['-A', 'trust', '-U', 'postgres', '-E', 'UTF8', '--locale=C', '--no-sync'];
+  if (major >= 14) f.push('--no-instructions');
+  if (major >= 18) f.push('--no-data-checksums');
+  return f;
 }
 
 const PREFIX = 'jest-pg-';
@@ -104,11 +123,19 @@ export async function startCluster(opts: StartClusterOptions): Promise<ClusterIn
     const major = Math.floor(versionNumOf(opts.version) / 10000);
     const env = childEnv(baseDir);
 
-    const initArgs = ['-D', dataDir, '-A', 'trust', '-U', 'postgres', '-E', 'UTF8', '--locale=C', '--no-sync'];
-    if (major >= 14) initArgs.push('--no-instructions');
-    if (major >= 18) initArgs.push('--no-data-checksums');
-    const init = await runToEnd(path.join(binDir, 'initdb'), initArgs, { env, cwd: baseDir, osUser });
-    if (init.code !== 0) throw errors.initdbFailed(`initdb ${initArgs.join(' ')} exited with ${init.code}:\n${init.output}`);
+    let afterInitdb: number | undefined;
+    if (opts.populate) {
+      await opts.populate(dataDir, osUser);
+    } else {
+      const initArgs = ['-D', dataDir, ...initdbFlags(major)];
+      const init = await runToEnd(path.join(binDir, 'initdb'), initArgs, { env, cwd: baseDir, osUser });
+      if (init.code !== 0) throw errors.initdbFailed(`initdb ${initArgs.join(' ')} exited with ${init.code}:\n${init.output}`);
+      if (opts.afterInitdb) {
+        const ta = performance.now();
+        await opts.afterInitdb(dataDir);
+        afterInitdb = Math.round(performance.now() - ta);
+      }
+    }
     const tInit = performance.now();
 
     let lastLog = '';
@@ -128,7 +155,9 @@ export async function startCluster(opts: StartClusterOptions): Promise<ClusterIn
           url: `postgres://postgres@127.0.0.1:${port}/postgres`,
           versionNum: versionNumOf(opts.version),
           osUser,
-          timings: { initdb: Math.round(tInit - t0), start: Math.round(tEnd - tInit), total: Math.round(tEnd - t0) },
+          timings: { initdb: Math.round(tInit - t0) - (afterInitdb ?? 0), start: Math.round(tEnd - tInit), total: Math.round(tEnd - t0), afterInitdb },
+          restored: opts.populate ? true : undefined,
+          settings: opts.settings,
         };
       }
       lastLog = r.log;
@@ -247,6 +276,9 @@ export function serverSettings(major: number, port: number, socketDir: string): 
     lc_messages: 'C',
   };
   if (major >= 18) s.io_method = 'sync';
+  // Old WAL segments are removed, not kept under future names with their old contents: a cached
+  // snapshot then holds one mostly empty segment (see run.ts, pg_switch_wal before the snapshot).
+  if (major >= 12) s.wal_recycle = 'off';
   return s;
 }
 
@@ -364,5 +396,71 @@ export async function stopCluster(info: Pick<ClusterInfo, 'pid' | 'baseDir'> & {
   if (!path.basename(baseDir).startsWith(PREFIX)) throw new Error(`refusing to remove ${baseDir}: not a jest-environment-pg cluster dir`);
   const dataDir = info.dataDir ?? path.join(baseDir, 'data');
   await stopPid(info.pid, dataDir);
+  // A postmaster started on this dir after `info` was recorded (a restart we did not get to record).
+  const current = pidFileOwner(dataDir);
+  if (current && current !== info.pid) await stopPid(current, dataDir);
   if (existsSync(baseDir)) await fsp.rm(baseDir, { recursive: true, force: true, maxRetries: 3 });
+}
+
+function pidFileOwner(dataDir: string): number | undefined {
+  try {
+    const pid = Number(readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+    return pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Stop the server cleanly (fast shutdown: a shutdown checkpoint, no crash recovery needed on
+ * the next start), let `save` read the quiescent data dir, start the server again on the same
+ * data dir (same port when still free). `save` failing does not fail the cluster: its error is
+ * returned. Throws only when the server cannot be started again (the caller stops the cluster).
+ */
+export async function snapshotCluster(
+  info: ClusterInfo,
+  save: (dataDir: string) => Promise<void>,
+): Promise<{ cluster: ClusterInfo; saveError?: unknown; ms: { stop: number; save: number; start: number } }> {
+  const t0 = performance.now();
+  let saveError: unknown;
+  let clean = false;
+  if (isPostmasterOf(info.pid, info.dataDir)) {
+    try {
+      process.kill(info.pid, 'SIGINT');
+      clean = await waitGone(info.pid, 10_000);
+    } catch {
+      clean = !isAlive(info.pid);
+    }
+  }
+  if (!clean) {
+    await stopPid(info.pid, info.dataDir);
+    saveError = new Error('the server did not shut down cleanly');
+  }
+  const t1 = performance.now();
+  if (!saveError) {
+    try {
+      await save(info.dataDir);
+    } catch (e) {
+      saveError = e;
+    }
+  }
+  const t2 = performance.now();
+  const major = Math.floor(info.versionNum / 10000);
+  const env = childEnv(info.baseDir);
+  let lastLog = '';
+  for (let attempt = 0; attempt < 8; attempt++) {
+    const port = attempt === 0 ? info.port : await freePort();
+    const r = await startPostmaster({ binDir: info.binDir, dataDir: info.dataDir, baseDir: info.baseDir, port, env, osUser: info.osUser, major, settings: info.settings });
+    if ('pid' in r) {
+      const t3 = performance.now();
+      return {
+        cluster: { ...info, pid: r.pid, port, url: `postgres://postgres@127.0.0.1:${port}/postgres` },
+        saveError,
+        ms: { stop: Math.round(t1 - t0), save: Math.round(t2 - t1), start: Math.round(t3 - t2) },
+      };
+    }
+    lastLog = r.log;
+    if (!r.portInUse) break;
+  }
+  throw errors.startFailed(lastLog || '(no server log)');
 }

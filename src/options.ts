@@ -18,7 +18,8 @@ export interface PgOptions {
   lockWaitMs: number;
   resetSequences: boolean;
   keepDatabases: boolean;
-  cacheDir?: string;
+  /** Where the embedded cluster is cached for warm starts; false turns the cache off. Default `<rootDir>/node_modules/.cache/jest-environment-pg`. */
+  cacheDir?: string | false;
   prefix: string;
 }
 
@@ -55,7 +56,7 @@ const spec: Record<keyof PgOptions, [Check, string]> = {
   lockWaitMs: [ms, 'a non-negative number of milliseconds'],
   resetSequences: [bool, 'true or false'],
   keepDatabases: [bool, 'true or false'],
-  cacheDir: [str, 'a directory path'],
+  cacheDir: [(v) => str(v) || v === false, 'a directory path, or false to turn the cache off'],
   prefix: [(v) => typeof v === 'string' && /^[a-z][a-z0-9]{0,15}$/.test(v), 'lowercase letters and digits, starting with a letter, at most 16 characters'],
 };
 

@@ -1,4 +1,14 @@
 /** Entry of the detached reaper process: `node reaper-main.js <manifestPath>`. */
-import { reaperMain } from './reaper';
+
+// pg probes for Cloudflare Workers with `new Response(…)` unless `navigator` exists (Node ≥ 21
+// has it), which loads Node's whole fetch implementation: ≈ 15–20 ms of the reaper's boot, and
+// the reaper taking its lease is on the critical path of a warm start.
+if (typeof (globalThis as { navigator?: unknown }).navigator === 'undefined') {
+  Object.defineProperty(globalThis, 'navigator', { value: { userAgent: `Node.js/${process.versions.node}` }, configurable: true, writable: true });
+}
+
+// Required after the line above (an import would be hoisted above it).
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const { reaperMain } = require('./reaper') as typeof import('./reaper');
 
 void reaperMain(process.argv[2]);

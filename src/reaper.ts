@@ -23,8 +23,12 @@ export function reaperScript(): string {
   return found;
 }
 
-/** Spawn the reaper for a written manifest; resolves with its pid once it holds the lease. */
-export function startReaper(manifestPath: string, timeoutMs = 120_000): Promise<number> {
+/**
+ * Spawn the reaper for a written manifest; resolves with its pid once it holds the lease.
+ * The timeout counts from `armed` (default: now): setup may take long before the final manifest
+ * exists (migrations), and the reaper only takes the lease after that.
+ */
+export function startReaper(manifestPath: string, timeoutMs = 120_000, armed?: Promise<unknown>): Promise<number> {
   return new Promise((resolve, reject) => {
     const env = { ...process.env };
     delete env.NODE_OPTIONS; // no inspector, loaders or test hooks in the reaper
@@ -47,7 +51,12 @@ export function startReaper(manifestPath: string, timeoutMs = 120_000): Promise<
         reject(err);
       } else resolve(child.pid!);
     };
-    const timer = setTimeout(() => done(errors.setupTimeout(timeoutMs, 'the reaper process to take the run lease')), timeoutMs);
+    let timer: NodeJS.Timeout | undefined;
+    const arm = () => {
+      if (!settled) timer = setTimeout(() => done(errors.setupTimeout(timeoutMs, 'the reaper process to take the run lease')), timeoutMs);
+    };
+    if (armed) armed.then(arm, arm);
+    else arm();
     child.stdout!.on('data', (d: Buffer) => {
       out += d.toString();
       const nl = out.indexOf('\n');
@@ -83,13 +92,32 @@ export async function reaperMain(manifestPath: string): Promise<void> {
   try {
     // Started early (while initdb runs); the manifest appears once the server is up.
     // If the run dir disappears first, the setup failed and cleaned up: nothing to watch.
+    // A manifest in phase "setup" (the cluster runs, the template is being built and cached):
+    // no lease yet, but if the main process dies now, this is the only one left to clean up.
     const runDir = path.dirname(manifestPath);
-    const deadline = Date.now() + 120_000;
-    while (!existsSync(manifestPath)) {
+    let deadline = Date.now() + 120_000;
+    for (;;) {
       if (!existsSync(runDir) || Date.now() > deadline) process.exit(0);
+      let pre: RunManifest | undefined;
+      try {
+        if (existsSync(manifestPath)) pre = JSON.parse(readFileSync(manifestPath, 'utf8')) as RunManifest;
+      } catch {
+        pre = undefined; // being replaced: read it again
+      }
+      if (pre && pre.phase !== 'setup') {
+        m = pre;
+        break;
+      }
+      if (pre) {
+        if (!isSameProcess(pre.mainPid, pre.mainStart)) {
+          const { teardownRun } = await import('./run');
+          await teardownRun({ ...pre, options: { ...pre.options, keepDatabases: false } }, { fromReaper: true }).catch(() => undefined);
+          process.exit(0);
+        }
+        deadline = Date.now() + 120_000; // the main process is alive and working on it
+      }
       await new Promise((r) => setTimeout(r, 5));
     }
-    m = JSON.parse(readFileSync(manifestPath, 'utf8')) as RunManifest;
     lease = await connect(m.adminUrl, { applicationName: 'jest-environment-pg reaper' });
     await acquireLease(lease, m.runId);
   } catch (e) {

@@ -4,12 +4,13 @@
  * → ensureWorkerDatabase (per worker, lazily) → teardownRun (globalTeardown, or the reaper).
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, promises as fsp, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, promises as fsp, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { checkCreateDb, connect, dropDatabase, serverVersionNum, withClient, withDatabase } from './admin';
-import { findBinaries } from './binaries';
-import { isPostmasterOf, startCluster, stopCluster, type ClusterInfo } from './cluster';
+import { findBinaries, type Binaries } from './binaries';
+import { clusterKey, collectDataDir, CorruptCacheError, discard, entryPath, prune, readPack, resolveCacheDir, touch, unpackDataDir, writePack, type Pack } from './cache';
+import { initdbFlags, isPostmasterOf, snapshotCluster, startCluster, stopCluster, versionNumOf, type ClusterInfo } from './cluster';
 import { errors, JestPgError, messageOf, redactUrl, type ErrorCode } from './errors';
 import { sweep } from './lease';
 import { ident, literal, marker, newRunId, parseMarker, workerDbName } from './names';
@@ -17,7 +18,7 @@ import { validate, type PgOptions } from './options';
 import { isAlive, startToken } from './proc';
 import { startReaper, stopReaper } from './reaper';
 import { sweepStaleLocal } from './stale';
-import { ensureTemplateDetailed } from './template';
+import { ensureTemplateDetailed, packageVersion, templateNameFor } from './template';
 
 export interface RunManifest {
   version: 1;
@@ -45,6 +46,32 @@ export interface RunManifest {
   lockFiles?: string[];
   /** ms spent in startRun, by step. */
   timings?: Record<string, number>;
+  /** How the embedded cluster was made, with respect to the cache (undefined for an external server). */
+  cache?: RunCacheInfo;
+  /**
+   * "setup": the embedded cluster runs but the run is not ready (its template is being built and
+   * cached). The reaper takes no lease yet but cleans up if the main process dies.
+   */
+  phase?: 'setup';
+}
+
+export interface RunCacheInfo {
+  /**
+   * warm: the cluster was restored with its template built (no initdb, no migrations);
+   * base: initdb's output was restored, the template built, the result saved;
+   * cold: initdb ran, the template was built, the result saved; off: no cache.
+   */
+  status: 'warm' | 'base' | 'cold' | 'off';
+  dir?: string;
+  /** The entry restored (warm) or written (base, cold). */
+  entry?: string;
+  /**
+   * This run wrote `entry`. Set once the write is done: startRun does not wait for it (the
+   * tests run meanwhile), teardownRun does.
+   */
+  saved?: boolean;
+  /** Why the cache is off, an entry was ignored or not saved. */
+  note?: string;
 }
 
 export interface TeardownSummary {
@@ -92,11 +119,36 @@ export async function startRun(projectOptions: unknown, mainPid: number, ctx: Ru
   const runDir = path.join(os.tmpdir(), `jest-pg-run-${runId}`);
   await fsp.mkdir(runDir, { mode: 0o700 });
   const manifestPath = path.join(runDir, 'manifest.json');
+  const proxySecret = randomBytes(18).toString('base64url');
   let cluster: ClusterInfo | undefined;
+  let cacheInfo: RunCacheInfo | undefined;
+  /** Cache entries being written: awaited if startRun fails, else finished in the background (teardownRun waits). */
+  const cacheWrites: Promise<unknown>[] = [];
   let reaperPid: number | undefined;
+  const manifest = (adminUrl: string, versionNum: number): RunManifest => ({
+    version: 1,
+    runId,
+    mainPid,
+    mainStart: startToken(mainPid),
+    host: os.hostname(),
+    prefix: options.prefix,
+    adminUrl,
+    templateDb: '',
+    versionNum,
+    runDir,
+    manifestPath,
+    cluster,
+    options,
+    proxySecret,
+    rootDir,
+    lockFiles: ctx.lockFiles,
+  });
+  // The reaper's timeout starts once the final manifest is written (setup may be long before it).
+  let arm!: () => void;
+  const armed = new Promise<void>((r) => (arm = r));
   // The reaper starts now (node boots while initdb runs) and takes the lease once the manifest exists.
   const tReaper = performance.now();
-  const reaper = startReaper(manifestPath).then((pid) => {
+  const reaper = startReaper(manifestPath, undefined, armed).then((pid) => {
     reaperPid = pid;
     lap('reaper', tReaper);
     return pid;
@@ -111,9 +163,22 @@ export async function startRun(projectOptions: unknown, mainPid: number, ctx: Ru
       const t = performance.now();
       const bins = await findBinaries({ binDir: options.binDir, resolveFrom: [rootDir] });
       lap('binaries', t);
-      cluster = await startCluster({ binDir: bins.binDir, version: bins.version, nativeDir: bins.nativeDir });
-      timings.initdb = cluster.timings?.initdb ?? 0;
-      timings.boot = cluster.timings?.start ?? 0;
+      const loc = resolveCacheDir(options.cacheDir, rootDir);
+      if (loc.dir) {
+        // Every cluster we start is recorded (and, in phase "setup", handed to the reaper) at once.
+        const setCluster = (c: ClusterInfo | undefined) => {
+          cluster = c;
+          if (c) writeManifest({ ...manifest(c.url, c.versionNum), phase: 'setup' });
+        };
+        const r = await startCachedCluster(bins, loc.dir, options, rootDir, timings, setCluster, cacheWrites);
+        cluster = r.cluster;
+        cacheInfo = r.info;
+      } else {
+        cluster = await startCluster({ binDir: bins.binDir, version: bins.version, nativeDir: bins.nativeDir });
+        timings.initdb = cluster.timings?.initdb ?? 0;
+        timings.boot = cluster.timings?.start ?? 0;
+        cacheInfo = { status: 'off', note: loc.reason };
+      }
       adminUrl = cluster.url;
     }
     let t = performance.now();
@@ -122,25 +187,9 @@ export async function startRun(projectOptions: unknown, mainPid: number, ctx: Ru
       return serverVersionNum(c);
     });
     lap('connect', t);
-    const m: RunManifest = {
-      version: 1,
-      runId,
-      mainPid,
-      mainStart: startToken(mainPid),
-      host: os.hostname(),
-      prefix: options.prefix,
-      adminUrl,
-      templateDb: '',
-      versionNum,
-      runDir,
-      manifestPath,
-      cluster,
-      options,
-      proxySecret: randomBytes(18).toString('base64url'),
-      rootDir,
-      lockFiles: ctx.lockFiles,
-    };
+    const m: RunManifest = { ...manifest(adminUrl, versionNum), cache: cacheInfo };
     writeManifest(m);
+    arm();
     // The template builds while the reaper takes the lease; no run database exists before it holds it.
     const swept = (async () => {
       const ts = performance.now();
@@ -159,6 +208,11 @@ export async function startRun(projectOptions: unknown, mainPid: number, ctx: Ru
         rootDir,
       });
       lap(r.built ? 'template(built)' : 'template(reused)', tt);
+      if (r.built && cacheInfo?.status === 'warm' && cacheInfo.entry) {
+        // The restored cluster lacked its template: that entry is bad; the next run rebuilds it.
+        discard(cacheInfo.entry);
+        cacheInfo.note = `${path.basename(cacheInfo.entry)} had no complete template; discarded`;
+      }
       return r.name;
     })();
     const [rp, tpl, sw] = await Promise.allSettled([reaper, template, swept]);
@@ -167,12 +221,16 @@ export async function startRun(projectOptions: unknown, mainPid: number, ctx: Ru
     if (sw.status === 'rejected') throw sw.reason;
     m.reaperPid = rp.value;
     m.templateDb = tpl.value;
+    // A cache entry still being written finishes while the tests run (teardownRun waits for it).
+    for (const w of cacheWrites) trackBackground(w);
     lap('total', t0);
     m.timings = timings;
     writeManifest(m);
     process.env[MANIFEST_ENV] = manifestPath;
     return m;
   } catch (e) {
+    arm();
+    await Promise.allSettled(cacheWrites); // no temp file of a save left behind
     // Leave nothing behind: the reaper (if it started), the cluster, the run dir.
     // Removing the run dir makes a reaper that is still waiting for the manifest exit by itself.
     if (existsSync(manifestPath)) await fsp.rm(manifestPath, { force: true });
@@ -182,6 +240,166 @@ export async function startRun(projectOptions: unknown, mainPid: number, ctx: Ru
     await fsp.rm(runDir, { recursive: true, force: true }).catch(() => undefined);
     throw e;
   }
+}
+
+/**
+ * The embedded cluster through the cache (see cache.ts):
+ * - warm: the entry for this template exists → restore it and start; no initdb, no migrations;
+ * - else restore initdb's output (the base entry) or run initdb (and save its output as the base
+ *   entry before the server first starts), build the template, and — when the cluster holds
+ *   nothing but the system databases and that template — stop the server cleanly, save the data
+ *   dir as this template's entry, start the server again.
+ * A damaged or unusable entry is deleted and the run goes on without it; saving never fails a run.
+ */
+async function startCachedCluster(
+  bins: Binaries,
+  dir: string,
+  options: PgOptions,
+  rootDir: string,
+  timings: Record<string, number>,
+  setCluster: (c: ClusterInfo | undefined) => void,
+  /** Receives every background write (the caller awaits them if the run fails, else lets them finish while tests run). */
+  writes: Promise<unknown>[],
+): Promise<{ cluster: ClusterInfo; info: RunCacheInfo }> {
+  const versionNum = versionNumOf(bins.version);
+  const key = clusterKey(bins, initdbFlags(Math.floor(versionNum / 10000)).join(' '));
+  const tplOpts = { prefix: options.prefix, migrations: options.migrations, seed: options.seed, versionNum, rootDir };
+  const tplName = await templateNameFor(tplOpts);
+  const entry = entryPath(dir, key, tplName);
+  const baseEntry = entryPath(dir, key, 'base');
+  const clusterOpts = { binDir: bins.binDir, version: bins.version, nativeDir: bins.nativeDir };
+  const notes: string[] = [];
+  const note = () => (notes.length ? notes.join('; ') : undefined);
+  const load = (file: string): Pack | undefined => {
+    try {
+      return readPack(file);
+    } catch (e) {
+      notes.push(`ignored ${messageOf(e)}`);
+      if (e instanceof CorruptCacheError) discard(file);
+      return undefined;
+    }
+  };
+  const restore = async (file: string, pack: Pack): Promise<ClusterInfo | undefined> => {
+    try {
+      const c = await startCluster({ ...clusterOpts, populate: (d, owner) => void unpackDataDir(pack, d, owner) });
+      timings.restore = c.timings?.initdb ?? 0;
+      timings.boot = c.timings?.start ?? 0;
+      touch(file);
+      return c;
+    } catch (e) {
+      // startCluster removed its dir. Bad data, or an environment problem the cold path will report.
+      notes.push(`ignored ${path.basename(file)}: ${messageOf(e).split('\n')[0]}`);
+      discard(file, pack.ino);
+      return undefined;
+    }
+  };
+
+  const warmPack = load(entry);
+  if (warmPack) {
+    const c = await restore(entry, warmPack);
+    if (c) {
+      setCluster(c);
+      return { cluster: c, info: { status: 'warm', dir, entry, note: note() } };
+    }
+  }
+
+  // Entries are written in the background: the server starts (again) meanwhile.
+  const save = (file: string, d: string, template: string | null, what: string) => {
+    const w = writePack(file, collectDataDir(d), { key, template, version: bins.version, package: packageVersion() }).then(
+      () => true,
+      (e) => (notes.push(`${what} not saved: ${messageOf(e)}`), false),
+    );
+    writes.push(w);
+    return w;
+  };
+  const basePack = load(baseEntry);
+  let c = basePack ? await restore(baseEntry, basePack) : undefined;
+  const status: RunCacheInfo['status'] = c ? 'base' : 'cold';
+  if (!c) {
+    // initdb's output is saved only once this project's template has changed (an entry of the
+    // same binaries with another template exists): a first or CI run does not pay for it.
+    const templateChanged = listEntries(dir, key).some((f) => f !== entry && f !== baseEntry);
+    c = await startCluster({
+      ...clusterOpts,
+      afterInitdb: templateChanged
+        ? (d) => {
+            try {
+              void save(baseEntry, d, null, 'base');
+            } catch (e) {
+              notes.push(`base not saved: ${messageOf(e)}`);
+            }
+          }
+        : undefined,
+    });
+    timings.initdb = c.timings?.initdb ?? 0;
+    if (c.timings?.afterInitdb !== undefined) timings['cache(base)'] = c.timings.afterInitdb;
+    timings.boot = c.timings?.start ?? 0;
+  }
+  setCluster(c);
+
+  const tt = performance.now();
+  const tpl = await ensureTemplateDetailed(c.url, tplOpts);
+  timings[tpl.built ? 'template(built)' : 'template(reused)'] = Math.round(performance.now() - tt);
+
+  const ts = performance.now();
+  const dbs = await withClient(
+    c.url,
+    async (x) => {
+      const names = (await x.query<{ datname: string }>('SELECT datname FROM pg_database ORDER BY datname')).rows.map((r) => r.datname);
+      // Start a new WAL segment: the shutdown checkpoint then lands in it and the old one (initdb's
+      // and the migrations' WAL, ≈ 9 MB) is removed, not packed.
+      if (versionNum >= 120000) await x.query('SELECT pg_switch_wal()');
+      return names;
+    },
+    { applicationName: 'jest-environment-pg cache' },
+  );
+  const extra = dbs.filter((d) => !['template0', 'template1', 'postgres', tplName].includes(d));
+  const info: RunCacheInfo = { status, dir, entry };
+  let saved: Promise<boolean> | undefined;
+  if (extra.length) {
+    notes.push(`not saved: the cluster holds more than its template (${extra.join(', ')})`);
+  } else {
+    const snap = await snapshotCluster(c, async (d) => {
+      saved = save(entry, d, tplName, 'entry');
+    });
+    c = snap.cluster;
+    setCluster(c);
+    timings.snapshot = Math.round(performance.now() - ts);
+    if (snap.saveError) notes.push(`entry not saved: ${messageOf(snap.saveError)}`);
+  }
+  info.note = note();
+  const pending = [...writes];
+  const saving = (async () => {
+    const tw = performance.now();
+    await Promise.all(pending);
+    info.saved = saved ? await saved : false;
+    info.note = note();
+    if (pending.length) timings['cache(write)'] = Math.round(performance.now() - tw);
+    prune(dir, [entry, baseEntry]);
+  })();
+  writes.push(saving);
+  return { cluster: c, info };
+}
+
+/** The entries of this cluster key in the cache dir. */
+function listEntries(dir: string, key: string): string[] {
+  try {
+    return readdirSync(dir)
+      .filter((f) => f.startsWith(`${key}-`) && f.endsWith('.pgdata'))
+      .map((f) => path.join(dir, f));
+  } catch {
+    return [];
+  }
+}
+
+/** Work of this process that must end before a teardown returns (cache entries being written). */
+const background = new Set<Promise<unknown>>();
+function trackBackground(p: Promise<unknown>): void {
+  const done: Promise<unknown> = p.then(
+    () => background.delete(done),
+    () => background.delete(done),
+  );
+  background.add(done);
 }
 
 let attached: { key: string; promise: Promise<RunManifest> } | undefined;
@@ -352,6 +570,8 @@ export async function teardownRun(m: RunManifest, opts: { fromReaper?: boolean }
       summaryLine: `jest-environment-pg: dropped ${dropped.length} database${dropped.length === 1 ? '' : 's'}${keptText}, terminated ${terminated} backend${terminated === 1 ? '' : 's'} in ${ms} ms`,
     };
   };
+  // Cache entries this process is still writing: never leave a temp file behind.
+  if (background.size) await Promise.allSettled([...background]);
   if (torn.has(m.runId) || !existsSync(m.manifestPath)) {
     torn.add(m.runId);
     return summary([], 0, '');

@@ -4,7 +4,7 @@
  * pg_stat_activity), on processes and on the file system. Needs the build (the reaper runs from dist/).
  */
 import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Client } from 'pg';
@@ -120,9 +120,20 @@ test('a failing migration: JESTPG_MIGRATION_FAILED with file:line:col, no comple
   expect(err.message).toContain('relation "no_such_table" does not exist');
   expect(await databases(c, 'lcfail')).toEqual([]);
   // and startRun reports it the same way, leaving no run dir or server behind
-  const before = readdirSync(os.tmpdir()).filter((f) => f.startsWith('jest-pg-run-'));
+  // (only run dirs of this process count: other test files and runs share the temp dir)
+  const ours = () =>
+    readdirSync(os.tmpdir())
+      .filter((f) => f.startsWith('jest-pg-run-'))
+      .filter((f) => {
+        try {
+          return JSON.parse(readFileSync(path.join(os.tmpdir(), f, 'manifest.json'), 'utf8')).mainPid === process.pid;
+        } catch {
+          return false;
+        }
+      });
+  const before = ours();
   await expect(startRun({ server: cluster.url, prefix: 'lcfail', migrations: FAILING }, process.pid)).rejects.toMatchObject({ code: 'JESTPG_MIGRATION_FAILED' });
-  expect(readdirSync(os.tmpdir()).filter((f) => f.startsWith('jest-pg-run-'))).toEqual(before);
+  expect(ours()).toEqual(before);
   expect(await templateNameFor(opts)).toMatch(/^lcfail_tpl_/);
 });
 
