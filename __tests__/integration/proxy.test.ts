@@ -173,3 +173,17 @@ test('statements that cannot run in a transaction get a clear error', async () =
   });
   await client.end();
 });
+
+test('sequences a test advanced are put back, so ids do not depend on which tests ran before', async () => {
+  const client = new pg.Client({ connectionString: sb.info.url });
+  await client.connect();
+  const ids: number[] = [];
+  for (const name of ['seq 1', 'seq 2', 'seq 3']) {
+    await inTest(name, async () => {
+      ids.push((await client.query("INSERT INTO items (name) VALUES ('x') RETURNING id")).rows[0].id);
+      await client.query("INSERT INTO items (name) VALUES ('y')");
+    });
+  }
+  expect(new Set(ids).size).toBe(1);
+  await client.end();
+});

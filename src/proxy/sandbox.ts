@@ -253,6 +253,18 @@ export class Sandbox implements SessionHost {
   /** Sequences at the start of the current test (after the file's own work): restored at its end. */
   private restoreSequences = '';
   private sequencesDirty = true;
+  private prepared: { sql: string; name: string; upstream: Upstream } | undefined;
+  private preparedCount = 0;
+
+  private preparedRestore(up: Upstream): Promise<Record<string, string> | undefined> {
+    let p = this.prepared;
+    if (!p || p.sql !== this.restoreSequences || p.upstream !== up) {
+      if (p && p.upstream === up) up.closeStatement(p.name);
+      p = this.prepared = { sql: this.restoreSequences, name: `jestpg_seq_${++this.preparedCount}`, upstream: up };
+      up.prepare(p.name, p.sql);
+    }
+    return up.runPrepared(p.name);
+  }
   private settingsAtSavepoint: string | undefined;
 
   // ---- lifecycle ----
@@ -385,13 +397,14 @@ export class Sandbox implements SessionHost {
     await owner.turn;
     try {
       for (const s of this.sessions) s.resetByRollback(name);
-      const sql = this.savepointOpen
-        ? `ROLLBACK TO SAVEPOINT ${SAVEPOINT}; RELEASE SAVEPOINT ${SAVEPOINT}` + (this.restoreSequences ? `; ${this.restoreSequences}` : '')
-        : undefined;
+      const sql = this.savepointOpen ? `ROLLBACK TO SAVEPOINT ${SAVEPOINT}; RELEASE SAVEPOINT ${SAVEPOINT}` : undefined;
       this.savepointOpen = false;
       this.savepointPending = false;
       if (sql) {
-        const err = await up.exec(sql);
+        // The sequence restore is a prepared statement (parsed once per set of values), pipelined.
+        const restore = this.restoreSequences ? this.preparedRestore(up) : undefined;
+        const [err, seqErr] = await Promise.all([up.exec(sql), restore]);
+        if (seqErr) throw new JestPgError('JESTPG_UPSTREAM_LOST', `restoring sequences after test "${name}" failed: ${seqErr.M}`);
         // The rollback puts the session's settings back to what they were at the savepoint.
         up.appliedSettings = this.settingsAtSavepoint;
         up.guard = 'none';
@@ -472,12 +485,18 @@ const savepointFrame = query(`SAVEPOINT ${SAVEPOINT}`);
 const releaseGuardThenSavepoint = query(`RELEASE SAVEPOINT ${GUARD}; SAVEPOINT ${SAVEPOINT}`);
 const READ_SEQUENCES = `SELECT format('%I.%I', schemaname, sequencename), last_value, start_value FROM pg_catalog.pg_sequences`;
 
-/** One statement that puts every sequence back to the values read. */
+/**
+ * One statement that puts back the sequences whose value differs from the one read (setval
+ * writes WAL; reading a sequence does not, so only the few a test advanced are written).
+ */
 function setvalSql(rows: string[][]): string {
   if (rows.length === 0) return '';
   const one = ([name, last, start]: string[]) =>
-    last === '' ? `pg_catalog.setval(${lit(name)}, ${Number(start)}, false)` : `pg_catalog.setval(${lit(name)}, ${Number(last)}, true)`;
-  return `SELECT ${rows.map(one).join(', ')}`;
+    last === '' ? `(${lit(name)}::regclass, ${Number(start)}::int8, false)` : `(${lit(name)}::regclass, ${Number(last)}::int8, true)`;
+  return (
+    `SELECT pg_catalog.setval(t.s, t.v, t.c) FROM (VALUES ${rows.map(one).join(', ')}) AS t(s, v, c) ` +
+    `WHERE pg_catalog.pg_sequence_last_value(t.s) IS DISTINCT FROM CASE WHEN t.c THEN t.v END`
+  );
 }
 const lit = (v: string) => "'" + v.replace(/'/g, "''") + "'";
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -6,9 +6,9 @@
  */
 import net from 'node:net';
 import pg from 'pg';
-import { B } from './codes';
+import { B, F } from './codes';
 import { Framer } from './framer';
-import { cancelRequest, commandComplete, query, readFields } from './messages';
+import { cancelRequest, close, commandComplete, query, readFields, syncFrame, writer } from './messages';
 import { errors, messageOf } from '../errors';
 
 /** Where a unit's responses go. Implemented by a client session. */
@@ -47,6 +47,8 @@ export interface Owner {
   granted(): void;
   describe(): string;
 }
+
+const executeAll = Buffer.from([F.Execute, 0, 0, 0, 9, 0, 0, 0, 0, 0]);
 
 export const newUnit = (sink: Sink | undefined): Unit => ({ sink, tagIndex: 0, sent: [0, 0, 0], recv: [0, 0, 0] });
 
@@ -184,6 +186,33 @@ export class Upstream {
     });
   }
   private pendingRejects = new Set<(e: Error) => void>();
+
+  /** Parse a named statement for internal use (swallowed; errors surface when it is run). */
+  prepare(name: string, sql: string): void {
+    const unit = newUnit(undefined);
+    this.expect.push(unit);
+    this.socket.write(Buffer.concat([writer.cstring(name).cstring(sql).int16(0).flush(F.Parse), syncFrame]));
+  }
+
+  closeStatement(name: string): void {
+    this.expect.push(newUnit(undefined));
+    this.socket.write(Buffer.concat([close('S', name), syncFrame]));
+  }
+
+  /** Bind + Execute + Sync of a prepared statement; resolves with the first error, if any. */
+  runPrepared(name: string): Promise<Record<string, string> | undefined> {
+    return new Promise((resolve, reject) => {
+      if (this.lost) return reject(this.lost);
+      const unit = newUnit(undefined);
+      this.pendingRejects.add(reject);
+      unit.done = (_status, u) => {
+        this.pendingRejects.delete(reject);
+        resolve(u.error);
+      };
+      this.expect.push(unit);
+      this.socket.write(Buffer.concat([writer.cstring('').cstring(name).int16(0).int16(0).int16(0).flush(F.Bind), executeAll, syncFrame]));
+    });
+  }
 
   /** Run SQL and collect the rows of its last result as text. */
   rows(sql: string): Promise<string[][]> {
