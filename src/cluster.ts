@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 /**
  * A throwaway PostgreSQL cluster: initdb into a temp dir (RAM-backed when possible), start
  * `postgres` directly, detached so it outlives the process that started it, stop it and
@@ -59,13 +60,27 @@ export interface StartClusterOptions {
 
 /** initdb's flags; part of the cache key (a cached cluster must have been made the same way). */
 export function initdbFlags(major: number): string[] {
-  const f = ['-A', 'trust', '-U', 'postgres', '-E', 'UTF8', '--locale=C', '--no-sync'];
+  // Trust only on the unix socket (its directory is private to the run); loopback TCP needs
+  // the cluster's random password, so other local users cannot reach the throwaway server.
+  const f = ['--auth-local=trust', '--auth-host=scram-sha-256', '-U', 'postgres', '-E', 'UTF8', '--locale=C', '--no-sync'];
   if (major >= 14) f.push('--no-instructions');
   if (major >= 18) f.push('--no-data-checksums');
   return f;
 }
 
 const PREFIX = 'jest-pg-';
+const PASSWORD_FILE = 'jestpg.password';
+
+/** The superuser URL over loopback TCP, with the cluster's password (kept in its data dir). */
+export function clusterUrl(dataDir: string, port: number): string {
+  let password = '';
+  try {
+    password = readFileSync(path.join(dataDir, PASSWORD_FILE), 'utf8').trim();
+  } catch {
+    // a cluster made before passwords (trust): no password
+  }
+  return `postgres://postgres${password ? ':' + encodeURIComponent(password) : ''}@127.0.0.1:${port}/postgres`;
+}
 const MIN_SHM_FREE = 512 * 1024 * 1024;
 
 export function versionNumOf(version: string): number {
@@ -127,9 +142,18 @@ export async function startCluster(opts: StartClusterOptions): Promise<ClusterIn
     if (opts.populate) {
       await opts.populate(dataDir, osUser);
     } else {
-      const initArgs = ['-D', dataDir, ...initdbFlags(major)];
+      const password = randomBytes(18).toString('base64url');
+      const pwfile = path.join(baseDir, 'pwfile');
+      await fsp.writeFile(pwfile, password + '\n', { mode: 0o600 });
+      if (osUser) await fsp.chown(pwfile, osUser.uid, osUser.gid);
+      const initArgs = ['-D', dataDir, ...initdbFlags(major), `--pwfile=${pwfile}`];
       const init = await runToEnd(path.join(binDir, 'initdb'), initArgs, { env, cwd: baseDir, osUser });
+      await fsp.rm(pwfile, { force: true });
       if (init.code !== 0) throw errors.initdbFailed(`initdb ${initArgs.join(' ')} exited with ${init.code}:\n${init.output}`);
+      // Kept inside the data dir (private, and part of a cached snapshot) for the admin URL.
+      const kept = path.join(dataDir, PASSWORD_FILE);
+      await fsp.writeFile(kept, password, { mode: 0o600 });
+      if (osUser) await fsp.chown(kept, osUser.uid, osUser.gid);
       if (opts.afterInitdb) {
         const ta = performance.now();
         await opts.afterInitdb(dataDir);
@@ -152,7 +176,7 @@ export async function startCluster(opts: StartClusterOptions): Promise<ClusterIn
           baseDir,
           binDir,
           user: 'postgres',
-          url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+          url: clusterUrl(dataDir, port),
           versionNum: versionNumOf(opts.version),
           osUser,
           timings: { initdb: Math.round(tInit - t0) - (afterInitdb ?? 0), start: Math.round(tEnd - tInit), total: Math.round(tEnd - t0), afterInitdb },
@@ -454,7 +478,7 @@ export async function snapshotCluster(
     if ('pid' in r) {
       const t3 = performance.now();
       return {
-        cluster: { ...info, pid: r.pid, port, url: `postgres://postgres@127.0.0.1:${port}/postgres` },
+        cluster: { ...info, pid: r.pid, port, url: clusterUrl(info.dataDir, port) },
         saveError,
         ms: { stop: Math.round(t1 - t0), save: Math.round(t2 - t1), start: Math.round(t3 - t2) },
       };
