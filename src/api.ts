@@ -1,0 +1,352 @@
+/**
+ * The sandbox outside Jest: `require('jest-environment-pg/sandbox')`.
+ *
+ * `startSandbox()` sets up what a Jest run sets up (a server or throwaway cluster, the template
+ * built from your migrations, a database cloned from it, the lease and the reaper) and puts the
+ * sandbox proxy in front of that database, inside one transaction. Everything connected through
+ * `url`/`env` is rolled back; `beginTest`/`endTest` give each test its own savepoint with the same
+ * leak and late-query tracking as the Jest environment; `close()` rolls back, reports what was
+ * left open and tears the run down. If the process dies without `close()`, the reaper does it.
+ *
+ * Lower level, shared with the Jest worker: `openRunSandbox(manifest, …)` puts a sandbox on a
+ * worker database of an existing run (the run is then owned by whoever started it).
+ */
+import path from 'node:path';
+import { ensureWorkerDatabase, rebuildWorkerDatabase, startRun, teardownRun, type RunManifest, type TeardownSummary } from './run';
+import { Sandbox, type ConnectionInfo, type FileReport, type ForeignBackend, type Problem } from './proxy/sandbox';
+import { formatFileReport } from './report';
+import { JestPgError, type ErrorCode } from './errors';
+import type { PgOptions } from './options';
+
+export type { PgOptions, MigrationSource } from './options';
+export type { ConnectionInfo, FileReport, ForeignBackend, Problem } from './proxy/sandbox';
+export type { TeardownSummary } from './run';
+export { JestPgError, type ErrorCode } from './errors';
+
+/** The variables a process needs to reach the sandbox. */
+export const ENV_NAMES = ['DATABASE_URL', 'PGHOST', 'PGPORT', 'PGUSER', 'PGPASSWORD', 'PGDATABASE'] as const;
+
+export type SandboxEnv = Record<(typeof ENV_NAMES)[number], string> & Record<string, string>;
+
+/** DATABASE_URL and PG* for a sandbox, plus every name in `exposeAs` set to its URL. */
+export function sandboxEnv(info: ConnectionInfo, exposeAs: readonly string[] = []): SandboxEnv {
+  const env: SandboxEnv = {
+    DATABASE_URL: info.url,
+    PGHOST: info.host,
+    PGPORT: String(info.port),
+    PGUSER: info.user,
+    PGPASSWORD: info.password,
+    PGDATABASE: info.database,
+  };
+  for (const name of exposeAs) env[name] = info.url;
+  return env;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lower level: a sandbox on a worker database of a run (what a Jest worker holds)
+
+export interface RunSandboxOptions {
+  /** Names the worker database `<prefix>_<run>_w<workerId>` (letters and digits). */
+  workerId: string;
+  /**
+   * Never keep the process alive (a Jest worker: the sandbox outlives test files). Default false:
+   * the sandbox's listening sockets keep the process running until `close()`.
+   */
+  unref?: boolean;
+  /** application_name of the sandbox's upstream connection. Default `jest-environment-pg w<workerId>`. */
+  label?: string;
+  /** Where the unix socket goes. Default `<runDir>/w<workerId>-<pid>` (removed with the run). */
+  socketDir?: string;
+}
+
+export interface RunSandbox {
+  manifest: RunManifest;
+  /** The worker database's name. */
+  database: string;
+  sandbox: Sandbox;
+  /** Connection details of the sandbox (URL, host, port, user, password, database, socket dir). */
+  info: ConnectionInfo;
+  /**
+   * End the current file: close clients still connected (listed in the report), roll back, and
+   * if a backend went around the sandbox, terminate it and rebuild the worker database from the
+   * template. Closing a client may make an idle pg.Pool without an 'error' listener throw; those
+   * errors (and only those) are swallowed meanwhile. `label` is for the caller's report only.
+   */
+  endFile(label?: string): Promise<FileReport>;
+  /** Close the sandbox (listening sockets, clients, upstream). Idempotent. Does not end the run. */
+  close(): Promise<void>;
+}
+
+/** Put a sandbox on this run's worker database `workerId` (cloned from the template on first use). */
+export async function openRunSandbox(manifest: RunManifest, opts: RunSandboxOptions): Promise<RunSandbox> {
+  const { workerId } = opts;
+  const db = await ensureWorkerDatabase(manifest, workerId);
+  const o = manifest.options;
+  const sandbox = await Sandbox.start({
+    upstreamUrl: db.url,
+    socketDir: opts.socketDir ?? path.join(manifest.runDir, `w${workerId}-${process.pid}`),
+    secret: manifest.proxySecret,
+    isolation: o.isolation,
+    resetSequences: o.resetSequences,
+    graceMs: o.graceMs,
+    lockWaitMs: o.lockWaitMs,
+    label: opts.label ?? `jest-environment-pg w${workerId}`,
+    user: 'postgres',
+    database: db.name,
+    unref: opts.unref ?? false,
+  });
+  return {
+    manifest,
+    database: db.name,
+    sandbox,
+    info: sandbox.info,
+    async endFile() {
+      const report = await withClosingGuard(() => sandbox.endFile());
+      if (report.foreign.length > 0) {
+        // Something wrote to the worker database around the sandbox: it can no longer be trusted.
+        await sandbox.disconnect();
+        await rebuildWorkerDatabase(manifest, db.name);
+      }
+      return report;
+    },
+    close: () => sandbox.close(),
+  };
+}
+
+/**
+ * Closing an idle pg.Pool's connections makes the pool emit 'error'; a pool without an
+ * 'error' listener throws, and a test runner (or Jest's worker) dies on any uncaught exception.
+ * While the sandbox closes connections, the process's uncaughtException listeners are set aside
+ * and exactly those errors are swallowed; any other error goes to the listeners that were there.
+ */
+export async function withClosingGuard<T>(fn: () => Promise<T>): Promise<T> {
+  const ours = (e: unknown) => {
+    const msg = String((e as Error | undefined)?.message ?? e);
+    return msg.includes('JESTPG_FILE_ENDED') || msg.includes('Connection terminated unexpectedly');
+  };
+  const saved = process.rawListeners('uncaughtException') as ((err: Error, origin: string) => void)[];
+  const guard = (err: Error, origin: string) => {
+    if (ours(err)) return;
+    if (saved.length === 0) {
+      process.removeListener('uncaughtException', guard);
+      process.nextTick(() => {
+        throw err;
+      });
+    }
+    for (const l of saved) l.call(process, err, origin);
+  };
+  process.removeAllListeners('uncaughtException');
+  process.on('uncaughtException', guard);
+  try {
+    return await fn();
+  } finally {
+    // Let the clients read the FATAL and their sockets' end before handing errors back.
+    for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setTimeout(r, 5));
+    process.removeListener('uncaughtException', guard);
+    for (const l of saved) if (!process.rawListeners('uncaughtException').includes(l)) process.on('uncaughtException', l);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Test problems
+
+export interface SandboxProblem extends Problem {
+  kind: 'leak' | 'late';
+  code: 'JESTPG_LEAKED_CONNECTION' | 'JESTPG_LATE_QUERY';
+  /** From the `leaks` / `lateQueries` option: 'error' should fail the test, 'warn' should not. */
+  severity: 'error' | 'warn';
+}
+
+/** Attach code and severity (from the `leaks` / `lateQueries` options) to what endTest reported. */
+export function classifyProblems(problems: Problem[], options: Pick<PgOptions, 'leaks' | 'lateQueries'>): SandboxProblem[] {
+  return problems.map((p) => {
+    const leak = p.kind === 'leak';
+    return {
+      ...p,
+      kind: leak ? 'leak' : 'late',
+      code: leak ? 'JESTPG_LEAKED_CONNECTION' : 'JESTPG_LATE_QUERY',
+      severity: leak ? options.leaks : options.lateQueries,
+    };
+  });
+}
+
+/** One error for the 'error' problems of a test (code: the first one's), or undefined when there are none. */
+export function problemsError(problems: SandboxProblem[]): JestPgError | undefined {
+  const errs = problems.filter((p) => p.severity === 'error');
+  if (errs.length === 0) return undefined;
+  const message = errs.map((p) => p.message.replace(/^JESTPG_\w+: /, '')).join('\n');
+  const err = new JestPgError(errs[0].code as ErrorCode, message);
+  err.stack = `${err.code}: ${err.message}`;
+  return err;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The high-level handle
+
+export interface StartSandboxOptions extends Partial<PgOptions> {
+  /** Relative `migrations`/`seed`/`cacheDir` paths are resolved against it. Default process.cwd(). */
+  rootDir?: string;
+  /**
+   * Also set DATABASE_URL, PG* and the `exposeAs` names in `process.env` now, and put the previous
+   * values back at `close()`. Default false (use `handle.env`).
+   */
+  setEnv?: boolean;
+  /** What the connection report calls the sandbox's user ("the sandbox" by default; the CLI passes the command). */
+  label?: string;
+  /** Where 'warn' problems of endTest go. Default: one line each on stderr. */
+  onWarning?: (problem: SandboxProblem) => void;
+}
+
+export interface EndTestOptions {
+  /** Reject with a JestPgError (JESTPG_LEAKED_CONNECTION / JESTPG_LATE_QUERY) when the test caused an 'error' problem. */
+  throwOnError?: boolean;
+}
+
+export interface SandboxReport {
+  /** Connections still open at close() (the sandbox closed them). */
+  open: Problem[];
+  /** Queries that arrived between tests and were rejected. */
+  late: Problem[];
+  /** Backends on the sandbox's database that did not come through it (terminated). */
+  foreign: ForeignBackend[];
+  /** Human-readable form of open/late/foreign; '' when nothing was left. */
+  text: string;
+  /** What tearing the run down did (databases dropped, backends terminated, its summary line). */
+  teardown: TeardownSummary;
+}
+
+export interface SandboxHandle {
+  /** postgres://… URL of the sandbox (loopback TCP, a random per-run password). Any user or database name reaches it. */
+  readonly url: string;
+  /** DATABASE_URL, PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, and the `exposeAs` names, for `process.env` or a child process. */
+  readonly env: SandboxEnv;
+  /** The same connection details as separate fields (plus the unix socket dir). */
+  readonly info: ConnectionInfo;
+  /** The database behind the sandbox (`<prefix>_<run>_w1`); dropped at close(). */
+  readonly database: string;
+  /** The validated options in effect. */
+  readonly options: PgOptions;
+  /** Start a test: with isolation 'test', a savepoint is opened before its first statement. Connections opened from now on belong to it. */
+  beginTest(name: string): void;
+  /**
+   * End the test: running queries get `graceMs` and are then cancelled, transactions a client left
+   * open are rolled back, the test's savepoint is rolled back and the sequences it advanced are
+   * put back. Resolves with what the test left behind ('warn' problems are also passed to
+   * `onWarning`); with `throwOnError`, rejects when one of them has severity 'error'. Queries
+   * that arrive after this and before the next beginTest are rejected (JESTPG_LATE_QUERY).
+   */
+  endTest(opts?: EndTestOptions): Promise<SandboxProblem[]>;
+  /**
+   * End the open test (if any), close every connection still open, roll everything back, report,
+   * and tear the run down (drop its databases, stop the throwaway server, end the reaper).
+   * Idempotent: later calls resolve with the same report.
+   */
+  close(): Promise<SandboxReport>;
+}
+
+/**
+ * Start a sandbox: a server (`server`, `$JEST_PG_URL`, or a throwaway cluster), the template from
+ * `migrations`/`seed`, a database cloned from it and the sandbox proxy in front of it, inside one
+ * transaction. Accepts the same options as `testEnvironmentOptions.pg` (see the README).
+ *
+ * ```js
+ * const sb = await startSandbox({ migrations: './migrations' });
+ * const pool = new pg.Pool({ connectionString: sb.url });
+ * sb.beginTest('writes');  …  await sb.endTest({ throwOnError: true });
+ * await pool.end(); await sb.close();
+ * ```
+ */
+export async function startSandbox(options: StartSandboxOptions = {}): Promise<SandboxHandle> {
+  const { rootDir, setEnv, label, onWarning, ...raw } = options;
+  const manifest = await startRun(raw, process.pid, { rootDir: rootDir ?? process.cwd() });
+  let rs: RunSandbox | undefined;
+  try {
+    // Not unref'd: its listening sockets keep the process alive until close() (awaits on an unref'd
+    // upstream would let a test runner's process exit in the middle of a hook).
+    rs = await openRunSandbox(manifest, { workerId: '1', unref: false, label: 'jest-environment-pg sandbox' });
+    rs.sandbox.currentFile = label ?? 'the sandbox';
+    await rs.sandbox.beginFile();
+  } catch (e) {
+    await rs?.close().catch(() => undefined);
+    await teardownRun(manifest).catch(() => undefined);
+    throw e;
+  }
+  const run = rs;
+  const opts = manifest.options;
+  const env = sandboxEnv(run.info, opts.exposeAs);
+  const previous = new Map<string, string | undefined>();
+  if (setEnv) {
+    for (const [k, v] of Object.entries(env)) {
+      previous.set(k, process.env[k]);
+      process.env[k] = v;
+    }
+  }
+  const warn = onWarning ?? ((p: SandboxProblem) => process.stderr.write(`jest-environment-pg warning: ${p.message}\n`));
+  let testOpen: string | undefined;
+  let ending: Promise<SandboxProblem[]> | undefined;
+  let closing: Promise<SandboxReport> | undefined;
+
+  const endTest = async (o: EndTestOptions = {}): Promise<SandboxProblem[]> => {
+    if (ending) await ending.catch(() => undefined);
+    if (testOpen === undefined || closing) return [];
+    testOpen = undefined;
+    ending = (async () => {
+      const { problems } = await run.sandbox.endTest();
+      const classified = classifyProblems(problems, opts);
+      for (const p of classified) if (p.severity === 'warn') warn(p);
+      return classified;
+    })();
+    try {
+      const problems = await ending;
+      if (o.throwOnError) {
+        const err = problemsError(problems);
+        if (err) throw err;
+      }
+      return problems;
+    } finally {
+      ending = undefined;
+    }
+  };
+
+  return {
+    url: run.info.url,
+    env,
+    info: run.info,
+    database: run.database,
+    options: opts,
+    beginTest(name: string) {
+      if (closing) throw new Error('jest-environment-pg: beginTest() after close()');
+      if (ending) throw new Error(`jest-environment-pg: beginTest("${name}") while the previous test is still ending: await endTest() first`);
+      if (testOpen !== undefined) throw new Error(`jest-environment-pg: beginTest("${name}") while test "${testOpen}" is open: call (and await) endTest() first`);
+      testOpen = name;
+      run.sandbox.beginTest(name);
+    },
+    endTest,
+    close() {
+      closing ??= (async () => {
+        if (ending) await ending.catch(() => undefined);
+        let file: FileReport = { open: [], late: [], foreign: [] };
+        let failure: unknown;
+        try {
+          if (testOpen !== undefined) {
+            testOpen = undefined;
+            await run.sandbox.endTest();
+          }
+          file = await run.endFile();
+        } catch (e) {
+          failure = e;
+        }
+        await run.close().catch(() => undefined);
+        const teardown = await teardownRun(manifest);
+        for (const [k, v] of previous) {
+          if (v === undefined) delete process.env[k];
+          else process.env[k] = v;
+        }
+        if (failure) throw failure;
+        return { ...file, text: formatFileReport(label ?? 'the sandbox', file), teardown };
+      })();
+      return closing;
+    },
+  };
+}
