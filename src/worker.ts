@@ -35,7 +35,7 @@ async function startWorker(manifest: RunManifest): Promise<Worker> {
   const db = await ensureWorkerDatabase(manifest, workerId);
   const o = manifest.options;
   const sandbox = await Sandbox.start({
-    upstreamUrl: db.url,
+    upstreamUrl: upstreamUrl(manifest, db),
     socketDir: path.join(manifest.runDir, `w${workerId}-${process.pid}`),
     secret: manifest.proxySecret,
     isolation: o.isolation,
@@ -109,4 +109,11 @@ export async function closeWorkerInProcess(): Promise<void> {
   const w = current;
   current = undefined;
   if (w) await w.worker.then((x) => x.sandbox.close()).catch(() => undefined);
+}
+
+/** The embedded cluster is reached over its unix socket (one less TCP stack per message); a server by its URL. */
+export function upstreamUrl(m: RunManifest, db: { name: string; url: string }): string {
+  const c = m.cluster;
+  if (!c) return db.url;
+  return `postgres://${encodeURIComponent(c.user)}@localhost:${c.port}/${encodeURIComponent(db.name)}?host=${encodeURIComponent(c.socketDir)}`;
 }
