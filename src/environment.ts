@@ -8,7 +8,7 @@ import type { Circus, Config } from '@jest/types';
 import { fileOverrides, validate, type PgOptions } from './options';
 import { attachWorker, type Worker } from './worker';
 import { formatFileReport } from './report';
-import { JestPgError } from './errors';
+import { classifyProblems, ENV_NAMES, problemsError, sandboxEnv } from './api';
 
 interface EnvironmentConfig {
   globalConfig: Config.GlobalConfig;
@@ -19,8 +19,6 @@ interface EnvironmentContext {
   docblockPragmas: Record<string, string | string[]>;
   console?: Console;
 }
-
-const ENV_NAMES = ['DATABASE_URL', 'PGHOST', 'PGPORT', 'PGUSER', 'PGPASSWORD', 'PGDATABASE'] as const;
 
 export default class PgEnvironment extends NodeEnvironment {
   private readonly rawProject: unknown;
@@ -57,15 +55,7 @@ export default class PgEnvironment extends NodeEnvironment {
     const sb = this.worker.sandbox;
     sb.configure({ isolation: this.options.isolation, graceMs: this.options.graceMs, lockWaitMs: this.options.lockWaitMs, resetSequences: this.options.resetSequences });
     sb.currentFile = this.testPath;
-    const env: Record<string, string> = {
-      DATABASE_URL: sb.info.url,
-      PGHOST: sb.info.host,
-      PGPORT: String(sb.info.port),
-      PGUSER: sb.info.user,
-      PGPASSWORD: sb.info.password,
-      PGDATABASE: sb.info.database,
-    };
-    for (const name of this.options.exposeAs) env[name] = sb.info.url;
+    const env = sandboxEnv(sb.info, this.options.exposeAs);
     // The test's process.env and the worker's own (inherited by child processes it spawns).
     const testEnv = (this.global.process as NodeJS.Process).env;
     for (const [k, v] of Object.entries(env)) {
@@ -84,17 +74,11 @@ export default class PgEnvironment extends NodeEnvironment {
         sb.beginTest(testName(event.test));
         return;
       case 'test_done': {
-        const { problems } = await sb.endTest();
-        for (const p of problems) {
-          const mode = p.kind === 'leak' ? this.options!.leaks : this.options!.lateQueries;
-          if (mode === 'error') {
-            const err = new JestPgError(p.kind === 'leak' ? 'JESTPG_LEAKED_CONNECTION' : 'JESTPG_LATE_QUERY', p.message.replace(/^JESTPG_\w+: /, ''));
-            err.stack = `${err.code}: ${err.message}`;
-            event.test.errors.push(err);
-          } else {
-            process.stderr.write(`jest-environment-pg warning: ${p.message}\n`);
-          }
-        }
+        const problems = classifyProblems((await sb.endTest()).problems, this.options!);
+        // Fail the test that caused them (never the whole file), or only warn, per option.
+        for (const p of problems) if (p.severity === 'warn') process.stderr.write(`jest-environment-pg warning: ${p.message}\n`);
+        const err = problemsError(problems);
+        if (err) event.test.errors.push(err);
         return;
       }
       case 'hook_start':

@@ -187,3 +187,26 @@ test('sequences a test advanced are put back, so ids do not depend on which test
   expect(new Set(ids).size).toBe(1);
   await client.end();
 });
+
+test('a query queued behind a leaked transaction when its test ends is rejected and reported, and the next test does not wait', async () => {
+  const a = new pg.Client({ connectionString: sb.info.url, application_name: 'leaky' });
+  const b = new pg.Client({ connectionString: sb.info.url, application_name: 'queued' });
+  const c = new pg.Client({ connectionString: sb.info.url });
+  await Promise.all([a.connect(), b.connect(), c.connect()]);
+  let queued: Promise<unknown> | undefined;
+  const { problems } = await inTest('leak with a queue', async () => {
+    await a.query('BEGIN');
+    queued = b.query('SELECT 123').catch((e: Error) => e);
+    await new Promise((r) => setTimeout(r, 20));
+  });
+  expect(problems.join('\n')).toMatch(/JESTPG_LEAKED_CONNECTION.*leaky/s);
+  expect(problems.join('\n')).toMatch(/JESTPG_LATE_QUERY.*queued.*SELECT 123/s);
+  expect(String(await queued)).toMatch(/JESTPG_LATE_QUERY/);
+  // Were the upstream still held, these would fail with JESTPG_LOCK_WAIT.
+  await inTest('next', async () => {
+    expect((await c.query('SELECT 1 AS one')).rows[0].one).toBe(1);
+    expect((await b.query('SELECT 2 AS two')).rows[0].two).toBe(2);
+  });
+  await a.query('ROLLBACK').catch(() => undefined);
+  await Promise.all([a.end(), b.end(), c.end()]);
+});

@@ -379,6 +379,15 @@ export class Sandbox implements SessionHost {
       while (running().length > 0 && Date.now() < hard) await sleep(2);
       for (const s of running()) if (s.inflight > 0 || s.cycleOpen) s.fatal(errors.lateQuery(name, s.lastSql));
     }
+    // Clients still queued for the upstream: their query belongs to the test that ended.
+    for (const s of this.sessions) {
+      if (!s.waiting) continue;
+      problems.push({
+        kind: 'late',
+        message: `JESTPG_LATE_QUERY: test "${name}" ended while ${s.describe()} was still waiting for the sandbox connection to run ${JSON.stringify(s.pendingSql())}; it was rejected. Await every query before the test ends.`,
+      });
+      s.abandonWait(errors.lateQuery(name, s.pendingSql()));
+    }
     // A client still inside its transaction holds the upstream: take it back.
     for (const s of this.sessions) {
       if (s.inTx) {

@@ -316,6 +316,38 @@ export class Session implements Sink, Owner {
       this.handle(up, frame);
     }
     if (corked) up!.socket.uncork();
+    // Granted, but everything pending was rejected (late, lock wait): hand the upstream on.
+    if (up && up.owner === this && this.pending.length === 0 && this.inflight === 0 && !this.cycleOpen && !this.inTx && !this.copyIn) {
+      up.release(this);
+    }
+  }
+
+  /** Waiting for the upstream when its test ended: the queued cycle is answered with this error. */
+  get waiting(): boolean {
+    return this.waitTimer !== undefined;
+  }
+
+  /** The SQL of the first queued cycle (for reports). */
+  pendingSql(): string {
+    const f = this.pending[0];
+    if (!f) return this.lastSql;
+    const [buf, code, start, end] = f;
+    if (code === F.Query) return m.readCString(buf, start + 5, end)[0];
+    if (code === F.Parse) return m.readCString(buf, m.readCString(buf, start + 5, end)[1], end)[0];
+    return '(extended protocol)';
+  }
+
+  abandonWait(err: JestPgError): void {
+    const up = this.host.upstream;
+    if (this.waitTimer) {
+      clearTimeout(this.waitTimer);
+      this.waitTimer = undefined;
+    }
+    up?.withdraw(this);
+    if (this.pending.length === 0) return;
+    this.rejecting = err;
+    this.rejectSent = false;
+    this.pump();
   }
 
   private isTxControl(frame: Frame): boolean {
@@ -712,17 +744,17 @@ export class Session implements Sink, Owner {
     }
   }
 
-  ready(unit: Unit, status: number): void {
+  ready(unit: Unit, status: number, buf?: Buffer, start?: number): void {
     this.inflight--;
     if (unit.txControl) this.txControlInflight--;
     const up = this.host.upstream!;
-    this.afterCycle(up, status, false);
+    this.afterCycle(up, status, false, buf, start);
     if (this.pending.length) this.pump();
     else if (this.phase === 'closing' && this.inflight === 0 && !this.cycleOpen) this.finish();
   }
 
   /** A cycle's ReadyForQuery: resolve the guard, answer the client, maybe hand the upstream on. */
-  private afterCycle(up: Upstream, status: number, synthetic: boolean): void {
+  private afterCycle(up: Upstream, status: number, synthetic: boolean, buf?: Buffer, start = 0): void {
     let client: 'I' | 'T' | 'E';
     if (this.inTx) {
       if (!synthetic) this.txFailed = status === TxStatus.Failed;
@@ -736,7 +768,12 @@ export class Session implements Sink, Owner {
         this.guardOpen = false;
       }
     }
-    this.out(m.readyForQuery(client));
+    if (buf) {
+      // Forward Postgres' own ReadyForQuery with this client's status: it joins the bytes
+      // before it in one write.
+      buf[start + 5] = client.charCodeAt(0);
+      this.out(buf, start, start + 6);
+    } else this.out(m.readyForQuery(client));
     if (!this.inTx && this.inflight === 0 && !this.cycleOpen && !this.copyIn && up.owner === this) {
       up.release(this);
     }

@@ -16,8 +16,8 @@ export interface Sink {
   /** Forward bytes [start, end) of buf to the client (coalesced until flushOut). */
   out(buf: Buffer, start?: number, end?: number): void;
   flushOut(): void;
-  /** The unit's ReadyForQuery arrived. */
-  ready(unit: Unit, status: number): void;
+  /** The unit's ReadyForQuery arrived (frame: the message itself, to forward with the status patched in place). */
+  ready(unit: Unit, status: number, buf?: Buffer, start?: number): void;
   copyInStarted(): void;
 }
 
@@ -293,7 +293,7 @@ export class Upstream {
         const status = buf[start + 5];
         if (sink) {
           this.touch(sink);
-          sink.ready(unit, status);
+          sink.ready(unit, status, buf, start);
         }
         unit.done?.(status, unit);
         return;
