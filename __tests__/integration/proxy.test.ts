@@ -57,6 +57,8 @@ test('an error outside a client transaction does not poison the file transaction
     await client.query("INSERT INTO items (name) VALUES ('kept')");
     await expect(client.query("INSERT INTO items (name) VALUES ('kept')")).rejects.toMatchObject({ code: '23505' });
     await expect(client.query('SELECT 1/0')).rejects.toMatchObject({ code: '22012' });
+    // Error positions point into the client's own query text, as from a direct connection.
+    await expect(client.query('SELECT nope FROM items')).rejects.toMatchObject({ code: '42703', position: '8' });
     await expect(client.query('SELECT $1::int', ['x'])).rejects.toMatchObject({ code: '22P02' });
     expect(await names(client)).toEqual(['kept', 'seed']);
   });

@@ -411,8 +411,9 @@ export class Sandbox implements SessionHost {
       this.savepointPending = false;
       if (sql) {
         // The sequence restore is a prepared statement (parsed once per set of values), pipelined.
+        const rollback = up.exec(sql);
         const restore = this.restoreSequences ? this.preparedRestore(up) : undefined;
-        const [err, seqErr] = await Promise.all([up.exec(sql), restore]);
+        const [err, seqErr] = await Promise.all([rollback, restore]);
         if (seqErr) throw new JestPgError('JESTPG_UPSTREAM_LOST', `restoring sequences after test "${name}" failed: ${seqErr.M}`);
         // The rollback puts the session's settings back to what they were at the savepoint.
         up.appliedSettings = this.settingsAtSavepoint;

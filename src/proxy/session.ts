@@ -30,10 +30,12 @@ const ROLLBACK_GUARD = `ROLLBACK TO SAVEPOINT ${GUARD}`;
 const warn = (text: string) => `DO $jestpg$BEGIN RAISE WARNING USING MESSAGE = '${text}', ERRCODE = '25001'; END$jestpg$`;
 const WARN_IN_TX = warn('there is already a transaction in progress');
 const WARN_NO_TX = warn('there is no transaction in progress');
-const guardOpenFrame = m.query(`SAVEPOINT ${GUARD}`);
+const GUARD_OPEN_SQL = `SAVEPOINT ${GUARD};\n`;
+const GUARD_RENEW_SQL = `RELEASE SAVEPOINT ${GUARD}; SAVEPOINT ${GUARD};\n`;
+const guardOpenFrame = m.query(GUARD_OPEN_SQL);
 const resetAllFrame = m.query('RESET ALL');
 /** Move a clean guard forward past the work of the cycles before: one message, two statements. */
-const guardRenewFrame = m.query(`RELEASE SAVEPOINT ${GUARD}; SAVEPOINT ${GUARD}`);
+const guardRenewFrame = m.query(GUARD_RENEW_SQL);
 /** Undo a failed cycle; the guard stays, clean, for the next one. */
 const guardRollbackFrame = m.query(`ROLLBACK TO SAVEPOINT ${GUARD}`);
 
@@ -59,6 +61,9 @@ export interface SessionHost {
 }
 
 type Frame = [Buffer, number, number, number];
+
+const DROP_ONE: (string | null | undefined)[] = [null];
+const DROP_TWO: (string | null | undefined)[] = [null, null];
 
 const FRONTEND = new Set<number>([F.Bind, F.Close, F.CopyData, F.CopyDone, F.CopyFail, F.Describe, F.Execute, F.Flush, F.FunctionCall, F.Parse, F.Query, F.Sync, F.Terminate]);
 
@@ -86,6 +91,8 @@ export class Session implements Sink, Owner {
   cycleOpen = false;
   private copyIn = false;
   private unit: Unit | undefined;
+  /** The guard statements to prepend to the simple Query of this cycle ('' when none). */
+  private guardPrefix = '';
   /** Executes sent in the current extended unit (to find the result of a given one). */
   private executes = 0;
   private readonly pending: Frame[] = [];
@@ -312,7 +319,7 @@ export class Session implements Sink, Owner {
         corked = true;
       }
       this.pending.shift();
-      if (starts && code !== F.Sync) this.beginCycle(up);
+      if (starts && code !== F.Sync) this.beginCycle(up, code);
       this.handle(up, frame);
     }
     if (corked) up!.socket.uncork();
@@ -394,7 +401,7 @@ export class Session implements Sink, Owner {
     this.pump();
   }
 
-  private beginCycle(up: Upstream): void {
+  private beginCycle(up: Upstream, code: number): void {
     this.cycleOpen = true;
     this.cycles++;
     this.host.beforeCycle(up);
@@ -403,7 +410,10 @@ export class Session implements Sink, Owner {
       up.appliedSettings = this.settingsKey;
     }
     if (!this.inTx && !this.guardOpen) {
-      up.send(up.guard === 'clean' ? guardRenewFrame : guardOpenFrame, newUnit(undefined));
+      // A simple Query carries its guard in the same message (query() prepends it); an
+      // extended cycle gets it as a message of its own before the cycle.
+      if (code === F.Query) this.guardPrefix = up.guard === 'clean' ? GUARD_RENEW_SQL : GUARD_OPEN_SQL;
+      else up.send(up.guard === 'clean' ? guardRenewFrame : guardOpenFrame, newUnit(undefined));
       up.guard = 'active';
       this.guardOpen = true;
     }
@@ -614,20 +624,36 @@ export class Session implements Sink, Owner {
     const [sql] = m.readCString(buf, start + 5, end);
     this.noteSql(sql);
     const stmts = statements(sql);
+    let prefix = this.guardPrefix;
+    this.guardPrefix = '';
+    if (prefix && stmts.length === 0) {
+      // An empty query must still answer EmptyQueryResponse: its guard goes separately.
+      up.send(prefix === GUARD_RENEW_SQL ? guardRenewFrame : guardOpenFrame, newUnit(undefined));
+      prefix = '';
+    }
+    const refuse = (err: JestPgError) => {
+      if (prefix) up.send(prefix === GUARD_RENEW_SQL ? guardRenewFrame : guardOpenFrame, newUnit(undefined));
+      this.reject(up, err);
+    };
     if (this.abortedBy !== undefined && !(stmts[0]?.kind === 'commit' || stmts[0]?.kind === 'rollback' || stmts[0]?.kind === 'rollbackTo')) {
-      return this.reject(up, errors.transactionRolledBack(this.abortedBy));
+      return refuse(errors.transactionRolledBack(this.abortedBy));
     }
     const unit = newUnit(this);
     let rewrite = false;
     for (const s of stmts) {
-      if (s.kind === 'nonTx') {
-        return this.reject(up, errors.unsupportedStatement(s.what!));
-      }
+      if (s.kind === 'nonTx') return refuse(errors.unsupportedStatement(s.what!));
       if (s.kind === 'begin' || s.kind === 'commit' || s.kind === 'rollback' || s.kind === 'deallocate' || s.kind === 'discardAll') rewrite = true;
     }
     this.inflight++;
+    const skip = prefix === GUARD_RENEW_SQL ? 2 : prefix ? 1 : 0;
     if (!rewrite) {
-      up.send(buf.subarray(start, end), unit);
+      if (!prefix) {
+        up.send(buf.subarray(start, end), unit);
+        return;
+      }
+      unit.tags = skip === 2 ? DROP_TWO : DROP_ONE;
+      unit.positionShift = prefix.length;
+      up.send(m.query(prefix + sql), unit);
       return;
     }
     // Rewrite statement by statement, simulating the transaction state: a statement that
@@ -635,8 +661,8 @@ export class Session implements Sink, Owner {
     let inTx = this.inTx;
     let failed = this.txFailed;
     const parts: string[] = [];
-    const tags: (string | null | undefined)[] = [];
-    const effects: ('begin' | 'end' | undefined)[] = [];
+    const tags: (string | null | undefined)[] = skip === 2 ? [null, null] : skip === 1 ? [null] : [];
+    const effects: ('begin' | 'end' | undefined)[] = skip === 2 ? [undefined, undefined] : skip === 1 ? [undefined] : [];
     for (const s of stmts) {
       if (s.kind === 'begin' || s.kind === 'commit' || s.kind === 'rollback') {
         const [text, tag, effect] = this.txRewrite(s, inTx, failed);
@@ -672,7 +698,7 @@ export class Session implements Sink, Owner {
     unit.tags = tags;
     unit.onCommand = (i) => this.effect(effects[i]);
     if (unit.txControl) this.txControlInflight++;
-    up.send(m.query(parts.join(';\n')), unit);
+    up.send(m.query(prefix + parts.join(';\n')), unit);
   }
 
   private noteSql(sql: string): void {

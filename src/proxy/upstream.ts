@@ -8,7 +8,7 @@ import net from 'node:net';
 import pg from 'pg';
 import { B, F } from './codes';
 import { Framer } from './framer';
-import { cancelRequest, close, commandComplete, query, readFields, syncFrame, writer } from './messages';
+import { cancelRequest, close, commandComplete, query, readFields, shiftPosition, syncFrame, writer } from './messages';
 import { errors, messageOf } from '../errors';
 
 /** Where a unit's responses go. Implemented by a client session. */
@@ -40,6 +40,8 @@ export interface Unit {
   /** Resolves internal units (no sink). */
   done?: (status: number, unit: Unit) => void;
   txControl?: boolean;
+  /** Characters prepended to the client's query: subtracted from error positions. */
+  positionShift?: number;
 }
 
 export interface Owner {
@@ -326,6 +328,11 @@ export class Upstream {
         break;
       case B.ErrorResponse:
         if (unit.error === undefined) unit.error = readFields(buf, start, end);
+        if (unit.positionShift && sink && unit.error.P) {
+          this.touch(sink);
+          sink.out(shiftPosition(buf, start, end, unit.positionShift));
+          return;
+        }
         break;
       case B.CopyInResponse:
       case B.CopyBothResponse:
