@@ -1,5 +1,7 @@
 /** Jest globalSetup: start the run (server, template, reaper) before any worker exists. */
-import { startRun } from './run';
+import { existsSync } from 'node:fs';
+import { MANIFEST_ENV, readManifest, startRun, teardownRun } from './run';
+import { closeWorkerInProcess } from './worker';
 
 interface ProjectConfigLike {
   rootDir?: string;
@@ -7,5 +9,66 @@ interface ProjectConfigLike {
 }
 
 export default async function globalSetup(_globalConfig: unknown, projectConfig?: ProjectConfigLike): Promise<void> {
-  await startRun(projectConfig?.testEnvironmentOptions?.pg, process.pid, { rootDir: projectConfig?.rootDir });
+  const m = await startRun(projectConfig?.testEnvironmentOptions?.pg, process.pid, { rootDir: projectConfig?.rootDir });
+  if (m.swept) process.stderr.write(sweptLine(m.swept) + '\n');
+  installInterruptHandler();
+}
+
+/** "jest-environment-pg: removed 2 databases left by a run that died without teardown (run 1a2b3c4d): …" */
+export function sweptLine(s: { dropped: string[]; deadRuns: string[]; terminated: number }): string {
+  const n = s.dropped.length;
+  const runs = s.deadRuns.length === 1 ? `a run that died without teardown (run ${s.deadRuns[0]})` : `${s.deadRuns.length} runs that died without teardown (runs ${s.deadRuns.join(', ')})`;
+  const term = s.terminated ? `, terminated ${s.terminated} backend${s.terminated === 1 ? '' : 's'}` : '';
+  return `\njest-environment-pg: removed ${n} database${n === 1 ? '' : 's'} left by ${runs}${term}: ${[...s.dropped].sort().join(', ')}`;
+}
+
+const SIGNALS = ['SIGINT', 'SIGTERM'] as const;
+/** How long an interrupted run may spend on its teardown before the process exits anyway (the reaper finishes). */
+const INTERRUPT_TEARDOWN_MS = 10_000;
+let installed = false;
+
+/**
+ * Ctrl-C (SIGINT) or SIGTERM while tests run: Jest itself installs no handler, so Node would exit
+ * at once and leave the teardown to the reaper, silently. Instead, tear the run down here (report
+ * what was still connected, drop the databases, stop the embedded server), print the summary line,
+ * then die of the same signal so the exit status is what the shell expects. A second signal exits
+ * at once; the reaper finishes whatever is left. Installed once per process (watch mode re-runs
+ * globalSetup); it acts on the run that is current when the signal arrives.
+ */
+function installInterruptHandler(): void {
+  if (installed) return;
+  installed = true;
+  for (const sig of SIGNALS) process.once(sig, onInterrupt);
+}
+
+function onInterrupt(signal: NodeJS.Signals): void {
+  for (const sig of SIGNALS) {
+    process.removeListener(sig, onInterrupt);
+    // A second signal: exit now; the reaper sees Jest gone and does the rest.
+    process.once(sig, () => process.exit(128 + (sig === 'SIGINT' ? 2 : 15)));
+  }
+  const rethrow = () => {
+    for (const sig of SIGNALS) process.removeAllListeners(sig);
+    process.kill(process.pid, signal);
+  };
+  const file = process.env[MANIFEST_ENV];
+  if (!file || !existsSync(file)) return rethrow();
+  process.stderr.write(`\njest-environment-pg: ${signal} received, tearing the run down before exiting...\n`);
+  const timer = setTimeout(() => {
+    process.stderr.write(`jest-environment-pg: teardown did not finish within ${INTERRUPT_TEARDOWN_MS} ms; the reaper process finishes it.\n`);
+    rethrow();
+  }, INTERRUPT_TEARDOWN_MS);
+  void (async () => {
+    try {
+      await closeWorkerInProcess(); // --runInBand: the sandbox lives in this process
+      const summary = await teardownRun(readManifest(file));
+      if (summary.report) process.stderr.write(summary.report + '\n');
+      process.stderr.write(summary.summaryLine + '\n');
+    } catch (e) {
+      process.stderr.write(`jest-environment-pg: teardown after ${signal} failed (${(e as Error).message}); the reaper process retries it.\n`);
+    } finally {
+      clearTimeout(timer);
+      rethrow();
+    }
+  })();
 }

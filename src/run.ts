@@ -53,6 +53,8 @@ export interface RunManifest {
    * cached). The reaper takes no lease yet but cleans up if the main process dies.
    */
   phase?: 'setup';
+  /** What the start-of-run sweep removed: databases of runs that died without a teardown. */
+  swept?: { dropped: string[]; deadRuns: string[]; terminated: number };
 }
 
 export interface RunCacheInfo {
@@ -193,8 +195,9 @@ export async function startRun(projectOptions: unknown, mainPid: number, ctx: Ru
     // The template builds while the reaper takes the lease; no run database exists before it holds it.
     const swept = (async () => {
       const ts = performance.now();
-      await sweep(adminUrl, options.prefix);
+      const r = await sweep(adminUrl, options.prefix);
       lap('sweep', ts);
+      return r;
     })();
     // Local leftovers of runs that died with their reaper (best effort, not awaited by the run).
     void sweepStaleLocal((dead) => teardownRun(dead, { fromReaper: true })).catch(() => undefined);
@@ -219,6 +222,7 @@ export async function startRun(projectOptions: unknown, mainPid: number, ctx: Ru
     if (tpl.status === 'rejected') throw tpl.reason;
     if (rp.status === 'rejected') throw rp.reason;
     if (sw.status === 'rejected') throw sw.reason;
+    if (sw.value.dropped.length) m.swept = sw.value;
     m.reaperPid = rp.value;
     m.templateDb = tpl.value;
     // A cache entry still being written finishes while the tests run (teardownRun waits for it).
