@@ -10,7 +10,8 @@ import { leaseKey, parseMarker } from './names';
 
 export async function acquireLease(c: Client, runId: string): Promise<void> {
   const [a, b] = leaseKey(runId);
-  await c.query('SELECT pg_advisory_lock($1::int, $2::int)', [a, b]);
+  // Shared: the process that starts the run holds it too until its reaper has taken it over.
+  await c.query('SELECT pg_advisory_lock_shared($1::int, $2::int)', [a, b]);
 }
 
 /** Is the run's lease held by some session? (Call from a session that does not hold it.) */

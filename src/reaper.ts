@@ -28,7 +28,7 @@ export function reaperScript(): string {
  * The timeout counts from `armed` (default: now): setup may take long before the final manifest
  * exists (migrations), and the reaper only takes the lease after that.
  */
-export function startReaper(manifestPath: string, timeoutMs = 120_000, armed?: Promise<unknown>): Promise<number> {
+export function startReaper(manifestPath: string, timeoutMs = 120_000, armed?: Promise<unknown>, onSpawn?: (pid: number) => void): Promise<number> {
   return new Promise((resolve, reject) => {
     const env = { ...process.env };
     delete env.NODE_OPTIONS; // no inspector, loaders or test hooks in the reaper
@@ -38,6 +38,7 @@ export function startReaper(manifestPath: string, timeoutMs = 120_000, armed?: P
       env,
       windowsHide: true,
     });
+    if (child.pid) onSpawn?.(child.pid);
     let out = '';
     let settled = false;
     const done = (err?: Error) => {

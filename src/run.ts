@@ -12,7 +12,7 @@ import { findBinaries, type Binaries } from './binaries';
 import { clusterKey, collectDataDir, CorruptCacheError, discard, entryPath, prune, readPack, resolveCacheDir, touch, unpackDataDir, writePack, type Pack } from './cache';
 import { initdbFlags, isPostmasterOf, snapshotCluster, startCluster, stopCluster, versionNumOf, type ClusterInfo } from './cluster';
 import { errors, JestPgError, messageOf, redactUrl, type ErrorCode } from './errors';
-import { sweep } from './lease';
+import { acquireLease, sweep } from './lease';
 import { ident, literal, marker, newRunId, parseMarker, workerDbName } from './names';
 import { validate, type PgOptions } from './options';
 import { isAlive, startToken } from './proc';
@@ -150,12 +150,19 @@ export async function startRun(projectOptions: unknown, mainPid: number, ctx: Ru
   const armed = new Promise<void>((r) => (arm = r));
   // The reaper starts now (node boots while initdb runs) and takes the lease once the manifest exists.
   const tReaper = performance.now();
-  const reaper = startReaper(manifestPath, undefined, armed).then((pid) => {
-    reaperPid = pid;
-    lap('reaper', tReaper);
-    return pid;
-  });
+  let reaperFailed: unknown;
+  const reaper = startReaper(manifestPath, undefined, armed, (pid) => (reaperPid = pid)).then(
+    (pid) => {
+      lap('reaper', tReaper);
+      return pid;
+    },
+    (e) => {
+      reaperFailed = e;
+      throw e;
+    },
+  );
   reaper.catch(() => undefined);
+  let bridge: import('pg').Client | undefined;
   try {
     const server = options.server ?? process.env.JEST_PG_URL;
     let adminUrl: string;
@@ -189,6 +196,13 @@ export async function startRun(projectOptions: unknown, mainPid: number, ctx: Ru
       return serverVersionNum(c);
     });
     lap('connect', t);
+    // The lease, held from here by this process until the reaper (still booting: ~0.1-0.3 s
+    // of node start-up) holds it too. Both hold it shared; a sweep takes it exclusive. So the
+    // run never waits for its reaper, and no run database ever exists without a lease.
+    bridge = await connect(adminUrl, { applicationName: 'jest-environment-pg lease' });
+    bridge.on('error', () => undefined); // a server going away must not crash Jest's main process
+    await acquireLease(bridge, runId);
+    (bridge as unknown as { connection: { stream: import('node:net').Socket } }).connection.stream.unref();
     const m: RunManifest = { ...manifest(adminUrl, versionNum), cache: cacheInfo };
     writeManifest(m);
     arm();
@@ -218,13 +232,23 @@ export async function startRun(projectOptions: unknown, mainPid: number, ctx: Ru
       }
       return r.name;
     })();
-    const [rp, tpl, sw] = await Promise.allSettled([reaper, template, swept]);
+    const [tpl, sw] = await Promise.allSettled([template, swept]);
     if (tpl.status === 'rejected') throw tpl.reason;
-    if (rp.status === 'rejected') throw rp.reason;
+    if (reaperFailed) throw reaperFailed;
     if (sw.status === 'rejected') throw sw.reason;
     if (sw.value.dropped.length) m.swept = sw.value;
-    m.reaperPid = rp.value;
+    m.reaperPid = reaperPid;
     m.templateDb = tpl.value;
+    // Hand the lease over once the reaper holds it; if the reaper fails later, this process keeps it.
+    const held = bridge;
+    bridges.set(runId, held);
+    reaper.then(
+      () => {
+        if (bridges.get(runId) === held) bridges.delete(runId);
+        void held.end().catch(() => undefined);
+      },
+      (e) => process.stderr.write(`jest-environment-pg: the reaper did not start (${messageOf(e)}); this process holds the run's lease instead.\n`),
+    );
     // A cache entry still being written finishes while the tests run (teardownRun waits for it).
     for (const w of cacheWrites) trackBackground(w);
     lap('total', t0);
@@ -240,6 +264,7 @@ export async function startRun(projectOptions: unknown, mainPid: number, ctx: Ru
     if (existsSync(manifestPath)) await fsp.rm(manifestPath, { force: true });
     await fsp.rm(runDir, { recursive: true, force: true }).catch(() => undefined);
     stopReaper(reaperPid);
+    await bridge?.end().catch(() => undefined);
     if (cluster) await stopCluster(cluster).catch(() => undefined);
     await fsp.rm(runDir, { recursive: true, force: true }).catch(() => undefined);
     throw e;
@@ -406,6 +431,9 @@ function trackBackground(p: Promise<unknown>): void {
   background.add(done);
 }
 
+/** Lease connections of runs this process started whose reaper has not taken the lease over yet. */
+const bridges = new Map<string, import('pg').Client>();
+
 let attached: { key: string; promise: Promise<RunManifest> } | undefined;
 
 /**
@@ -562,6 +590,9 @@ const torn = new Set<string>();
  */
 export async function teardownRun(m: RunManifest, opts: { fromReaper?: boolean } = {}): Promise<TeardownSummary> {
   const t0 = performance.now();
+  const bridge = bridges.get(m.runId);
+  bridges.delete(m.runId);
+  await bridge?.end().catch(() => undefined);
   const summary = (dropped: string[], terminated: number, report: string, kept?: string[]): TeardownSummary => {
     const ms = Math.round(performance.now() - t0);
     const keptText = kept?.length ? `, kept ${kept.length} (keepDatabases)` : '';
