@@ -10,6 +10,8 @@ import path from 'node:path';
 
 export const ROOT = path.resolve(__dirname, '..', '..');
 export const JEST_BIN = path.join(ROOT, 'node_modules', 'jest', 'bin', 'jest.js');
+/** Jest 29, installed as the devDependency alias `jest29` (npm:jest@29). */
+export const JEST29_BIN = path.join(ROOT, 'node_modules', 'jest29', 'bin', 'jest.js');
 
 export interface JestRun {
   code: number | null;
@@ -28,6 +30,10 @@ export interface RunOptions {
   /** Called with the child once it is spawned (to send signals). */
   onSpawn?: (child: import('node:child_process').ChildProcess) => void;
   sandboxDir?: string;
+  /** Jest's bin to run (default: the root's jest); e.g. JEST29_BIN. */
+  jestBin?: string;
+  /** Node flags before the bin, e.g. ['--experimental-vm-modules']. */
+  nodeArgs?: string[];
 }
 
 export function privateDir(): string {
@@ -52,7 +58,7 @@ export function runJest(fixture: string, opts: RunOptions = {}): Promise<JestRun
     if (v === undefined) delete env[k];
     else env[k] = v;
   }
-  const args = [JEST_BIN, '--ci', '--cacheDirectory', path.join(sandboxDir, 'jest-cache'), ...(opts.args ?? [])];
+  const args = [...(opts.nodeArgs ?? []), opts.jestBin ?? JEST_BIN, '--ci', '--cacheDirectory', path.join(sandboxDir, 'jest-cache'), ...(opts.args ?? [])];
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';

@@ -1,0 +1,77 @@
+/**
+ * Query builders and ORMs through the sandbox, each fixture a small real project whose
+ * migrations run the way that tool runs them: create/read/update, a transaction, a unique
+ * violation followed by more work, isolation between two tests.
+ *
+ *   knex       migrations: { command: 'npx knex migrate:latest' }                    JS
+ *   kysely     migrations: './migrate.ts' (TS module, Kysely's Migrator + files)      ts-jest
+ *   drizzle    migrations: { command: 'npx drizzle-kit migrate' } (node-postgres and postgres.js)  @swc/jest
+ *   typeorm    migrations: './migrate.js' (JS module, DataSource#runMigrations)       ts-jest, decorators
+ *   sequelize  migrations + seed: { command: 'npx sequelize-cli db:migrate' / 'db:seed:all' }  JS
+ *   prisma     migrations: './prisma/migrations' (Prisma's folder as .sql files), @prisma/adapter-pg  @swc/jest
+ */
+import { execFileSync } from 'node:child_process';
+import path from 'node:path';
+import { expectRun } from '../helpers/expect-run';
+import { ROOT, cleanup, runJest, settle, type JestRun } from '../helpers/jest-run';
+
+const dirs: string[] = [];
+afterAll(() => dirs.forEach(cleanup));
+
+beforeAll(() => {
+  // The Prisma client is generated code (git-ignored), made the way a project makes it. Offline,
+  // `prisma generate` would first try to download the native schema engine, which generate does not
+  // use (Prisma 7 generates with WebAssembly): pointing PRISMA_SCHEMA_ENGINE_BINARY at any existing
+  // file skips that download. See docs/recipes.md.
+  execFileSync(process.execPath, [path.join(ROOT, 'node_modules', 'prisma', 'build', 'index.js'), 'generate'], {
+    cwd: path.join(ROOT, 'fixtures', 'prisma'),
+    env: { ...process.env, PRISMA_SCHEMA_ENGINE_BINARY: process.env.PRISMA_SCHEMA_ENGINE_BINARY ?? process.execPath, PRISMA_HIDE_UPDATE_MESSAGE: '1', CHECKPOINT_DISABLE: '1' },
+    stdio: 'pipe',
+  });
+});
+
+// Skipped tests are BLOCKED on the proxy (see the comment above each in its fixture).
+test.each([
+  ['knex', 6, 0],
+  ['kysely', 6, 0],
+  ['drizzle', 11, 1],
+  ['typeorm', 5, 2],
+  ['sequelize', 7, 1],
+  ['prisma', 4, 1],
+])('%s: every test passes, nothing is left behind', async (fixture, passed, skipped) => {
+  let run = await runFixture(fixture);
+  if (TEMPLATE_RACE.test(run.output) && !/Tests:/.test(run.output)) {
+    // BLOCKED on src (see the skipped test below): Jest died in globalSetup; once more.
+    expect((await settle(run.sandboxDir, 10_000)).processes).toEqual([]);
+    run = await runFixture(fixture);
+  }
+  await expectRun(run, { passed, skipped });
+});
+
+async function runFixture(fixture: string): Promise<JestRun> {
+  // drizzle-kit loads drizzle.config.ts through tsx, which would keep a cache in $TMPDIR/tsx-<uid>.
+  const run = await runJest(fixture, { args: ['--runInBand'], env: { TSX_DISABLE_CACHE: '1' } });
+  dirs.push(run.sandboxDir);
+  return run;
+}
+
+/**
+ * BLOCKED on src (src/template.ts, building the template): a migration module that ends its own
+ * pg Pool (Kysely `db.destroy()`, TypeORM `ds.destroy()`: `await pool.end()`) returns while the
+ * pool's backends are still closing — pg-pool's end() resolves once it has *asked* its idle
+ * clients to end (measured: 8 of 20 times a backend was still in pg_stat_activity right after
+ * `await pool.end()`). The template build then runs `pg_terminate_backend` on the template's
+ * backends; the closing client receives FATAL 57P01, pg's pool re-emits it as 'error' with no
+ * listener, and Jest's main process dies in globalSetup ("Unhandled 'error' event … 57P01").
+ * Seen in about 1 of 3 grouped e2e runs. Fix: before terminating, wait (bounded) for the
+ * template's backends to go away on their own.
+ */
+const TEMPLATE_RACE = /Unhandled 'error' event[\s\S]*57P01/;
+
+test.skip('a migration module that ends its pg Pool never crashes Jest (template build waits for its backends)', async () => {
+  for (let i = 0; i < 10; i++) {
+    const run = await runFixture('kysely');
+    expect(run.output).not.toMatch(TEMPLATE_RACE);
+    await expectRun(run, { passed: 6 });
+  }
+});
