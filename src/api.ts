@@ -100,14 +100,17 @@ export async function openRunSandbox(manifest: RunManifest, opts: RunSandboxOpti
     database: db.name,
     sandbox,
     info: sandbox.info,
-    async endFile() {
-      const report = await withClosingGuard(() => sandbox.endFile());
-      if (report.foreign.length > 0) {
-        // Something wrote to the worker database around the sandbox: it can no longer be trusted.
-        await sandbox.disconnect();
-        await rebuildWorkerDatabase(manifest, db.name);
-      }
-      return report;
+    endFile() {
+      return withClosingGuard(async () => {
+        const report = await sandbox.endFile();
+        if (report.foreign.length > 0) {
+          // Something wrote to the worker database around the sandbox: it can no longer be trusted.
+          // (Inside the guard: the terminated clients' pools learn it now.)
+          await sandbox.disconnect();
+          await rebuildWorkerDatabase(manifest, db.name);
+        }
+        return report;
+      });
     },
     close: () => sandbox.close(),
   };
@@ -126,10 +129,15 @@ export function upstreamUrl(m: RunManifest, db: { name: string; url: string }): 
  * While the sandbox closes connections, the process's uncaughtException listeners are set aside
  * and exactly those errors are swallowed; any other error goes to the listeners that were there.
  */
-export async function withClosingGuard<T extends { open: unknown[] }>(fn: () => Promise<T>): Promise<T> {
+export async function withClosingGuard<T extends { open: unknown[]; foreign?: unknown[] }>(fn: () => Promise<T>): Promise<T> {
   const ours = (e: unknown) => {
     const msg = String((e as Error | undefined)?.message ?? e);
-    return msg.includes('JESTPG_FILE_ENDED') || msg.includes('Connection terminated unexpectedly');
+    return (
+      msg.includes('JESTPG_FILE_ENDED') ||
+      msg.includes('Connection terminated unexpectedly') ||
+      // a backend that went around the sandbox, terminated by the end-of-file check
+      msg.includes('terminating connection due to administrator command')
+    );
   };
   const saved = process.rawListeners('uncaughtException') as ((err: Error, origin: string) => void)[];
   const guard = (err: Error, origin: string) => {
@@ -147,7 +155,7 @@ export async function withClosingGuard<T extends { open: unknown[] }>(fn: () => 
   let closedSome = true;
   try {
     const report = await fn();
-    closedSome = report.open.length > 0;
+    closedSome = report.open.length > 0 || (report.foreign?.length ?? 0) > 0;
     return report;
   } finally {
     // Let the clients read the FATAL and their sockets' end before handing errors back

@@ -9,6 +9,8 @@ import { fileOverrides, validate, type PgOptions } from './options';
 import { attachWorker, type Worker } from './worker';
 import { formatFileReport } from './report';
 import { classifyProblems, ENV_NAMES, problemsError, sandboxEnv } from './api';
+import { JestPgError } from './errors';
+import { MANIFEST_ENV } from './run';
 
 interface EnvironmentConfig {
   globalConfig: Config.GlobalConfig;
@@ -29,6 +31,7 @@ export default class PgEnvironment extends NodeEnvironment {
   private worker: Worker | undefined;
   private fileOpen = false;
   private tornDown = false;
+  private readonly savedEnv: Record<string, string | undefined> = {};
 
   constructor(config: EnvironmentConfig, context: EnvironmentContext) {
     super(config as never, context as never);
@@ -39,6 +42,15 @@ export default class PgEnvironment extends NodeEnvironment {
     const docblockHasPg = typeof envOptions === 'string' && /"pg"\s*:/.test(envOptions);
     const envOpts = (config.projectConfig.testEnvironmentOptions ?? {}) as Record<string, unknown>;
     this.rawProject = docblockHasPg ? undefined : envOpts.pg;
+    if (docblockHasPg && !process.env[MANIFEST_ENV]) {
+      // No global setup, and this file's {"pg": …} hides the project's options (migrations…)
+      // from it: starting the run from here would silently drop them.
+      throw new JestPgError(
+        'JESTPG_OPTION_TYPE',
+        `${context.testPath} sets @jest-environment-options {"pg": …}, which Jest substitutes for the project's whole "pg" options, and no global setup started the run. ` +
+          `Use the preset (or globalSetup: 'jest-environment-pg/global-setup'), or per-key pragmas such as @pg-isolation file instead.`,
+      );
+    }
     this.overrides = fileOverrides(pragmas);
     if (this.rawProject !== undefined) validate(this.rawProject); // fail early, naming the key
     this.rootDir = config.projectConfig.rootDir;
@@ -60,6 +72,7 @@ export default class PgEnvironment extends NodeEnvironment {
     const testEnv = (this.global.process as NodeJS.Process).env;
     for (const [k, v] of Object.entries(env)) {
       testEnv[k] = v;
+      if (!(k in this.savedEnv)) this.savedEnv[k] = process.env[k];
       process.env[k] = v;
     }
     await sb.beginFile();
@@ -105,6 +118,12 @@ export default class PgEnvironment extends NodeEnvironment {
       }
       const testEnv = (this.global?.process as NodeJS.Process | undefined)?.env;
       if (testEnv) for (const k of ENV_NAMES) delete testEnv[k];
+      // The worker's own environment (inherited by child processes) goes back as it was, so a
+      // later file on this worker that does not use the sandbox sees no dead sandbox URL.
+      for (const [k, v] of Object.entries(this.savedEnv)) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
     }
     await super.teardown();
   }

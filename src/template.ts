@@ -85,7 +85,14 @@ export async function ensureTemplateDetailed(adminUrl: string, opts: TemplateOpt
           await dropDatabase(c, name, opts.versionNum).catch(() => undefined);
           throw e;
         }
-        // CREATE DATABASE … TEMPLATE needs no one connected to the source: end what migrations left open.
+        // CREATE DATABASE … TEMPLATE needs no one connected to the source. A migration's pool that
+        // was just ended may still be disconnecting (pool.end() resolves first): give it up to 2 s,
+        // since terminating a connection its pool still watches makes that pool emit an error.
+        for (let waited = 0; waited < 2000; waited += 20) {
+          const r = await c.query('SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1', [name]);
+          if (r.rows[0].n === 0) break;
+          await new Promise((res) => setTimeout(res, 20));
+        }
         await terminateBackends(c, [name]);
         // Mark complete last, and refuse connections from now on so clones never find one.
         await c.query(`ALTER DATABASE ${ident(name)} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false`);

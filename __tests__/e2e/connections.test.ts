@@ -96,15 +96,9 @@ describe('a replica URL', () => {
     await expectNothingLeft(r);
   });
 
-  // BLOCKED on proxy bug: terminating the foreign backend makes the replica pool (no 'error'
-  // listener, as in most apps) emit an unhandled 'error' ("terminating connection due to
-  // administrator command", 57P01) that kills the Jest process (in band) or worker (then Jest
-  // re-runs the file until "Call retries were exceeded"). src/api.ts withClosingGuard (used by
-  // RunSandbox.endFile) only swallows JESTPG_FILE_ENDED / "Connection terminated unexpectedly",
-  // and it is already removed when the FATAL arrives: sandbox.endFile (src/proxy/sandbox.ts,
-  // pg_terminate_backend) returns right after terminating, the guard waits only when the sandbox
-  // itself closed connections (report.open), and rebuildWorkerDatabase runs unguarded.
-  test.skip('a replica pool without an error listener does not crash Jest when its backend is terminated', async () => {
+  // Terminating the foreign backend makes the replica pool (no 'error' listener, as in most
+  // apps) emit 57P01: the end-of-file guard swallows exactly that while it closes and rebuilds.
+  test('a replica pool without an error listener does not crash Jest when its backend is terminated', async () => {
     const r = await run('replica-url', ['--runInBand']);
     expect(r.output).not.toMatch(/Unhandled error|terminating connection due to administrator command/);
     expect(r.output).toMatch(/Tests:\s+5 passed, 5 total/);

@@ -42,25 +42,23 @@ describe('per-file @jest-environment docblock', () => {
     expect(await settle(r.sandboxDir, REAPER_MS)).toEqual({ files: [], processes: [] });
   }, 30_000);
 
-  // BLOCKED on proxy bug: src/environment.ts setup() writes DATABASE_URL/PG* (and exposeAs names)
-  // into the worker's real process.env (for child processes) and teardown() only deletes them from
-  // the test's copy, so the next file on the same worker, in plain `node`, inherits a URL of a
-  // sandbox whose file has ended.
-  test.skip('a file without the docblock, after one with it on the same worker, sees no sandbox variables', () => {
+  // setup() writes DATABASE_URL/PG* into the worker's real process.env (for child processes);
+  // teardown() puts the previous values back.
+  test('a file without the docblock, after one with it on the same worker, sees no sandbox variables', () => {
     expect(r.output).toMatch(/PASS \.\/c-plain\.test\.js/);
     expect(r.code).toBe(0);
   });
 });
 
-// BLOCKED on proxy bug: when the first file to start the run in environment-only mode has an
-// `@jest-environment-options {"pg": …}` docblock, src/environment.ts (constructor: `rawProject =
-// docblockHasPg ? undefined : envOpts.pg`) passes undefined to attachWorker → attachRun →
-// startRun, so the template is built without the project's migrations: `relation "items" does
-// not exist` in every file of the run.
-test.skip('environment-only, first file with a {"pg": …} docblock: the project migrations still apply', async () => {
+// Without global setup, a file whose docblock carries {"pg": …} cannot see the project's "pg"
+// options (Jest substitutes the file's object for them): rather than build a template without
+// the project's migrations, the environment stops with an error saying what to use instead.
+test('environment-only, a file with a {"pg": …} docblock: a clear error, not a run without migrations', async () => {
   const r = await runJest('env-docblock', { args: ['--runInBand', 'b-file-isolation'], timeoutMs: 90_000 });
   dirs.push(r.sandboxDir);
-  expect(r.output).toMatch(/Tests:\s+2 passed, 2 total/);
-  expect(r.code).toBe(0);
+  expect(r.output).toMatch(/JESTPG_OPTION_TYPE|Jest substitutes for the project's whole "pg" options/);
+  expect(r.output).toMatch(/Use the preset .* or per-key pragmas such as @pg-isolation file/s);
+  expect(r.output).not.toMatch(/relation "items" does not exist/);
+  expect(r.code).not.toBe(0);
   expect(await settle(r.sandboxDir, REAPER_MS)).toEqual({ files: [], processes: [] });
 }, 120_000);

@@ -33,6 +33,10 @@ test.each([
   ['DEALLOCATE ALL', ['deallocate']],
   ['DISCARD ALL', ['discardAll']],
   ['DISCARD PLANS', ['other']],
+  ['SET TRANSACTION ISOLATION LEVEL SERIALIZABLE', ['setTransaction']],
+  ['set session characteristics as transaction read only', ['setTransaction']],
+  ['SET LOCAL statement_timeout = 5', ['setLocal']],
+  ['SET statement_timeout = 5', ['other']],
   ['', []],
   [' ; ; -- nothing\n', []],
 ])('%j → %j', (sql, expected) => {
@@ -58,6 +62,7 @@ test('tags and names', () => {
   expect(statements('DEALLOCATE foo')[0].name).toBe('foo');
   expect(statements('DEALLOCATE PREPARE foo')[0].name).toBe('foo');
   expect(statements('DEALLOCATE ALL')[0].name).toBeUndefined();
+  expect(statements('SET LOCAL role = app_user')[0].name).toBe('role');
 });
 
 test('positional parameters and dollar signs in identifiers are not dollar quotes', () => {

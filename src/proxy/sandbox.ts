@@ -483,9 +483,15 @@ export class Sandbox implements SessionHost {
   /** Stop listening, close every client and the upstream. Idempotent. */
   close(): Promise<void> {
     this.closing ??= (async () => {
-      for (const s of [...this.sessions]) s.fatal(errors.fileEnded(this.currentFile ?? 'the sandbox'));
-      await Promise.allSettled(this.servers.map((srv) => new Promise<void>((r) => srv.close(() => r()))));
-      await this.disconnect();
+      // Its sockets may be unref'd (Jest): keep the process alive until closing is done.
+      const hold = setInterval(() => undefined, 1 << 30);
+      try {
+        for (const s of [...this.sessions]) s.fatal(errors.fileEnded(this.currentFile ?? 'the sandbox'));
+        await Promise.allSettled(this.servers.map((srv) => new Promise<void>((r) => srv.close(() => r()))));
+        await this.disconnect();
+      } finally {
+        clearInterval(hold);
+      }
     })();
     return this.closing;
   }

@@ -91,6 +91,8 @@ export class Session implements Sink, Owner {
   cycleOpen = false;
   private copyIn = false;
   private unit: Unit | undefined;
+  /** Settings changed with SET LOCAL in the client's transaction (reset at its COMMIT). */
+  private readonly localSettings = new Set<string>();
   /** The guard statements to prepend to the simple Query of this cycle ('' when none). */
   private guardPrefix = '';
   /** Executes sent in the current extended unit (to find the result of a given one). */
@@ -447,7 +449,12 @@ export class Session implements Sink, Owner {
         const tx = statements(sql);
         const kind = tx.length === 1 ? tx[0].kind : 'other';
         let frame: Buffer;
-        if (kind === 'begin' || kind === 'commit' || kind === 'rollback') {
+        if (kind === 'setLocal') this.localSettings.add(tx[0].name!);
+        else this.noteSetConfig(sql, 0, sql.length);
+        if (kind === 'setTransaction') {
+          if (this.txStatements.size) this.txStatements.delete(key);
+          frame = m.writer.cstring(target).cstring(NOOP).bytes(buf, b, end).flush(F.Parse);
+        } else if (kind === 'begin' || kind === 'commit' || kind === 'rollback') {
           this.txStatements.set(key, tx[0]);
           // A placeholder Postgres accepts to parse and bind even in an aborted transaction.
           frame = m.writer.cstring(target).cstring(ROLLBACK_GUARD).bytes(buf, b, end).flush(F.Parse);
@@ -589,7 +596,8 @@ export class Session implements Sink, Owner {
         return inTx ? [WARN_IN_TX, s.tag!, undefined] : [NOOP, s.tag!, 'begin'];
       case 'commit':
         if (!inTx) return [WARN_NO_TX, 'COMMIT', undefined];
-        return failed ? [ROLLBACK_GUARD, 'ROLLBACK', 'end'] : [NOOP, 'COMMIT', 'end'];
+        if (failed) return [ROLLBACK_GUARD, 'ROLLBACK', 'end'];
+        return [this.localSettings.size ? resetLocals(this.localSettings) : NOOP, 'COMMIT', 'end'];
       case 'rollback':
         return inTx ? [ROLLBACK_GUARD, 'ROLLBACK', 'end'] : [WARN_NO_TX, 'ROLLBACK', undefined];
       default:
@@ -615,6 +623,7 @@ export class Session implements Sink, Owner {
     } else if (effect === 'end') {
       this.inTx = false;
       this.txFailed = false;
+      this.localSettings.clear();
       this.abortedBy = undefined;
     }
   }
@@ -642,7 +651,9 @@ export class Session implements Sink, Owner {
     let rewrite = false;
     for (const s of stmts) {
       if (s.kind === 'nonTx') return refuse(errors.unsupportedStatement(s.what!));
-      if (s.kind === 'begin' || s.kind === 'commit' || s.kind === 'rollback' || s.kind === 'deallocate' || s.kind === 'discardAll') rewrite = true;
+      if (s.kind === 'setLocal') this.localSettings.add(s.name!);
+      else if (this.inTx || s.kind === 'other') this.noteSetConfig(sql, s.start, s.end);
+      if (s.kind === 'begin' || s.kind === 'commit' || s.kind === 'rollback' || s.kind === 'deallocate' || s.kind === 'discardAll' || s.kind === 'setTransaction') rewrite = true;
     }
     this.inflight++;
     const skip = prefix === GUARD_RENEW_SQL ? 2 : prefix ? 1 : 0;
@@ -674,6 +685,11 @@ export class Session implements Sink, Owner {
           failed = false;
         }
         unit.txControl = true;
+      } else if (s.kind === 'setTransaction') {
+        // Accepted and ignored (isolation level and access mode are the file transaction's).
+        parts.push(NOOP);
+        tags.push('SET');
+        effects.push(undefined);
       } else if (s.kind === 'deallocate' || s.kind === 'discardAll') {
         const names = s.kind === 'deallocate' && s.name !== undefined ? [this.prefix + s.name] : [...this.prepared];
         if (s.kind === 'discardAll' || s.name === undefined) this.prepared.clear();
@@ -699,6 +715,15 @@ export class Session implements Sink, Owner {
     unit.onCommand = (i) => this.effect(effects[i]);
     if (unit.txControl) this.txControlInflight++;
     up.send(m.query(prefix + parts.join(';\n')), unit);
+  }
+
+  /** set_config('name', …, true) with a literal name: the same as SET LOCAL for the client's COMMIT. */
+  private noteSetConfig(sql: string, start: number, end: number): void {
+    if (!this.inTx && !sql.includes('BEGIN') && !sql.includes('begin')) return;
+    const re = /set_config\s*\(\s*'([^']+)'\s*,[^;]*?,\s*true\s*\)/gi;
+    const text = sql.slice(start, end);
+    let m: RegExpExecArray | null;
+    while ((m = re.exec(text))) this.localSettings.add(m[1]);
   }
 
   private noteSql(sql: string): void {
@@ -892,6 +917,16 @@ export class Session implements Sink, Owner {
     if (!this.socket.destroyed) this.socket.destroy();
     this.host.closed(this);
   }
+}
+
+/** Put settings changed with SET LOCAL back to their session values, for the rest of the file's transaction. */
+function resetLocals(names: Set<string>): string {
+  const list = [...names].map((n) => lit(n)).join(', ');
+  // Custom settings (app.user_id) are not in pg_settings: their session value is ''.
+  return (
+    `DO $jestpg$BEGIN PERFORM pg_catalog.set_config(n, coalesce((SELECT s.reset_val FROM pg_catalog.pg_settings s WHERE s.name = n), ''), true) ` +
+    `FROM unnest(ARRAY[${list}]::text[]) AS n; END$jestpg$`
+  );
 }
 
 function lit(v: string): string {

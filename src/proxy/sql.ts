@@ -15,6 +15,8 @@ export type StatementKind =
   | 'deallocate'
   | 'discardAll'
   | 'nonTx'
+  | 'setTransaction'
+  | 'setLocal'
   | 'other';
 
 export interface Statement {
@@ -152,6 +154,13 @@ function classify(w: string[], concurrently: boolean, start: number, end: number
       return s('rollback', { tag: 'ROLLBACK' });
     case 'savepoint':
       return s('savepoint');
+    case 'set':
+      // SET TRANSACTION … must come before any query of a transaction; a client's transaction
+      // is a savepoint deep inside the file's, so its characteristics cannot be set.
+      if (b === 'transaction' || (b === 'session' && c === 'characteristics')) return s('setTransaction');
+      // SET LOCAL x: undone by the client's ROLLBACK, but its COMMIT (a kept savepoint) must undo it too.
+      if (b === 'local' && c !== undefined && c !== '"') return s('setLocal', { name: c });
+      return s('other');
     case 'release':
       return s('release');
     case 'prepare':
