@@ -11,6 +11,7 @@
  * Lower level, shared with the Jest worker: `openRunSandbox(manifest, …)` puts a sandbox on a
  * worker database of an existing run (the run is then owned by whoever started it).
  */
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ensureWorkerDatabase, rebuildWorkerDatabase, startRun, teardownRun, type RunManifest, type TeardownSummary } from './run';
 import { Sandbox, type ConnectionInfo, type FileReport, type ForeignBackend, type Problem } from './proxy/sandbox';
@@ -84,6 +85,15 @@ export async function openRunSandbox(manifest: RunManifest, opts: RunSandboxOpti
   const o = manifest.options;
   const sandbox = await Sandbox.start({
     upstreamUrl: upstreamUrl(manifest, db),
+    onUpstream: (pid) => {
+      // So a teardown after an interrupt does not list the sandbox's own connection as a leak.
+      try {
+        mkdirSync(path.join(manifest.runDir, 'upstreams'), { recursive: true, mode: 0o700 });
+        writeFileSync(path.join(manifest.runDir, 'upstreams', String(pid)), '');
+      } catch {
+        // the run dir is gone (teardown): nothing to record
+      }
+    },
     socketDir: opts.socketDir ?? path.join(manifest.runDir, `w${workerId}-${process.pid}`),
     secret: manifest.proxySecret,
     isolation: o.isolation,

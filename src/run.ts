@@ -636,7 +636,15 @@ export async function teardownRun(m: RunManifest, opts: { fromReaper?: boolean }
             ).rows
           : [];
         // The sandbox's own upstream connections are expected; report only the others.
-        const foreign = backends.filter((b) => !(b.application_name ?? '').startsWith('jest-environment-pg'));
+        // The sandboxes' own upstream connections carry their current client's application_name:
+        // they are known by the pids they recorded in the run dir.
+        const own = new Set<number>();
+        try {
+          for (const f of readdirSync(path.join(m.runDir, 'upstreams'))) own.add(Number(f));
+        } catch {
+          // none recorded
+        }
+        const foreign = backends.filter((b) => !own.has(b.pid) && !(b.application_name ?? '').startsWith('jest-environment-pg'));
         report = formatReport(foreign);
         if (m.options.keepDatabases) {
           kept = dbs;

@@ -37,6 +37,8 @@ export interface SandboxOptions {
    * hold a worker open). Standalone users keep the default, false.
    */
   unref?: boolean;
+  /** Called with the backend pid of each upstream connection the sandbox opens. */
+  onUpstream?: (backendPid: number) => void;
 }
 
 export interface ConnectionInfo {
@@ -293,6 +295,7 @@ export class Sandbox implements SessionHost {
     if (!this.upstream || this.upstream.lost) {
       this.upstream = await Upstream.connect(this.opts.upstreamUrl, this.opts.label);
       if (this.opts.unref) this.upstream.socket.unref();
+      this.opts.onUpstream?.(this.upstream.backendPid);
       if (this.serverParams.size === 0) await this.readServerParams();
     }
     await this.run('BEGIN', 'BEGIN of the file transaction');
