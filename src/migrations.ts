@@ -75,12 +75,43 @@ export async function hashMigrations(
     if (r.kind === 'sql') {
       for (const f of r.files) parts.push(path.relative(r.root, f).split(path.sep).join('/'), await fsp.readFile(f));
     } else if (r.kind === 'module') {
-      parts.push(path.basename(r.file), await fsp.readFile(r.file));
+      // A migration module usually loads its siblings (Kysely's, TypeORM's migration folders).
+      parts.push(path.basename(r.file), ...(await hashTree(path.dirname(r.file))));
     } else if (r.kind === 'command') {
       parts.push(r.command);
+      // What the command reads: `inputs`, else the conventional migration folders that exist.
+      const rootDir = opts.rootDir ?? process.cwd();
+      const inputs = typeof s === 'object' && s.inputs ? s.inputs : CONVENTIONAL_INPUTS;
+      for (const input of inputs) parts.push(input, ...(await hashTree(path.resolve(rootDir, input))));
     }
   }
   return sha256(...parts);
+}
+
+/** Folders whose contents key a `{ command }` template when it names no `inputs`. */
+export const CONVENTIONAL_INPUTS = ['migrations', 'db', 'drizzle', 'prisma', 'seeders', 'seeds', 'src/migrations', 'database'];
+
+/** Paths and contents of the files under `dir` (or of `dir` itself if it is a file), in order; node_modules and dot-entries skipped. */
+async function hashTree(dir: string, limit = 5000): Promise<(string | Buffer)[]> {
+  const out: (string | Buffer)[] = [];
+  const walk = async (p: string, rel: string): Promise<void> => {
+    if (out.length / 2 >= limit) return;
+    let st;
+    try {
+      st = await fsp.stat(p);
+    } catch {
+      return;
+    }
+    if (st.isFile()) {
+      out.push(rel, await fsp.readFile(p));
+      return;
+    }
+    if (!st.isDirectory()) return;
+    const names = (await fsp.readdir(p)).filter((n) => !n.startsWith('.') && n !== 'node_modules').sort();
+    for (const n of names) await walk(path.join(p, n), rel ? `${rel}/${n}` : n);
+  };
+  await walk(dir, '');
+  return out;
 }
 
 /** Apply a source to the database at `url`. */

@@ -1,7 +1,7 @@
 import { errors } from './errors';
 
 /** A migration source: a path (directory of .sql files, or a JS module) or a shell command. */
-export type MigrationSource = string | { command: string };
+export type MigrationSource = string | { command: string; inputs?: string[] };
 
 export interface PgOptions {
   /** Connection URL of an existing server whose role may CREATEDB. Default: $JEST_PG_URL, else an embedded cluster. */
@@ -40,13 +40,19 @@ const str: Check = (v) => typeof v === 'string' && v.length > 0;
 const bool: Check = (v) => typeof v === 'boolean';
 const ms: Check = (v) => typeof v === 'number' && Number.isFinite(v) && v >= 0;
 const oneOf = (...xs: string[]): Check => (v) => typeof v === 'string' && xs.includes(v);
-const migration: Check = (v) =>
-  str(v) || (typeof v === 'object' && v !== null && !Array.isArray(v) && Object.keys(v).length === 1 && str((v as { command?: unknown }).command));
+const migration: Check = (v) => {
+  if (str(v)) return true;
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
+  const o = v as { command?: unknown; inputs?: unknown };
+  const keysOk = Object.keys(o).every((k) => k === 'command' || k === 'inputs');
+  const inputsOk = o.inputs === undefined || (Array.isArray(o.inputs) && o.inputs.every(str));
+  return keysOk && str(o.command) && inputsOk;
+};
 
 const spec: Record<keyof PgOptions, [Check, string]> = {
   server: [str, 'a postgres:// connection URL'],
   binDir: [str, 'a directory path containing initdb and postgres'],
-  migrations: [migration, 'a path (directory of .sql files or a JS/TS module) or { command: "shell command" }'],
+  migrations: [migration, 'a path (directory of .sql files or a JS/TS module) or { command: "shell command", inputs?: ["paths the command reads"] }'],
   seed: [migration, 'a path (directory of .sql files, one .sql file or a JS/TS module) or { command: "shell command" }'],
   isolation: [oneOf('test', 'file'), '"test" or "file"'],
   exposeAs: [(v) => Array.isArray(v) && v.every((x) => typeof x === 'string' && /^[A-Za-z_][A-Za-z0-9_]*$/.test(x)), 'an array of environment variable names'],

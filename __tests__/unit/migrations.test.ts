@@ -109,3 +109,39 @@ describe('naming (independent of options)', () => {
     expect(Number.isInteger(ns) && Number.isInteger(key) && key >= -(2 ** 31) && key < 2 ** 31).toBe(true);
   });
 });
+
+describe('what keys a template built by a command or a module', () => {
+  const fsx = require('node:fs') as typeof import('node:fs');
+  const osx = require('node:os') as typeof import('node:os');
+  const px = require('node:path') as typeof import('node:path');
+  const { hashMigrations: hash } = require('../../src/migrations') as typeof import('../../src/migrations');
+  let root: string;
+  beforeEach(() => {
+    root = fsx.mkdtempSync(px.join(osx.tmpdir(), 'hash-test-'));
+  });
+  afterEach(() => fsx.rmSync(root, { recursive: true, force: true }));
+
+  test('a command: its string and the files of its inputs (default: conventional folders)', async () => {
+    fsx.mkdirSync(px.join(root, 'migrations'));
+    fsx.writeFileSync(px.join(root, 'migrations', '001.js'), 'exports.up = 1');
+    const a = await hash({ command: 'npx knex migrate:latest' }, undefined, { rootDir: root });
+    fsx.writeFileSync(px.join(root, 'migrations', '002.js'), 'exports.up = 2');
+    const b = await hash({ command: 'npx knex migrate:latest' }, undefined, { rootDir: root });
+    expect(b).not.toBe(a);
+    fsx.mkdirSync(px.join(root, 'custom'));
+    fsx.writeFileSync(px.join(root, 'custom', 'x.sql'), 'select 1');
+    const c = await hash({ command: 'x', inputs: ['custom'] }, undefined, { rootDir: root });
+    fsx.writeFileSync(px.join(root, 'migrations', '003.js'), 'not an input now');
+    expect(await hash({ command: 'x', inputs: ['custom'] }, undefined, { rootDir: root })).toBe(c);
+    fsx.writeFileSync(px.join(root, 'custom', 'x.sql'), 'select 2');
+    expect(await hash({ command: 'x', inputs: ['custom'] }, undefined, { rootDir: root })).not.toBe(c);
+  });
+
+  test('a module: the files beside it', async () => {
+    fsx.writeFileSync(px.join(root, 'migrate.js'), 'module.exports = async () => {}');
+    fsx.writeFileSync(px.join(root, '001.js'), 'a');
+    const a = await hash(px.join(root, 'migrate.js'), undefined, { rootDir: root });
+    fsx.writeFileSync(px.join(root, '001.js'), 'b');
+    expect(await hash(px.join(root, 'migrate.js'), undefined, { rootDir: root })).not.toBe(a);
+  });
+});
