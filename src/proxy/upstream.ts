@@ -176,6 +176,11 @@ export class Upstream {
 
   /** Run SQL as a swallowed unit; resolves with the first error's fields, if any. */
   exec(sql: string): Promise<Record<string, string> | undefined> {
+    return this.internal(query(sql));
+  }
+
+  /** Write an internal unit's bytes (ending in Query or Sync); resolves with its first error, if any. */
+  private internal(bytes: Buffer): Promise<Record<string, string> | undefined> {
     return new Promise((resolve, reject) => {
       if (this.lost) return reject(this.lost);
       const unit = newUnit(undefined);
@@ -184,7 +189,7 @@ export class Upstream {
         this.pendingRejects.delete(reject);
         resolve(u.error);
       };
-      this.send(query(sql), unit);
+      this.send(bytes, unit);
     });
   }
   private pendingRejects = new Set<(e: Error) => void>();
@@ -203,17 +208,7 @@ export class Upstream {
 
   /** Bind + Execute + Sync of a prepared statement; resolves with the first error, if any. */
   runPrepared(name: string): Promise<Record<string, string> | undefined> {
-    return new Promise((resolve, reject) => {
-      if (this.lost) return reject(this.lost);
-      const unit = newUnit(undefined);
-      this.pendingRejects.add(reject);
-      unit.done = (_status, u) => {
-        this.pendingRejects.delete(reject);
-        resolve(u.error);
-      };
-      this.expect.push(unit);
-      this.socket.write(Buffer.concat([writer.cstring('').cstring(name).int16(0).int16(0).int16(0).flush(F.Bind), executeAll, syncFrame]));
-    });
+    return this.internal(Buffer.concat([writer.cstring('').cstring(name).int16(0).int16(0).int16(0).flush(F.Bind), executeAll, syncFrame]));
   }
 
   /** Run SQL and collect the rows of its last result as text. */
