@@ -247,7 +247,10 @@ export async function startRun(projectOptions: unknown, mainPid: number, ctx: Ru
         if (bridges.get(runId) === held) bridges.delete(runId);
         void held.end().catch(() => undefined);
       },
-      (e) => process.stderr.write(`jest-environment-pg: the reaper did not start (${messageOf(e)}); this process holds the run's lease instead.\n`),
+      (e) => {
+        // Torn down already (the reaper was stopped while it booted): nothing to say.
+        if (bridges.get(runId) === held) process.stderr.write(`jest-environment-pg: the reaper did not start (${messageOf(e)}); this process holds the run's lease instead.\n`);
+      },
     );
     // A cache entry still being written finishes while the tests run (teardownRun waits for it).
     for (const w of cacheWrites) trackBackground(w);

@@ -336,6 +336,7 @@ export class Sandbox implements SessionHost {
    * left open, and roll the test's savepoint back. Returns what the test left behind.
    */
   async endTest(): Promise<TestReport> {
+    await this.checkRollback();
     const name = this.scope.kind === 'test' ? this.scope.name : '(unknown)';
     this.lastTestName = name;
     this.scope = { kind: 'between' };
@@ -354,6 +355,15 @@ export class Sandbox implements SessionHost {
   }
 
   private ending: Problem[] | undefined;
+  /** The last test's rollback, sent but not awaited (see settle). */
+  private rollbackDone: Promise<void> | undefined;
+
+  /** Throw if the previous test's rollback failed. */
+  private async checkRollback(): Promise<void> {
+    const done = this.rollbackDone;
+    this.rollbackDone = undefined;
+    if (done) await done;
+  }
 
   private async settle(up: Upstream, name: string, problems: Problem[]): Promise<void> {
 
@@ -416,12 +426,16 @@ export class Sandbox implements SessionHost {
         // The sequence restore is a prepared statement (parsed once per set of values), pipelined.
         const rollback = up.exec(sql);
         const restore = this.restoreSequences ? this.preparedRestore(up) : undefined;
-        const [err, seqErr] = await Promise.all([rollback, restore]);
-        if (seqErr) throw new JestPgError('JESTPG_UPSTREAM_LOST', `restoring sequences after test "${name}" failed: ${seqErr.M}`);
         // The rollback puts the session's settings back to what they were at the savepoint.
         up.appliedSettings = this.settingsAtSavepoint;
         up.guard = 'none';
-        if (err) throw new JestPgError('JESTPG_UPSTREAM_LOST', `rolling back test "${name}" failed: ${err.M}`);
+        // Not awaited: the upstream runs everything in order, so whatever a client sends next is
+        // written after the rollback. Its outcome is checked before the next test or file ends.
+        this.rollbackDone = Promise.all([rollback, restore]).then(([err, seqErr]) => {
+          if (err) throw new JestPgError('JESTPG_UPSTREAM_LOST', `rolling back test "${name}" failed: ${err.M}`);
+          if (seqErr) throw new JestPgError('JESTPG_UPSTREAM_LOST', `restoring sequences after test "${name}" failed: ${seqErr.M}`);
+        });
+        this.rollbackDone.catch(() => undefined);
       } else if (holder) {
         // isolation "file": the leaked transaction is still rolled back, to its guard.
         await up.exec(`ROLLBACK TO SAVEPOINT ${GUARD}`);
@@ -435,6 +449,7 @@ export class Sandbox implements SessionHost {
   /** End a test file: close every client, roll back, look for backends that went around the sandbox. */
   async endFile(): Promise<FileReport> {
     if (this.scope.kind === 'test') await this.endTest();
+    await this.checkRollback();
     this.scope = { kind: 'between' };
     // A pool ended in afterAll has sent its Terminates; let them arrive before judging.
     for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
