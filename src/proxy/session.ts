@@ -15,7 +15,7 @@
  * - ReadyForQuery carries the client's own status (I/T/E), not the upstream's.
  */
 import type net from 'node:net';
-import { F, B, StartupCode, TxStatus } from './codes';
+import { F, StartupCode, TxStatus } from './codes';
 import { FrameError, Framer } from './framer';
 import * as m from './messages';
 import { statements, type Statement } from './sql';
@@ -947,4 +947,3 @@ function oneLine(sql: string): string {
   return s.length > 100 ? s.slice(0, 97) + '...' : s;
 }
 
-export { B };
