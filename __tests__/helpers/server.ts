@@ -21,17 +21,17 @@ export interface TestServer {
 export async function bootServer(schema = ''): Promise<TestServer> {
   const bins = await findBinaries();
   const cluster = await startCluster({ binDir: bins.binDir, version: bins.version, nativeDir: bins.nativeDir });
+  const socketDir = fs.mkdtempSync(path.join(os.tmpdir(), 'jest-pg-test-'));
   // If this test process is killed before stop(), a detached watchdog stops the cluster.
   const watchdog = spawn(
     'sh',
-    ['-c', `while kill -0 ${process.pid} 2>/dev/null; do sleep 0.5; done; kill -INT ${cluster.pid} 2>/dev/null; sleep 2; kill -KILL ${cluster.pid} 2>/dev/null; rm -rf '${cluster.baseDir}'`],
+    ['-c', `while kill -0 ${process.pid} 2>/dev/null; do sleep 0.5; done; kill -INT ${cluster.pid} 2>/dev/null; sleep 2; kill -KILL ${cluster.pid} 2>/dev/null; rm -rf '${cluster.baseDir}' '${socketDir}'`],
     { detached: true, stdio: 'ignore' },
   );
   watchdog.unref();
   await withClient(cluster.url, (c) => c.query('CREATE DATABASE sbx'));
   const dbUrl = withDatabase(cluster.url, 'sbx');
   if (schema) await withClient(dbUrl, (c) => c.query(schema));
-  const socketDir = fs.mkdtempSync(path.join(os.tmpdir(), 'jest-pg-test-'));
   const sandboxes: Sandbox[] = [];
   return {
     cluster,
