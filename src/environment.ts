@@ -107,15 +107,18 @@ export default class PgEnvironment extends NodeEnvironment {
   }
 
   override async teardown(): Promise<void> {
-    if (!this.tornDown) {
-      this.tornDown = true;
-      const worker = this.worker;
-      if (worker && this.fileOpen) {
-        this.fileOpen = false;
-        const report = await worker.endFile(this.testPath);
-        const text = formatFileReport(this.testPath, report);
-        if (text) process.stderr.write(text + '\n');
+    try {
+      if (!this.tornDown) {
+        this.tornDown = true;
+        const worker = this.worker;
+        if (worker && this.fileOpen) {
+          this.fileOpen = false;
+          const report = await worker.endFile(this.testPath);
+          const text = formatFileReport(this.testPath, report);
+          if (text) process.stderr.write(text + '\n');
+        }
       }
+    } finally {
       const testEnv = (this.global?.process as NodeJS.Process | undefined)?.env;
       if (testEnv) for (const k of ENV_NAMES) delete testEnv[k];
       // The worker's own environment (inherited by child processes) goes back as it was, so a
@@ -124,8 +127,9 @@ export default class PgEnvironment extends NodeEnvironment {
         if (v === undefined) delete process.env[k];
         else process.env[k] = v;
       }
+      // Last, and whatever happened above (Jest calls teardown in a finally, also after a failed setup).
+      await super.teardown();
     }
-    await super.teardown();
   }
 }
 
