@@ -354,3 +354,37 @@ test('the unnamed statement survives other clients and guard savepoints between 
   a.end();
   b.end();
 });
+
+test('statements that cannot run in a transaction are refused through the extended protocol too', async () => {
+  const sql = postgres(sb.info.url, { max: 1 });
+  await inTest('prepare transaction', async () => {
+    await sql`INSERT INTO items (name) VALUES ('kept-before-2pc')`;
+    await expect(sql.unsafe(`prepare transaction 'tx1'`, [], { prepare: true })).rejects.toMatchObject({ code: '25001', message: expect.stringMatching(/JESTPG_UNSUPPORTED_STATEMENT.*PREPARE TRANSACTION/) });
+    expect((await sql`SELECT count(*)::int AS n FROM items WHERE name = 'kept-before-2pc'`)[0].n).toBe(1);
+  });
+  await sql.end();
+  expect(await server.direct('SELECT count(*)::int AS n FROM pg_prepared_xacts')).toEqual([{ n: 0 }]);
+});
+
+test('every startup parameter is a setting, reported back like a server does; no application_name means empty', async () => {
+  const statuses: Record<string, string> = {};
+  const sql = postgres(sb.info.url, {
+    max: 1,
+    connection: { application_name: 'reported', work_mem: '7MB', 'my.custom': 'yes' },
+    onparameter: (k: string, v: string) => (statuses[k] = v),
+  } as never);
+  const plain = await connect();
+  await inTest('startup parameters', async () => {
+    const [row] = await sql`SELECT current_setting('work_mem') AS wm, current_setting('my.custom') AS c, current_setting('application_name') AS app`;
+    expect(row).toEqual({ wm: '7MB', c: 'yes', app: 'reported' });
+    expect((await plain.query("SELECT current_setting('application_name') AS app, current_setting('work_mem') AS wm")).rows[0]).toEqual({ app: '', wm: '4MB' });
+  });
+  expect(statuses.application_name).toBe('reported');
+  await sql.end();
+  await plain.end();
+});
+
+test('a client that connects and hangs up at once is closed quietly', async () => {
+  const reply = await raw(sb.info.port, [Buffer.from([0x58, 0, 0, 0, 4])]);
+  expect(reply.length).toBe(0);
+});

@@ -33,7 +33,6 @@ const WARN_NO_TX = warn('there is no transaction in progress');
 const GUARD_OPEN_SQL = `SAVEPOINT ${GUARD};\n`;
 const GUARD_RENEW_SQL = `RELEASE SAVEPOINT ${GUARD}; SAVEPOINT ${GUARD};\n`;
 const guardOpenFrame = m.query(GUARD_OPEN_SQL);
-const resetAllFrame = m.query('RESET ALL');
 /** Move a clean guard forward past the work of the cycles before: one message, two statements. */
 const guardRenewFrame = m.query(GUARD_RENEW_SQL);
 /** Undo a failed cycle; the guard stays, clean, for the next one. */
@@ -61,6 +60,9 @@ export interface SessionHost {
 }
 
 type Frame = [Buffer, number, number, number];
+
+/** Startup parameters that are not settings. */
+const NOT_SETTINGS = new Set(['user', 'database', 'options', 'replication']);
 
 const DROP_ONE: (string | null | undefined)[] = [null];
 const DROP_TWO: (string | null | undefined)[] = [null, null];
@@ -122,8 +124,8 @@ export class Session implements Sink, Owner {
   pid = 0;
   key = 0;
   /** Puts the upstream session's settings where this client expects them (RESET ALL first: no other client's settings leak in). */
-  private settingsFrame: Buffer = resetAllFrame;
-  private settingsKey = '';
+  private settingsFrame!: Buffer;
+  private settingsKey = 'unset';
   readonly viaUnix: boolean;
 
   constructor(private readonly socket: net.Socket, private readonly host: SessionHost, viaUnix: boolean) {
@@ -191,7 +193,12 @@ export class Session implements Sink, Owner {
         return Buffer.alloc(0);
       }
       const len = buf.readInt32BE(0);
-      if (len < 8 || len > 10000) throw errors.protocol(`invalid startup packet length ${len}`);
+      if (len < 8 || len > 10000) {
+        // Not a startup packet (a client that connected and hung up at once sends Terminate):
+        // like Postgres, close without answering.
+        this.closedNow();
+        return Buffer.alloc(0);
+      }
       if (buf.length < len) {
         this.startupBuf = buf;
         return Buffer.alloc(0);
@@ -233,16 +240,21 @@ export class Session implements Sink, Owner {
       this.params[k] = v;
       off = b;
     }
-    // Settings that shape results are applied to the upstream whenever this client takes it.
-    const settings: [string, string][] = [];
-    for (const k of ['application_name', 'DateStyle', 'TimeZone', 'IntervalStyle', 'extra_float_digits', 'search_path', 'client_encoding', 'statement_timeout']) {
-      if (this.params[k] !== undefined) settings.push([k, this.params[k]]);
+    // Every startup parameter is a setting, as on a real server; applied to the upstream whenever
+    // this client takes it. A client without application_name gets '' (not the sandbox's own).
+    const settings: [string, string][] = [['application_name', this.params.application_name ?? '']];
+    for (const [k, v] of Object.entries(this.params)) {
+      if (!NOT_SETTINGS.has(k) && k !== 'application_name') settings.push([k, v]);
     }
     for (const [k, v] of parseOptions(this.params.options ?? '')) settings.push([k, v]);
-    if (settings.length) {
-      this.settingsKey = JSON.stringify(settings);
-      this.settingsFrame = m.query('RESET ALL; SELECT ' + settings.map(([k, v]) => `set_config(${lit(k)}, ${lit(v)}, false)`).join(', '));
-    }
+    this.settingsKey = JSON.stringify(settings);
+    // Each in its own exception block: a bad value is ignored instead of aborting the file's
+    // transaction (a real server would have refused the connection).
+    this.settingsFrame = m.query(
+      'DO $jestpg$BEGIN RESET ALL; ' +
+        settings.map(([k, v]) => `BEGIN PERFORM pg_catalog.set_config(${lit(k)}, ${lit(v)}, false); EXCEPTION WHEN others THEN NULL; END; `).join('') +
+        'END$jestpg$',
+    );
   }
 
   private password(buf: Buffer, code: number, start: number, end: number): void {
@@ -260,7 +272,9 @@ export class Session implements Sink, Owner {
     for (const [k, v] of this.host.serverParams) {
       parts.push(m.parameterStatus(k, this.params[k] ?? v));
     }
-    if (this.params.application_name === undefined) parts.push(m.parameterStatus('application_name', ''));
+    // Reported like a server reports them (GUC_REPORT): the client's own values.
+    parts.push(m.parameterStatus('application_name', this.params.application_name ?? ''));
+    if (this.params.search_path !== undefined) parts.push(m.parameterStatus('search_path', this.params.search_path));
     parts.push(m.backendKeyData(this.pid, this.key), m.readyForQuery('I'));
     this.socket.write(Buffer.concat(parts));
   }
@@ -451,7 +465,14 @@ export class Session implements Sink, Owner {
         let frame: Buffer;
         if (kind === 'setLocal') this.localSettings.add(tx[0].name!);
         else this.noteSetConfig(sql, 0, sql.length);
-        if (kind === 'setTransaction') {
+        const nonTx = tx.find((t) => t.kind === 'nonTx');
+        if (nonTx) {
+          // Never let it reach the server (PREPARE TRANSACTION would take the whole file's
+          // transaction with it): a statement that raises our error when executed.
+          if (this.txStatements.size) this.txStatements.delete(key);
+          const err = errors.unsupportedStatement(nonTx.what!);
+          frame = m.writer.cstring(target).cstring(raising(err)).int16(0).flush(F.Parse);
+        } else if (kind === 'setTransaction') {
           if (this.txStatements.size) this.txStatements.delete(key);
           frame = m.writer.cstring(target).cstring(NOOP).bytes(buf, b, end).flush(F.Parse);
         } else if (kind === 'begin' || kind === 'commit' || kind === 'rollback') {
@@ -917,6 +938,12 @@ export class Session implements Sink, Owner {
     if (!this.socket.destroyed) this.socket.destroy();
     this.host.closed(this);
   }
+}
+
+/** A statement that fails with this error when executed (its message in a dollar-quoted literal). */
+function raising(err: JestPgError): string {
+  const text = `${err.code}: ${err.message}`.replace(/\$jestpg\$/g, '');
+  return `DO $jestpg$BEGIN RAISE EXCEPTION USING MESSAGE = $m$${text.replace(/\$m\$/g, '')}$m$, ERRCODE = '${err.sqlState}'; END$jestpg$`;
 }
 
 /** Put settings changed with SET LOCAL back to their session values, for the rest of the file's transaction. */
