@@ -305,7 +305,7 @@ async function rawClient() {
           const len = buf.readInt32BE(off + 1);
           if (off + 1 + len > buf.length) break;
           const t = String.fromCharCode(buf[off]);
-          types.push(t === 'D' ? `D(${buf.toString('utf8', off + 11, off + 1 + len)})` : t === 'E' && process.env.JPG_DEBUG ? 'E' + buf.toString('utf8', off + 5, off + 1 + len) : t === 'Z' ? `Z${String.fromCharCode(buf[off + 5])}` : t);
+          types.push(t === 'D' ? `D(${buf.toString('utf8', off + 11, off + 1 + len)})` : t === 'Z' ? `Z${String.fromCharCode(buf[off + 5])}` : t);
           off += 1 + len;
           if (t === 'Z') return resolve(types.join(' '));
         }
