@@ -8,6 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { withClient, withDatabase } from '../../src/admin';
+import { stopOnExit } from '../helpers/watchdog';
 import { findBinaries } from '../../src/binaries';
 import { startCluster, stopCluster, type ClusterInfo } from '../../src/cluster';
 import { isAlive } from '../../src/proc';
@@ -26,12 +27,7 @@ beforeAll(async () => {
   if (!existsSync(path.join(ROOT, 'dist', 'cli.js'))) throw new Error('run `npm run build` first: these tests run bin/jest-environment-pg.js → dist/');
   const b = await findBinaries({});
   cluster = await startCluster({ binDir: b.binDir, version: b.version, nativeDir: b.nativeDir });
-  // If this test process is killed before afterAll, a detached watchdog stops the cluster.
-  spawn(
-    'sh',
-    ['-c', `while kill -0 ${process.pid} 2>/dev/null; do sleep 0.5; done; kill -INT ${cluster.pid} 2>/dev/null; sleep 2; kill -KILL ${cluster.pid} 2>/dev/null; rm -rf '${cluster.baseDir}'`],
-    { detached: true, stdio: 'ignore' },
-  ).unref();
+  stopOnExit(cluster); // if this test process is killed before afterAll
 }, 60_000);
 
 afterAll(async () => {

@@ -6,7 +6,7 @@ import { Sandbox, type SandboxOptions } from '../../src/proxy/sandbox';
 import os from 'node:os';
 import path from 'node:path';
 import fs from 'node:fs';
-import { spawn } from 'node:child_process';
+import { stopOnExit } from './watchdog';
 
 export interface TestServer {
   cluster: ClusterInfo;
@@ -22,13 +22,7 @@ export async function bootServer(schema = ''): Promise<TestServer> {
   const bins = await findBinaries();
   const cluster = await startCluster({ binDir: bins.binDir, version: bins.version, nativeDir: bins.nativeDir });
   const socketDir = fs.mkdtempSync(path.join(os.tmpdir(), 'jest-pg-test-'));
-  // If this test process is killed before stop(), a detached watchdog stops the cluster.
-  const watchdog = spawn(
-    'sh',
-    ['-c', `while kill -0 ${process.pid} 2>/dev/null; do sleep 0.5; done; kill -INT ${cluster.pid} 2>/dev/null; sleep 2; kill -KILL ${cluster.pid} 2>/dev/null; rm -rf '${cluster.baseDir}' '${socketDir}'`],
-    { detached: true, stdio: 'ignore' },
-  );
-  watchdog.unref();
+  const dismissWatchdog = stopOnExit(cluster, socketDir);
   await withClient(cluster.url, (c) => c.query('CREATE DATABASE sbx'));
   const dbUrl = withDatabase(cluster.url, 'sbx');
   if (schema) await withClient(dbUrl, (c) => c.query(schema));
@@ -55,7 +49,7 @@ export async function bootServer(schema = ''): Promise<TestServer> {
     async stop() {
       await Promise.allSettled(sandboxes.map((s) => s.close()));
       await stopCluster(cluster);
-      if (watchdog.pid) process.kill(watchdog.pid, 'SIGKILL');
+      dismissWatchdog();
       fs.rmSync(socketDir, { recursive: true, force: true });
     },
   };

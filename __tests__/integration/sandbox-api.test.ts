@@ -3,11 +3,12 @@
  * and driving a real node:test file (fixtures/sandbox-api) in a child process. Asserts on the
  * server's own state afterwards. Needs the build (the reaper and the package export use dist/).
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { Client } from 'pg';
 import { withClient } from '../../src/admin';
+import { stopOnExit } from '../helpers/watchdog';
 import { findBinaries } from '../../src/binaries';
 import { startCluster, stopCluster, type ClusterInfo } from '../../src/cluster';
 import { startSandbox, type SandboxProblem } from '../../src/api';
@@ -22,12 +23,7 @@ beforeAll(async () => {
   if (!existsSync(path.join(ROOT, 'dist', 'api.js'))) throw new Error('run `npm run build` first: these tests use dist/');
   const b = await findBinaries({});
   cluster = await startCluster({ binDir: b.binDir, version: b.version, nativeDir: b.nativeDir });
-  // If this test process is killed before afterAll, a detached watchdog stops the cluster.
-  spawn(
-    'sh',
-    ['-c', `while kill -0 ${process.pid} 2>/dev/null; do sleep 0.5; done; kill -INT ${cluster.pid} 2>/dev/null; sleep 2; kill -KILL ${cluster.pid} 2>/dev/null; rm -rf '${cluster.baseDir}'`],
-    { detached: true, stdio: 'ignore' },
-  ).unref();
+  stopOnExit(cluster); // if this test process is killed before afterAll
 }, 60_000);
 
 afterAll(async () => {
