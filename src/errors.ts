@@ -122,6 +122,10 @@ export const errors = {
       `current transaction is aborted: jest-environment-pg rolled this connection's transaction back when test "${testName}" ended, because the connection was still inside it. ` +
         `The test that opened the transaction is at fault: commit or roll back and release the client (client.release()) before the test ends. Send ROLLBACK to continue.`,
     ),
+  transactionAborted: () =>
+    make('JESTPG_UNSUPPORTED_STATEMENT', '25P02')(
+      `current transaction is aborted, commands ignored until end of transaction block (a statement of this transaction was refused by jest-environment-pg). Send ROLLBACK.`,
+    ),
   unsupportedStatement: (what: string) =>
     make('JESTPG_UNSUPPORTED_STATEMENT', '25001')(
       `${what} cannot run inside a transaction, and everything in a jest-environment-pg test runs inside the file's transaction so it can be rolled back. ` +

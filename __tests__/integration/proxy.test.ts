@@ -174,6 +174,16 @@ test('statements that cannot run in a transaction get a clear error', async () =
     await expect(client.query('CREATE DATABASE nope')).rejects.toThrow(/JESTPG_UNSUPPORTED_STATEMENT.*CREATE DATABASE/);
     await expect(client.query('VACUUM items')).rejects.toThrow(/VACUUM/);
     expect((await client.query('SELECT 1 AS one')).rows[0].one).toBe(1);
+    // Inside a client transaction the refusal aborts it, as an error would in Postgres.
+    await client.query('BEGIN');
+    await client.query("INSERT INTO items (name) VALUES ('in-aborted-tx')");
+    await expect(client.query('CREATE DATABASE nope')).rejects.toThrow(/JESTPG_UNSUPPORTED_STATEMENT/);
+    await expect(client.query('SELECT 1')).rejects.toMatchObject({ code: '25P02' });
+    expect((await client.query('COMMIT')).command).toBe('ROLLBACK');
+    expect((await client.query("SELECT count(*)::int AS n FROM items WHERE name = 'in-aborted-tx'")).rows[0].n).toBe(0);
+    // SET LOCAL outside a transaction warns and does nothing, as in Postgres.
+    await client.query("SET LOCAL statement_timeout = '1234ms'");
+    expect((await client.query("SELECT current_setting('statement_timeout') AS st")).rows[0].st).toBe('0');
   });
   await client.end();
 });

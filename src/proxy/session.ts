@@ -93,6 +93,8 @@ export class Session implements Sink, Owner {
   cycleOpen = false;
   private copyIn = false;
   private unit: Unit | undefined;
+  /** The sandbox refused a statement inside the client's transaction (the upstream never failed). */
+  private abortedHere = false;
   /** Settings changed with SET LOCAL in the client's transaction (reset at its COMMIT). */
   private readonly localSettings = new Set<string>();
   /** The guard statements to prepend to the simple Query of this cycle ('' when none). */
@@ -644,6 +646,7 @@ export class Session implements Sink, Owner {
     } else if (effect === 'end') {
       this.inTx = false;
       this.txFailed = false;
+      this.abortedHere = false;
       this.localSettings.clear();
       this.abortedBy = undefined;
     }
@@ -665,9 +668,9 @@ export class Session implements Sink, Owner {
       if (prefix) up.send(prefix === GUARD_RENEW_SQL ? guardRenewFrame : guardOpenFrame, newUnit(undefined));
       this.reject(up, err);
     };
-    if (this.abortedBy !== undefined && !(stmts[0]?.kind === 'commit' || stmts[0]?.kind === 'rollback' || stmts[0]?.kind === 'rollbackTo')) {
-      return refuse(errors.transactionRolledBack(this.abortedBy));
-    }
+    const endsTx = stmts[0]?.kind === 'commit' || stmts[0]?.kind === 'rollback' || stmts[0]?.kind === 'rollbackTo';
+    if (this.abortedBy !== undefined && !endsTx) return refuse(errors.transactionRolledBack(this.abortedBy));
+    if (this.abortedHere && this.inTx && !endsTx) return refuse(errors.transactionAborted());
     const unit = newUnit(this);
     let rewrite = false;
     for (const s of stmts) {
@@ -675,6 +678,7 @@ export class Session implements Sink, Owner {
       if (s.kind === 'setLocal') this.localSettings.add(s.name!);
       else if (this.inTx || s.kind === 'other') this.noteSetConfig(sql, s.start, s.end);
       if (s.kind === 'begin' || s.kind === 'commit' || s.kind === 'rollback' || s.kind === 'deallocate' || s.kind === 'discardAll' || s.kind === 'setTransaction') rewrite = true;
+      if (s.kind === 'setLocal' && !this.inTx) rewrite = true;
     }
     this.inflight++;
     const skip = prefix === GUARD_RENEW_SQL ? 2 : prefix ? 1 : 0;
@@ -706,6 +710,12 @@ export class Session implements Sink, Owner {
           failed = false;
         }
         unit.txControl = true;
+      } else if (s.kind === 'setLocal' && !inTx) {
+        // Outside a transaction Postgres warns and does nothing; here it would last until the
+        // test ends, for every connection of the file.
+        parts.push(warn('SET LOCAL can only be used in transaction blocks'));
+        tags.push('SET');
+        effects.push(undefined);
       } else if (s.kind === 'setTransaction') {
         // Accepted and ignored (isolation level and access mode are the file transaction's).
         parts.push(NOOP);
@@ -756,8 +766,10 @@ export class Session implements Sink, Owner {
   private reject(up: Upstream, err: JestPgError): void {
     this.out(m.errorResponse({ code: err.sqlState, message: `${err.code}: ${err.message}` }));
     this.cycleOpen = false;
+    // Inside a client transaction an error aborts it, as in Postgres: until COMMIT/ROLLBACK,
+    // its statements are answered 25P02 (the upstream itself never saw the error).
+    if (this.inTx) this.txFailed = this.abortedHere = true;
     this.afterCycle(up, this.inTx ? TxStatus.Failed : TxStatus.InTransaction, true);
-    if (this.inTx) this.txFailed = true;
     this.flushOut();
   }
 
