@@ -5,6 +5,7 @@ module.exports = {
   testEnvironment: 'node',
   testTimeout: 60000,
   maxWorkers: 2,
+  reporters: ['default', '<rootDir>/__tests__/suite/summary-reporter.js'],
   // After the whole suite: nothing it created remains (see __tests__/suite/leftovers.js).
   globalSetup: '<rootDir>/__tests__/suite/global-setup.js',
   globalTeardown: '<rootDir>/__tests__/suite/global-teardown.js',
