@@ -361,7 +361,24 @@ test('statements that cannot run in a transaction are refused through the extend
     await sql`INSERT INTO items (name) VALUES ('kept-before-2pc')`;
     await expect(sql.unsafe(`prepare transaction 'tx1'`, [], { prepare: true })).rejects.toMatchObject({ code: '25001', message: expect.stringMatching(/JESTPG_UNSUPPORTED_STATEMENT.*PREPARE TRANSACTION/) });
     expect((await sql`SELECT count(*)::int AS n FROM items WHERE name = 'kept-before-2pc'`)[0].n).toBe(1);
+    // postgres.js's two-phase commit: PREPARE TRANSACTION instead of COMMIT. Refused, and, as in
+    // Postgres, the transaction is over (rolled back): the connection is free again (max: 1).
+    await expect(
+      sql.begin(async (tx) => {
+        await tx`INSERT INTO items (name) VALUES ('in-2pc')`;
+        await tx.prepare('tx2');
+      }),
+    ).rejects.toMatchObject({ code: '25001' });
+    expect((await sql`SELECT count(*)::int AS n FROM items WHERE name = 'in-2pc'`)[0].n).toBe(0);
   });
+  const c = await connect();
+  await inTest('prepare transaction, simple query', async () => {
+    await c.query('BEGIN');
+    await c.query("INSERT INTO items (name) VALUES ('in-2pc-simple')");
+    await expect(c.query("PREPARE TRANSACTION 'tx3'")).rejects.toThrow(/JESTPG_UNSUPPORTED_STATEMENT/);
+    expect((await c.query("SELECT count(*)::int AS n FROM items WHERE name = 'in-2pc-simple'")).rows[0].n).toBe(0);
+  });
+  await c.end();
   await sql.end();
   expect(await server.direct('SELECT count(*)::int AS n FROM pg_prepared_xacts')).toEqual([{ n: 0 }]);
 });

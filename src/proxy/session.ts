@@ -468,7 +468,11 @@ export class Session implements Sink, Owner {
         if (kind === 'setLocal') this.localSettings.add(tx[0].name!);
         else this.noteSetConfig(sql, 0, sql.length);
         const nonTx = tx.find((t) => t.kind === 'nonTx');
-        if (nonTx) {
+        if (nonTx && nonTx.what === 'PREPARE TRANSACTION' && tx.length === 1) {
+          // Executed through txExecute: refused, and it ends the client's transaction as Postgres does.
+          this.txStatements.set(key, nonTx);
+          frame = m.writer.cstring(target).cstring(ROLLBACK_GUARD).bytes(buf, b, end).flush(F.Parse);
+        } else if (nonTx) {
           // Never let it reach the server (PREPARE TRANSACTION would take the whole file's
           // transaction with it): a statement that raises our error when executed.
           if (this.txStatements.size) this.txStatements.delete(key);
@@ -598,6 +602,20 @@ export class Session implements Sink, Owner {
 
   /** Execute of a BEGIN/COMMIT/ROLLBACK prepared through the extended protocol. */
   private txExecute(up: Upstream, unit: Unit, tx: Statement): void {
+    if (tx.kind === 'nonTx') {
+      // PREPARE TRANSACTION: fails (raised by the server at Execute), and ends the transaction.
+      if (this.inTx) (unit as Unit & { endsTxOnError?: boolean }).endsTxOnError = true;
+      const name = this.prefix + '$tx';
+      up.socket.write(m.writer.cstring(name).cstring(raising(errors.unsupportedStatement(tx.what!))).int16(0).flush(F.Parse));
+      countInjected(unit, Kind.Parse);
+      up.socket.write(m.writer.cstring('').cstring(name).int16(0).int16(0).int16(0).flush(F.Bind));
+      countInjected(unit, Kind.Bind);
+      up.socket.write(m.writer.cstring('').int32(0).flush(F.Execute));
+      up.socket.write(m.close('S', name));
+      countInjected(unit, Kind.Close);
+      this.executes++;
+      return;
+    }
     const [sql, tag, effect] = this.txRewrite(tx);
     const name = this.prefix + '$tx';
     up.socket.write(m.writer.cstring(name).cstring(sql).int16(0).flush(F.Parse));
@@ -674,7 +692,15 @@ export class Session implements Sink, Owner {
     const unit = newUnit(this);
     let rewrite = false;
     for (const s of stmts) {
-      if (s.kind === 'nonTx') return refuse(errors.unsupportedStatement(s.what!));
+      if (s.kind === 'nonTx') {
+        // PREPARE TRANSACTION ends the client's transaction even when it fails, as in Postgres.
+        if (s.what === 'PREPARE TRANSACTION' && this.inTx) {
+          this.effect('end');
+          if (prefix) up.send(prefix === GUARD_RENEW_SQL ? guardRenewFrame : guardOpenFrame, newUnit(undefined));
+          return this.reject(up, errors.unsupportedStatement(s.what), true);
+        }
+        return refuse(errors.unsupportedStatement(s.what!));
+      }
       if (s.kind === 'setLocal') this.localSettings.add(s.name!);
       else if (this.inTx || s.kind === 'other') this.noteSetConfig(sql, s.start, s.end);
       if (s.kind === 'begin' || s.kind === 'commit' || s.kind === 'rollback' || s.kind === 'deallocate' || s.kind === 'discardAll' || s.kind === 'setTransaction') rewrite = true;
@@ -763,13 +789,13 @@ export class Session implements Sink, Owner {
   }
 
   /** Answer a whole simple Query with an error without sending it upstream. */
-  private reject(up: Upstream, err: JestPgError): void {
+  private reject(up: Upstream, err: JestPgError, rollBackGuard = false): void {
     this.out(m.errorResponse({ code: err.sqlState, message: `${err.code}: ${err.message}` }));
     this.cycleOpen = false;
     // Inside a client transaction an error aborts it, as in Postgres: until COMMIT/ROLLBACK,
     // its statements are answered 25P02 (the upstream itself never saw the error).
     if (this.inTx) this.txFailed = this.abortedHere = true;
-    this.afterCycle(up, this.inTx ? TxStatus.Failed : TxStatus.InTransaction, true);
+    this.afterCycle(up, this.inTx || rollBackGuard ? TxStatus.Failed : TxStatus.InTransaction, true);
     this.flushOut();
   }
 
@@ -831,6 +857,7 @@ export class Session implements Sink, Owner {
   ready(unit: Unit, status: number, buf?: Buffer, start?: number): void {
     this.inflight--;
     if (unit.txControl) this.txControlInflight--;
+    if ((unit as Unit & { endsTxOnError?: boolean }).endsTxOnError && unit.error && this.inTx) this.effect('end');
     const up = this.host.upstream!;
     this.afterCycle(up, status, false, buf, start);
     if (this.pending.length) this.pump();
