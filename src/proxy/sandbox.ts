@@ -298,11 +298,12 @@ export class Sandbox implements SessionHost {
       this.opts.onUpstream?.(this.upstream.backendPid);
       if (this.serverParams.size === 0) await this.readServerParams();
     }
-    await this.run('BEGIN', 'BEGIN of the file transaction');
+    // nextval survives rollback: put every sequence back where a fresh database has it (one
+    // message with the BEGIN).
+    const reset = this.opts.resetSequences !== false && this.pristineSequences ? `; ${this.pristineSequences}` : '';
+    await this.run(`BEGIN${reset}`, 'BEGIN of the file transaction');
     if (this.opts.resetSequences !== false) {
-      // nextval survives rollback: put every sequence back where a fresh database has it.
       if (this.pristineSequences === undefined) this.pristineSequences = setvalSql(await this.upstream.rows(READ_SEQUENCES));
-      else if (this.pristineSequences) await this.run(this.pristineSequences, 'resetting sequences');
       this.restoreSequences = this.pristineSequences;
       this.sequencesDirty = false;
     }
@@ -469,14 +470,17 @@ export class Sandbox implements SessionHost {
     if (up && !up.lost && this.fileOpen) {
       const owner = await this.turn('end of file');
       try {
-        await up.exec('ROLLBACK');
+        // The rollback and the look for backends around the sandbox, pipelined.
+        const rolledBack = up.exec('ROLLBACK');
+        const listed = up.rows(
+          `SELECT pid, coalesce(application_name, ''), coalesce(host(client_addr), 'local socket'), coalesce(state, ''), left(coalesce(query, ''), 300) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`,
+        );
+        const [rbErr, rows] = await Promise.all([rolledBack, listed]);
+        if (rbErr) throw new JestPgError('JESTPG_UPSTREAM_LOST', `ROLLBACK of the file transaction failed: ${rbErr.M}`);
         up.appliedSettings = undefined;
         up.guard = 'none';
         this.fileOpen = false;
         this.savepointOpen = false;
-        const rows = await up.rows(
-          `SELECT pid, coalesce(application_name, ''), coalesce(host(client_addr), 'local socket'), coalesce(state, ''), left(coalesce(query, ''), 300) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`,
-        );
         foreign = rows.map(([pid, applicationName, clientAddr, state, query]) => ({ pid: Number(pid), applicationName, clientAddr, state, query }));
         if (foreign.length) {
           await up.rows(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN (${foreign.map((f) => f.pid).join(',')})`);
