@@ -54,3 +54,15 @@ export async function bootServer(schema = ''): Promise<TestServer> {
     },
   };
 }
+
+/** Run `fn` as one test of the sandbox (beginTest … endTest, always ended); resolves with the test's problems. */
+export async function runTest(sb: Sandbox, name: string, fn: () => Promise<unknown>): Promise<string[]> {
+  sb.beginTest(name);
+  let problems: string[] = [];
+  try {
+    await fn();
+  } finally {
+    problems = (await sb.endTest()).problems.map((p) => p.message);
+  }
+  return problems;
+}

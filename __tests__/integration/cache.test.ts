@@ -12,25 +12,13 @@ import { Client } from 'pg';
 import { packDataDir, readPack, resolveCacheDir, ENTRY_EXT } from '../../src/cache';
 import { isAlive } from '../../src/proc';
 import { ensureWorkerDatabase, startRun, teardownRun, type RunManifest } from '../../src/run';
+import { ensureBuilt } from '../helpers/build';
 
-const ROOT = path.join(__dirname, '..', '..');
 const SCHEMA = path.join(__dirname, '..', 'fixtures', 'schema50');
 
 const runs: RunManifest[] = [];
 const children: ChildProcess[] = [];
 const dirs: string[] = [];
-
-function ensureBuilt(): void {
-  const dist = path.join(ROOT, 'dist', 'reaper-main.js');
-  const newest = Math.max(...readdirSync(path.join(ROOT, 'src')).filter((f) => f.endsWith('.ts')).map((f) => statSync(path.join(ROOT, 'src', f)).mtimeMs));
-  if (!existsSync(dist) || statSync(path.join(ROOT, 'dist', 'run.js')).mtimeMs < newest) {
-    try {
-      execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', path.join(ROOT, 'tsconfig.build.json')], { stdio: 'pipe' });
-    } catch {
-      // type errors elsewhere still emit; the reaper only needs our files
-    }
-  }
-}
 
 beforeAll(() => ensureBuilt(), 60_000);
 

@@ -3,8 +3,8 @@
  * reaper, environment-only attach. Asserts on the server's own state (pg_database,
  * pg_stat_activity), on processes and on the file system. Needs the build (the reaper runs from dist/).
  */
-import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Client } from 'pg';
@@ -16,6 +16,7 @@ import { ident, leaseKey, literal, marker } from '../../src/names';
 import { isAlive } from '../../src/proc';
 import { ensureWorkerDatabase, rebuildWorkerDatabase, startRun, teardownRun, type RunManifest } from '../../src/run';
 import { ensureTemplateDetailed, templateNameFor } from '../../src/template';
+import { ensureBuilt } from '../helpers/build';
 
 const ROOT = path.join(__dirname, '..', '..');
 const SCHEMA = path.join(__dirname, '..', 'fixtures', 'schema50');
@@ -25,18 +26,6 @@ let cluster: ClusterInfo;
 const runs: RunManifest[] = [];
 const children: ChildProcess[] = [];
 const clients: Client[] = [];
-
-function ensureBuilt(): void {
-  const dist = path.join(ROOT, 'dist', 'reaper-main.js');
-  const newest = Math.max(...readdirSync(path.join(ROOT, 'src')).filter((f) => f.endsWith('.ts')).map((f) => statSync(path.join(ROOT, 'src', f)).mtimeMs));
-  if (!existsSync(dist) || statSync(path.join(ROOT, 'dist', 'run.js')).mtimeMs < newest) {
-    try {
-      execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', path.join(ROOT, 'tsconfig.build.json')], { stdio: 'pipe' });
-    } catch {
-      // type errors elsewhere still emit; the reaper only needs our files
-    }
-  }
-}
 
 beforeAll(async () => {
   ensureBuilt();

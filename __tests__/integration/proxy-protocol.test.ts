@@ -7,7 +7,7 @@ import pg from 'pg';
 import Cursor from 'pg-cursor';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import postgres from 'postgres';
-import { bootServer, type TestServer } from '../helpers/server';
+import { bootServer, runTest, type TestServer } from '../helpers/server';
 import type { Sandbox } from '../../src/proxy/sandbox';
 
 let server: TestServer;
@@ -27,15 +27,7 @@ afterAll(async () => {
   await server?.stop();
 });
 
-async function inTest<T>(name: string, fn: () => Promise<T>): Promise<string[]> {
-  sb.beginTest(name);
-  try {
-    await fn();
-  } finally {
-    var report = await sb.endTest(); // eslint-disable-line no-var
-  }
-  return report.problems.map((p) => p.message);
-}
+const inTest = (name: string, fn: () => Promise<unknown>) => runTest(sb, name, fn);
 
 const connect = async (config: pg.ClientConfig = {}) => {
   const c = new pg.Client({ connectionString: sb.info.url, ...config });

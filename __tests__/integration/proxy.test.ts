@@ -1,6 +1,6 @@
 import pg from 'pg';
 import postgres from 'postgres';
-import { bootServer, type TestServer } from '../helpers/server';
+import { bootServer, runTest, type TestServer } from '../helpers/server';
 import type { Sandbox } from '../../src/proxy/sandbox';
 
 let server: TestServer;
@@ -20,23 +20,14 @@ afterAll(async () => {
   await server?.stop();
 });
 
-async function inTest<T>(name: string, fn: () => Promise<T>): Promise<{ value: T; problems: string[] }> {
-  sb.beginTest(name);
-  try {
-    const value = await fn();
-    return { value, problems: (await sb.endTest()).problems.map((p) => p.message) };
-  } catch (e) {
-    await sb.endTest();
-    throw e;
-  }
-}
+const inTest = (name: string, fn: () => Promise<unknown>) => runTest(sb, name, fn);
 
 const names = async (c: pg.Client | pg.Pool) => (await c.query('SELECT name FROM items ORDER BY name')).rows.map((r) => r.name);
 
 test('pg: simple and parameterised queries go through, and a test\'s writes are rolled back', async () => {
   const client = new pg.Client({ connectionString: sb.info.url });
   await client.connect();
-  const { problems } = await inTest('writes', async () => {
+  const problems = await inTest('writes', async () => {
     await client.query('INSERT INTO items (name) VALUES ($1)', ['a']);
     await client.query("INSERT INTO items (name) VALUES ('b')");
     expect(await names(client)).toEqual(['a', 'b', 'seed']);
@@ -120,7 +111,7 @@ test('a client waiting for a transaction held by another gets an error naming th
   const b = new pg.Client({ connectionString: sb.info.url });
   await a.connect();
   await b.connect();
-  const { problems } = await inTest('lock wait', async () => {
+  const problems = await inTest('lock wait', async () => {
     await a.query('BEGIN');
     await a.query('SELECT 1');
     const err = await b.query('SELECT 2').catch((e: Error) => e);
@@ -141,7 +132,7 @@ test('a client waiting for a transaction held by another gets an error naming th
 test('a query still running when its test ends is cancelled and reported; one arriving between tests is rejected', async () => {
   const pool = new pg.Pool({ connectionString: sb.info.url });
   let pending: Promise<unknown> | undefined;
-  const { problems } = await inTest('slow', async () => {
+  const problems = await inTest('slow', async () => {
     await pool.query('SELECT 1');
     pending = pool.query('SELECT pg_sleep(5)').catch((e: Error) => e);
     await new Promise((r) => setTimeout(r, 50)); // surely running now
@@ -208,7 +199,7 @@ test('a query queued behind a leaked transaction when its test ends is rejected 
   const c = new pg.Client({ connectionString: sb.info.url });
   await Promise.all([a.connect(), b.connect(), c.connect()]);
   let queued: Promise<unknown> | undefined;
-  const { problems } = await inTest('leak with a queue', async () => {
+  const problems = await inTest('leak with a queue', async () => {
     await a.query('BEGIN');
     queued = b.query('SELECT 123').catch((e: Error) => e);
     await new Promise((r) => setTimeout(r, 20));

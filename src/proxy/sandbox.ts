@@ -197,14 +197,8 @@ export class Sandbox implements SessionHost {
   }
 
   late(session: Session, sql: string): void {
-    if (this.ending) {
-      this.ending.push({
-        kind: 'late',
-        message: `${errors.lateQuery(this.lastTestName ?? '(none)', sql)}\n    on ${session.describe()}`,
-      });
-      return;
-    }
-    this.lateLog.push({
+    // Arriving while its test is being ended, it is that test's problem; later, the file's.
+    (this.ending ?? this.lateLog).push({
       kind: 'late',
       message: `${errors.lateQuery(this.lastTestName ?? '(none)', sql)}\n    on ${session.describe()}`,
     });
@@ -413,10 +407,8 @@ export class Sandbox implements SessionHost {
     }
     const owner = new InternalOwner('end of test');
     const holder = up.owner instanceof Session && up.owner.inTx && up.owner.inflight === 0 ? up.owner : undefined;
-    if (holder) {
-      up.owner = owner;
-      owner.granted();
-    } else up.acquire(owner);
+    if (holder) up.seize(owner);
+    else up.acquire(owner);
     await owner.turn;
     try {
       for (const s of this.sessions) s.resetByRollback(name);

@@ -382,7 +382,7 @@ export class Session implements Sink, Owner {
       return this.txPortals.has(portal ? this.prefix + portal : '');
     }
     const sql = m.readCString(buf, start + 5, end)[0];
-    return statements(sql).some((s) => s.kind === 'begin' || s.kind === 'commit' || s.kind === 'rollback');
+    return this.lex(sql).some((s) => s.kind === 'begin' || s.kind === 'commit' || s.kind === 'rollback');
   }
 
   private wait(up: Upstream): void {
@@ -561,13 +561,12 @@ export class Session implements Sink, Owner {
         return;
       }
       case F.Sync: {
-        const unit = this.extUnit(up);
+        this.extUnit(up); // a bare Sync is a cycle of its own
         this.unit = undefined;
         this.executes = 0;
         this.cycleOpen = false;
         this.inflight++;
         up.send(buf.subarray(start, end), undefined);
-        void unit;
         return;
       }
       case F.Flush:
@@ -592,6 +591,16 @@ export class Session implements Sink, Owner {
     }
   }
 
+  /** The statements of a query's text; the last one is kept, since a held-back Query is lexed when checked and again when sent. */
+  private lex(sql: string): Statement[] {
+    const last = this.lexed;
+    if (last && last.sql === sql) return last.stmts;
+    const stmts = statements(sql);
+    this.lexed = { sql, stmts };
+    return stmts;
+  }
+  private lexed: { sql: string; stmts: Statement[] } | undefined;
+
   /** The upstream's unnamed statement is someone else's now: parse ours again first. */
   private ensureUnnamed(up: Upstream, unit: Unit): void {
     if (up.unnamedOwner === this || this.unnamedParse === undefined) return;
@@ -600,23 +609,24 @@ export class Session implements Sink, Owner {
     up.unnamedOwner = this;
   }
 
-  /** Execute of a BEGIN/COMMIT/ROLLBACK prepared through the extended protocol. */
+  /** Execute of a BEGIN/COMMIT/ROLLBACK (or a refused PREPARE TRANSACTION) prepared through the extended protocol. */
   private txExecute(up: Upstream, unit: Unit, tx: Statement): void {
     if (tx.kind === 'nonTx') {
       // PREPARE TRANSACTION: fails (raised by the server at Execute), and ends the transaction.
-      if (this.inTx) (unit as Unit & { endsTxOnError?: boolean }).endsTxOnError = true;
-      const name = this.prefix + '$tx';
-      up.socket.write(m.writer.cstring(name).cstring(raising(errors.unsupportedStatement(tx.what!))).int16(0).flush(F.Parse));
-      countInjected(unit, Kind.Parse);
-      up.socket.write(m.writer.cstring('').cstring(name).int16(0).int16(0).int16(0).flush(F.Bind));
-      countInjected(unit, Kind.Bind);
-      up.socket.write(m.writer.cstring('').int32(0).flush(F.Execute));
-      up.socket.write(m.close('S', name));
-      countInjected(unit, Kind.Close);
+      if (this.inTx) unit.endsTxOnError = true;
+      this.executeInjected(up, unit, raising(errors.unsupportedStatement(tx.what!)));
       this.executes++;
       return;
     }
     const [sql, tag, effect] = this.txRewrite(tx);
+    this.executeInjected(up, unit, sql);
+    this.rewriteNextTag(unit, tag, effect);
+    this.txControlInflight++;
+    unit.txControl = true;
+  }
+
+  /** Parse, Bind (unnamed portal), Execute and Close one statement of ours inside the client's cycle; only its result reaches the client. */
+  private executeInjected(up: Upstream, unit: Unit, sql: string): void {
     const name = this.prefix + '$tx';
     up.socket.write(m.writer.cstring(name).cstring(sql).int16(0).flush(F.Parse));
     countInjected(unit, Kind.Parse);
@@ -625,9 +635,6 @@ export class Session implements Sink, Owner {
     up.socket.write(m.writer.cstring('').int32(0).flush(F.Execute));
     up.socket.write(m.close('S', name));
     countInjected(unit, Kind.Close);
-    this.rewriteNextTag(unit, tag, effect);
-    this.txControlInflight++;
-    unit.txControl = true;
   }
 
   /** What a transaction-control statement becomes, given the client's state now. */
@@ -674,7 +681,7 @@ export class Session implements Sink, Owner {
     this.cycleOpen = false;
     const [sql] = m.readCString(buf, start + 5, end);
     this.noteSql(sql);
-    const stmts = statements(sql);
+    const stmts = this.lex(sql);
     let prefix = this.guardPrefix;
     this.guardPrefix = '';
     if (prefix && stmts.length === 0) {
@@ -857,7 +864,7 @@ export class Session implements Sink, Owner {
   ready(unit: Unit, status: number, buf?: Buffer, start?: number): void {
     this.inflight--;
     if (unit.txControl) this.txControlInflight--;
-    if ((unit as Unit & { endsTxOnError?: boolean }).endsTxOnError && unit.error && this.inTx) this.effect('end');
+    if (unit.endsTxOnError && unit.error && this.inTx) this.effect('end');
     const up = this.host.upstream!;
     this.afterCycle(up, status, false, buf, start);
     if (this.pending.length) this.pump();

@@ -42,6 +42,8 @@ export interface Unit {
   txControl?: boolean;
   /** Characters prepended to the client's query: subtracted from error positions. */
   positionShift?: number;
+  /** An error in this unit ends the client's transaction (a refused PREPARE TRANSACTION). */
+  endsTxOnError?: boolean;
 }
 
 export interface Owner {
@@ -142,6 +144,12 @@ export class Upstream {
       return;
     }
     if (!this.waiters.includes(owner)) this.waiters.push(owner);
+  }
+
+  /** Take the upstream from an idle owner (a client left holding a transaction when its test ended). */
+  seize(owner: Owner): void {
+    this.owner = owner;
+    owner.granted();
   }
 
   /** Stop waiting (a client that disconnected or timed out). */
