@@ -11,10 +11,10 @@
  * Lower level, shared with the Jest worker: `openRunSandbox(manifest, …)` puts a sandbox on a
  * worker database of an existing run (the run is then owned by whoever started it).
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ensureWorkerDatabase, rebuildWorkerDatabase, startRun, teardownRun, type RunManifest, type TeardownSummary } from './run';
-import { Sandbox, type ConnectionInfo, type FileReport, type ForeignBackend, type Problem } from './proxy/sandbox';
+import type { ConnectionInfo, FileReport, ForeignBackend, Problem } from './proxy/sandbox';
+import { SandboxThread } from './proxy/remote';
 import { formatFileReport } from './report';
 import { JestPgError, type ErrorCode } from './errors';
 import type { PgOptions } from './options';
@@ -64,7 +64,8 @@ export interface RunSandbox {
   manifest: RunManifest;
   /** The worker database's name. */
   database: string;
-  sandbox: Sandbox;
+  /** The sandbox, on its own thread (a blocked test thread never stalls it). */
+  sandbox: SandboxThread;
   /** Connection details of the sandbox (URL, host, port, user, password, database, socket dir). */
   info: ConnectionInfo;
   /**
@@ -83,17 +84,10 @@ export async function openRunSandbox(manifest: RunManifest, opts: RunSandboxOpti
   const { workerId } = opts;
   const db = await ensureWorkerDatabase(manifest, workerId);
   const o = manifest.options;
-  const sandbox = await Sandbox.start({
+  const sandbox = await SandboxThread.start({
     upstreamUrl: upstreamUrl(manifest, db),
-    onUpstream: (pid) => {
-      // So a teardown after an interrupt does not list the sandbox's own connection as a leak.
-      try {
-        mkdirSync(path.join(manifest.runDir, 'upstreams'), { recursive: true, mode: 0o700 });
-        writeFileSync(path.join(manifest.runDir, 'upstreams', String(pid)), '');
-      } catch {
-        // the run dir is gone (teardown): nothing to record
-      }
-    },
+    // So a teardown after an interrupt does not list the sandbox's own connection as a leak.
+    upstreamsDir: path.join(manifest.runDir, 'upstreams'),
     socketDir: opts.socketDir ?? path.join(manifest.runDir, `w${workerId}-${process.pid}`),
     secret: manifest.proxySecret,
     isolation: o.isolation,
@@ -197,7 +191,8 @@ export function classifyProblems(problems: Problem[], options: Pick<PgOptions, '
       ...p,
       kind: leak ? 'leak' : 'late',
       code: leak ? 'JESTPG_LEAKED_CONNECTION' : 'JESTPG_LATE_QUERY',
-      severity: leak ? options.leaks : options.lateQueries,
+      // Work that finished within graceMs of its test's end did no harm: always a warning.
+      severity: leak ? options.leaks : p.kind === 'unawaited' ? 'warn' : options.lateQueries,
     };
   });
 }

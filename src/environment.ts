@@ -10,6 +10,7 @@ import { attachWorker, type Worker } from './worker';
 import { formatFileReport } from './report';
 import { classifyProblems, ENV_NAMES, problemsError, sandboxEnv } from './api';
 import { JestPgError } from './errors';
+import type { LateProblem } from './proxy/sandbox';
 import { MANIFEST_ENV } from './run';
 
 interface EnvironmentConfig {
@@ -32,6 +33,8 @@ export default class PgEnvironment extends NodeEnvironment {
   private fileOpen = false;
   private tornDown = false;
   private readonly savedEnv: Record<string, string | undefined> = {};
+  /** The tests of this file that have ended, in order (late work is reported on them). */
+  private readonly ended: Circus.TestEntry[] = [];
 
   constructor(config: EnvironmentConfig, context: EnvironmentContext) {
     super(config as never, context as never);
@@ -75,8 +78,23 @@ export default class PgEnvironment extends NodeEnvironment {
       if (!(k in this.savedEnv)) this.savedEnv[k] = process.env[k];
       process.env[k] = v;
     }
+    sb.onLate = (p) => this.onLate(p);
     await sb.beginFile();
     this.fileOpen = true;
+  }
+
+  /**
+   * A query that ran after its test ended (in a savepoint of its own, rolled back): it fails the
+   * test that started it (lateQueries: 'error', Jest reads a test's errors when the file ends)
+   * or warns.
+   */
+  private onLate(p: LateProblem): void {
+    if (!this.options) return;
+    const test = this.ended[p.afterTest - 1];
+    const problems = classifyProblems([p], this.options);
+    const err = test ? problemsError(problems) : undefined;
+    if (err && test) test.errors.push(err);
+    else for (const x of problems) process.stderr.write(`jest-environment-pg warning: ${x.message}\n`);
   }
 
   async handleTestEvent(event: Circus.AsyncEvent | Circus.SyncEvent, _state: Circus.State): Promise<void> {
@@ -87,6 +105,7 @@ export default class PgEnvironment extends NodeEnvironment {
         sb.beginTest(testName(event.test));
         return;
       case 'test_done': {
+        this.ended.push(event.test);
         const problems = classifyProblems((await sb.endTest()).problems, this.options!);
         // Fail the test that caused them (never the whole file), or only warn, per option.
         for (const p of problems) if (p.severity === 'warn') process.stderr.write(`jest-environment-pg warning: ${p.message}\n`);
@@ -114,7 +133,8 @@ export default class PgEnvironment extends NodeEnvironment {
         if (worker && this.fileOpen) {
           this.fileOpen = false;
           const report = await worker.endFile(this.testPath);
-          const text = formatFileReport(this.testPath, report);
+          // Late queries were reported on the tests that left them (onLate).
+          const text = formatFileReport(this.testPath, { ...report, late: [] });
           if (text) process.stderr.write(text + '\n');
         }
       }

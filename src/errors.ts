@@ -25,7 +25,8 @@ export type ErrorCode =
   | 'JESTPG_AUTH_FAILED'
   | 'JESTPG_FILE_ENDED'
   | 'JESTPG_UPSTREAM_LOST'
-  | 'JESTPG_FOREIGN_BACKENDS';
+  | 'JESTPG_FOREIGN_BACKENDS'
+  | 'JESTPG_SANDBOX_STALLED';
 
 export class JestPgError extends Error {
   readonly code: ErrorCode;
@@ -110,6 +111,11 @@ export const errors = {
   lateQuery: (testName: string, sql: string) =>
     make('JESTPG_LATE_QUERY', '25000')(
       `Late query: ${quoteSql(sql)} arrived after test "${testName}" had ended, so it was rejected to keep it out of the next test. ` +
+        `The test that started this work is at fault: await the request or query before the test ends (or close the server/pool in afterAll).`,
+    ),
+  lateRan: (testName: string, sql: string) =>
+    make('JESTPG_LATE_QUERY', '25000')(
+      `Late query: ${quoteSql(sql)} arrived after test "${testName}" had ended; it ran in a savepoint of its own that was rolled back, so it cannot reach the next test. ` +
         `The test that started this work is at fault: await the request or query before the test ends (or close the server/pool in afterAll).`,
     ),
   lockWait: (waitedMs: number, holder: string) =>

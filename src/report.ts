@@ -12,7 +12,7 @@ export function formatFileReport(testPath: string, r: FileReport): string {
   }
   if (r.late.length) {
     lines.push(
-      `jest-environment-pg: JESTPG_LATE_QUERY: ${r.late.length} quer${r.late.length === 1 ? 'y' : 'ies'} arrived between tests in ${testPath} and ${r.late.length === 1 ? 'was' : 'were'} rejected:`,
+      `jest-environment-pg: JESTPG_LATE_QUERY: ${r.late.length} quer${r.late.length === 1 ? 'y' : 'ies'} arrived between tests in ${testPath}; each ran in a savepoint of its own that was rolled back:`,
       ...r.late.map((p) => `  - ${p.message.replace(/\n/g, '\n    ')}`),
       '  Fix: await every query and request inside the test that starts it.',
     );

@@ -39,6 +39,23 @@ export interface SandboxOptions {
   unref?: boolean;
   /** Called with the backend pid of each upstream connection the sandbox opens. */
   onUpstream?: (backendPid: number) => void;
+  /**
+   * Called before the sandbox judges a client's bytes (its scope, a new cycle): on the sandbox's
+   * own thread, applies the boundaries the test's thread has posted so far (src/proxy/thread-main.ts).
+   */
+  pollControl?: () => void;
+  /**
+   * Called with each query that ran between tests (after its test ended): `afterTest` counts the
+   * tests of the current file that had ended when it arrived (1 = the first test).
+   */
+  onLate?: (problem: LateProblem) => void;
+}
+
+export interface LateProblem extends Problem {
+  kind: 'late';
+  /** The test that had ended last (1-based within the file). */
+  afterTest: number;
+  testName: string;
 }
 
 export interface ConnectionInfo {
@@ -52,7 +69,8 @@ export interface ConnectionInfo {
 }
 
 export interface Problem {
-  kind: 'leak' | 'late' | 'open' | 'foreign';
+  /** unawaited: still running when its test ended, finished within graceMs (always a warning). */
+  kind: 'leak' | 'late' | 'unawaited' | 'open' | 'foreign';
   message: string;
 }
 
@@ -170,6 +188,7 @@ export class Sandbox implements SessionHost {
   }
 
   private accept(socket: net.Socket, viaUnix: boolean): void {
+    this.poll();
     if (this.closing) {
       socket.destroy();
       return;
@@ -180,6 +199,39 @@ export class Sandbox implements SessionHost {
   }
 
   // ---- SessionHost ----
+
+  poll(): void {
+    this.opts.pollControl?.();
+  }
+
+  /** A session's state changed (a unit answered, a cycle or the connection ended): wake whoever waits on it. */
+  changed(): void {
+    if (this.watchers.size === 0) return;
+    for (const w of [...this.watchers]) w();
+  }
+
+  private readonly watchers = new Set<() => void>();
+
+  /**
+   * Resolves true once `done()` holds, false after `ms`: re-checked whenever a session reports a
+   * change (never by polling), so the outcome does not depend on how busy the machine is.
+   */
+  private until(done: () => boolean, ms: number): Promise<boolean> {
+    if (done()) return Promise.resolve(true);
+    return new Promise<boolean>((resolve) => {
+      const check = () => {
+        if (!done()) return;
+        finish(true);
+      };
+      const finish = (ok: boolean) => {
+        clearTimeout(timer);
+        this.watchers.delete(check);
+        resolve(ok);
+      };
+      const timer = setTimeout(() => finish(done()), ms);
+      this.watchers.add(check);
+    });
+  }
 
   scopeLabel(): string | undefined {
     switch (this.scope.kind) {
@@ -192,16 +244,13 @@ export class Sandbox implements SessionHost {
     }
   }
 
-  lastTest(): string | undefined {
-    return this.lastTestName;
-  }
-
-  late(session: Session, sql: string): void {
-    // Arriving while its test is being ended, it is that test's problem; later, the file's.
-    (this.ending ?? this.lateLog).push({
-      kind: 'late',
-      message: `${errors.lateQuery(this.lastTestName ?? '(none)', sql)}\n    on ${session.describe()}`,
-    });
+  /** A client cycle between tests: it runs in the late savepoint; report it on the test that ended last. */
+  private late(session: Session, sql: string): void {
+    const testName = this.lastTestName ?? '(none)';
+    const message = `${errors.lateRan(testName, sql).message}\n    on ${session.describe()}`;
+    const p: LateProblem = { kind: 'late', message: `JESTPG_LATE_QUERY: ${message}`, afterTest: this.testsEnded, testName };
+    this.lateLog.push(p);
+    this.opts.onLate?.(p);
   }
 
   issueKey(session: Session): [number, number] {
@@ -220,10 +269,41 @@ export class Sandbox implements SessionHost {
   closed(session: Session): void {
     this.sessions.delete(session);
     this.byPid.delete(session.pid);
+    this.changed();
   }
 
-  /** Called before each client cycle: open the test savepoint lazily, pipelined with the cycle. */
-  beforeCycle(up: Upstream): void {
+  /**
+   * Called before each client cycle: open the scope's savepoint lazily, pipelined with the cycle.
+   * A cycle between tests (work a test did not wait for) runs in a savepoint of its own, rolled
+   * back before the next test's or hook's first cycle: it can reach neither the next test nor
+   * the app as an error a real server would not give. While the test that ended is still being
+   * rolled back, such a cycle runs in that test's savepoint and is rolled back with it.
+   */
+  beforeCycle(up: Upstream, session: Session, sql: () => string): void {
+    this.poll();
+    if (!session.inTx) session.late = this.scopeLabel() === undefined;
+    if (session.late) {
+      if (this.ending) {
+        // Sent after its test ended, while that test is being rolled back: the test's problem.
+        this.ending.push({ kind: 'late', message: `JESTPG_LATE_QUERY: ${errors.lateRan(this.endingName ?? '(none)', sql()).message}\n    on ${session.describe()}` });
+        // Still inside the test's savepoint: rolled back with it.
+        if (this.savepointOpen) return;
+      } else this.late(session, sql());
+      if (!this.lateOpen && this.fileOpen) {
+        this.lateOpen = true;
+        this.settingsAtLate = up.appliedSettings;
+        up.send(up.guard === 'clean' ? releaseGuardThenLate : lateFrame, newUnit(undefined));
+        if (up.guard === 'clean') up.guard = 'none';
+      }
+      return;
+    }
+    if (this.lateOpen) {
+      // Whatever ran between tests is undone before the next scope's work.
+      this.lateOpen = false;
+      up.send(rollbackLate, newUnit(undefined));
+      up.guard = 'none';
+      up.appliedSettings = this.settingsAtLate;
+    }
     if (this.savepointPending) {
       this.savepointPending = false;
       this.savepointOpen = true;
@@ -243,6 +323,13 @@ export class Sandbox implements SessionHost {
       this.sequencesDirty = true;
     }
   }
+
+  /** The late savepoint is open (work between tests runs in it). */
+  private lateOpen = false;
+  private settingsAtLate: string | undefined;
+  /** Tests of the current file that have ended. */
+  private testsEnded = 0;
+  private endingName: string | undefined;
 
   /** Sequences as they were when the worker database was fresh: restored at each file's start. */
   private pristineSequences: string | undefined;
@@ -304,6 +391,8 @@ export class Sandbox implements SessionHost {
     this.fileOpen = true;
     this.scope = { kind: 'file' };
     this.lateLog = [];
+    this.testsEnded = 0;
+    this.lastTestName = undefined;
   }
 
   private async readServerParams(): Promise<void> {
@@ -332,8 +421,11 @@ export class Sandbox implements SessionHost {
    */
   async endTest(): Promise<TestReport> {
     await this.checkRollback();
+    // What the test sent before it ended is its own: read the bytes already on the sockets first.
+    await ioTurn();
     const name = this.scope.kind === 'test' ? this.scope.name : '(unknown)';
     this.lastTestName = name;
+    this.testsEnded++;
     this.scope = { kind: 'between' };
     const problems = this.testProblems;
     this.testProblems = [];
@@ -341,10 +433,12 @@ export class Sandbox implements SessionHost {
     if (!up || up.lost) return { problems };
     // Queries that arrive while the test is being ended were sent by it: they are its problems.
     this.ending = problems;
+    this.endingName = name;
     try {
       await this.settle(up, name, problems);
     } finally {
       this.ending = undefined;
+      this.endingName = undefined;
     }
     return { problems };
   }
@@ -362,39 +456,47 @@ export class Sandbox implements SessionHost {
 
   private async settle(up: Upstream, name: string, problems: Problem[]): Promise<void> {
 
-    // Let bytes a test wrote just before it ended arrive, so they count as its own.
-    for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
     // Running: a query in flight, or a connection opened for one that has not sent it yet.
     const since = Date.now();
     const running = () =>
       [...this.sessions].filter(
-        (s) => s.inflight > 0 || s.cycleOpen || s.phase === 'startup' || s.phase === 'auth' || (s.cycles === 0 && s.phase === 'ready' && s.openedAt.getTime() >= since - 1),
+        (s) => s.inflight > 0 || s.cycleOpen || s.waiting || s.phase === 'startup' || s.phase === 'auth' || (s.cycles === 0 && s.phase === 'ready' && s.openedAt.getTime() >= since - 1),
       );
-    const deadline = Date.now() + this.opts.graceMs;
-    while (running().length > 0 && Date.now() < deadline) await sleep(2);
-    const stuck = running();
-    if (stuck.length > 0) {
-      for (const s of stuck) {
-        if (!(s.inflight > 0 || s.cycleOpen)) continue;
+    const atEnd = running().filter((s) => s.inflight > 0 || s.cycleOpen || s.waiting);
+    const quiet = await this.until(() => running().length === 0, this.opts.graceMs);
+    // Work the test did not wait for that finished within graceMs ran in its savepoint: a warning.
+    for (const s of atEnd) {
+      if (quiet || !(s.inflight > 0 || s.cycleOpen || s.waiting)) {
+        problems.push({
+          kind: 'unawaited',
+          message: `JESTPG_LATE_QUERY: test "${name}" ended while ${s.describe()} was still running or waiting to run its query; it finished within graceMs (${this.opts.graceMs} ms) inside the test's savepoint and was rolled back with it. Await every query and request before the test ends.`,
+        });
+      }
+    }
+    if (!quiet) {
+      // Clients still queued for the upstream: their query belongs to the test that ended.
+      for (const s of this.sessions) {
+        if (!s.waiting) continue;
         problems.push({
           kind: 'late',
-          message: `JESTPG_LATE_QUERY: test "${name}" ended while ${s.describe()} was still running its query; it was cancelled after ${this.opts.graceMs} ms (graceMs). Await every query and request before the test ends.`,
+          message: `JESTPG_LATE_QUERY: test "${name}" ended while ${s.describe()} was still waiting for the sandbox connection to run ${JSON.stringify(s.pendingSql())}; it was rejected after ${this.opts.graceMs} ms (graceMs). Await every query before the test ends.`,
         });
-        if (s.cycleOpen && s.inflight === 0) s.fatal(errors.lateQuery(name, s.lastSql));
+        s.abandonWait(errors.lateQuery(name, s.pendingSql()));
       }
-      await up.cancel();
-      const hard = Date.now() + 2000;
-      while (running().length > 0 && Date.now() < hard) await sleep(2);
-      for (const s of running()) if (s.inflight > 0 || s.cycleOpen) s.fatal(errors.lateQuery(name, s.lastSql));
-    }
-    // Clients still queued for the upstream: their query belongs to the test that ended.
-    for (const s of this.sessions) {
-      if (!s.waiting) continue;
-      problems.push({
-        kind: 'late',
-        message: `JESTPG_LATE_QUERY: test "${name}" ended while ${s.describe()} was still waiting for the sandbox connection to run ${JSON.stringify(s.pendingSql())}; it was rejected. Await every query before the test ends.`,
-      });
-      s.abandonWait(errors.lateQuery(name, s.pendingSql()));
+      const busy = (s: Session) => s.inflight > 0 || s.cycleOpen;
+      const stuck = [...this.sessions].filter(busy);
+      if (stuck.length > 0) {
+        for (const s of stuck) {
+          problems.push({
+            kind: 'late',
+            message: `JESTPG_LATE_QUERY: test "${name}" ended while ${s.describe()} was still running its query; it was cancelled after ${this.opts.graceMs} ms (graceMs). Await every query and request before the test ends.`,
+          });
+          if (s.cycleOpen && s.inflight === 0) s.fatal(errors.lateQuery(name, s.lastSql));
+        }
+        await up.cancel();
+        await this.until(() => ![...this.sessions].some(busy), 2000);
+        for (const s of this.sessions) if (busy(s)) s.fatal(errors.lateQuery(name, s.lastSql));
+      }
     }
     // A client still inside its transaction holds the upstream: take it back.
     for (const s of this.sessions) {
@@ -444,8 +546,8 @@ export class Sandbox implements SessionHost {
     if (this.scope.kind === 'test') await this.endTest();
     await this.checkRollback();
     this.scope = { kind: 'between' };
-    // A pool ended in afterAll has sent its Terminates; let them arrive before judging.
-    for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+    // A pool ended in afterAll has sent its Terminates: read what is already on the sockets before judging.
+    await ioTurn();
     const open: Problem[] = [];
     for (const s of [...this.sessions]) {
       if (s.phase === 'ready') {
@@ -453,8 +555,7 @@ export class Sandbox implements SessionHost {
         s.fatal(errors.fileEnded(this.currentFile ?? 'this test file'));
       } else if (s.phase !== 'closing') s.fatal(errors.fileEnded(this.currentFile ?? 'this test file'));
     }
-    const deadline = Date.now() + 2000;
-    while (this.sessions.size > 0 && Date.now() < deadline) await sleep(2);
+    await this.until(() => this.sessions.size === 0, 2000);
     const late = this.lateLog;
     this.lateLog = [];
     let foreign: ForeignBackend[] = [];
@@ -473,6 +574,7 @@ export class Sandbox implements SessionHost {
         up.guard = 'none';
         this.fileOpen = false;
         this.savepointOpen = false;
+        this.lateOpen = false;
         foreign = rows.map(([pid, applicationName, clientAddr, state, query]) => ({ pid: Number(pid), applicationName, clientAddr, state, query }));
         if (foreign.length) {
           await up.rows(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN (${foreign.map((f) => f.pid).join(',')})`);
@@ -512,6 +614,10 @@ export class Sandbox implements SessionHost {
 }
 
 const savepointFrame = query(`SAVEPOINT ${SAVEPOINT}`);
+const LATE = 'jestpg_late';
+const lateFrame = query(`SAVEPOINT ${LATE}`);
+const releaseGuardThenLate = query(`RELEASE SAVEPOINT ${GUARD}; SAVEPOINT ${LATE}`);
+const rollbackLate = query(`ROLLBACK TO SAVEPOINT ${LATE}; RELEASE SAVEPOINT ${LATE}`);
 const releaseGuardThenSavepoint = query(`RELEASE SAVEPOINT ${GUARD}; SAVEPOINT ${SAVEPOINT}`);
 const READ_SEQUENCES = `SELECT format('%I.%I', schemaname, sequencename), last_value, start_value FROM pg_catalog.pg_sequences`;
 
@@ -529,4 +635,11 @@ function setvalSql(rows: string[][]): string {
   );
 }
 const lit = (v: string) => "'" + v.replace(/'/g, "''") + "'";
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/**
+ * Let the event loop pass through one full I/O poll: bytes already written to a client socket
+ * (by a test that just ended, on another thread or in this one) are read before the sandbox
+ * judges the scope. Called while handling a message (itself in a poll phase), a first
+ * setImmediate runs in that same iteration's check phase; the second runs only after the next
+ * iteration's poll, which reports every socket that was readable by then. No timing involved.
+ */
+const ioTurn = () => new Promise<void>((r) => setImmediate(() => setImmediate(r)));

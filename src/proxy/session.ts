@@ -49,14 +49,18 @@ export interface SessionHost {
   readonly serverParams: ReadonlyMap<string, string>;
   /** The current scope label (test name or "file"), or undefined between tests. */
   scopeLabel(): string | undefined;
-  /** The test that ended last (named in late-query errors). */
-  lastTest(): string | undefined;
-  late(session: Session, sql: string): void;
   issueKey(session: Session): [number, number];
   cancel(pid: number, key: number): void;
   closed(session: Session): void;
-  /** Called when a client cycle starts on the upstream, before anything of it is written. */
-  beforeCycle(up: Upstream): void;
+  /**
+   * Called when a client cycle starts on the upstream, before anything of it is written (the
+   * sandbox opens the scope's savepoint; a cycle between tests runs in one of its own).
+   */
+  beforeCycle(up: Upstream, session: Session, sql: () => string): void;
+  /** Called before the client's bytes are judged: boundaries posted from another thread apply first. */
+  poll(): void;
+  /** Something the end of a test or file waits for may have changed (a unit answered, bytes handled). */
+  changed(): void;
 }
 
 type Frame = [Buffer, number, number, number];
@@ -84,6 +88,8 @@ export class Session implements Sink, Owner {
   lastSqlAt: Date | undefined;
   /** The client is inside its own transaction (BEGIN seen, no COMMIT/ROLLBACK yet). */
   inTx = false;
+  /** The current cycle (or transaction) started between tests: it runs in the sandbox's late savepoint. */
+  late = false;
   private txFailed = false;
   private guardOpen = false;
   /** Units (Query/Sync) sent and not yet answered. */
@@ -161,6 +167,7 @@ export class Session implements Sink, Owner {
 
   private onData(chunk: Buffer): void {
     if (this.phase === 'closed' || this.phase === 'closing') return;
+    this.host.poll();
     try {
       if (this.phase === 'startup' || this.phase === 'auth') {
         chunk = this.startup(chunk);
@@ -173,6 +180,7 @@ export class Session implements Sink, Owner {
       return;
     }
     this.pump();
+    this.host.changed();
   }
 
   private readonly onFrame = (buf: Buffer, code: number, start: number, end: number): void => {
@@ -304,16 +312,6 @@ export class Session implements Sink, Owner {
         continue;
       }
       const starts = !this.cycleOpen && !this.copyIn;
-      if (starts && code !== F.Terminate) {
-        if (this.host.scopeLabel() === undefined && !this.inTx) {
-          const sql = code === F.Query ? m.readCString(frame[0], frame[2] + 5, frame[3])[0] : code === F.Parse ? m.readCString(frame[0], m.readCString(frame[0], frame[2] + 5, frame[3])[1], frame[3])[0] : '(extended protocol)';
-          this.cycles++;
-          this.host.late(this, sql);
-          this.rejecting = errors.lateQuery(this.host.lastTest() ?? '(unknown)', sql);
-          this.rejectSent = false;
-          continue;
-        }
-      }
       if (code === F.Terminate) {
         this.pending.length = 0;
         this.gone();
@@ -337,7 +335,7 @@ export class Session implements Sink, Owner {
         corked = true;
       }
       this.pending.shift();
-      if (starts && code !== F.Sync) this.beginCycle(up, code);
+      if (starts && code !== F.Sync) this.beginCycle(up, frame);
       this.handle(up, frame);
     }
     if (corked) up!.socket.uncork();
@@ -355,11 +353,7 @@ export class Session implements Sink, Owner {
   /** The SQL of the first queued cycle (for reports). */
   pendingSql(): string {
     const f = this.pending[0];
-    if (!f) return this.lastSql;
-    const [buf, code, start, end] = f;
-    if (code === F.Query) return m.readCString(buf, start + 5, end)[0];
-    if (code === F.Parse) return m.readCString(buf, m.readCString(buf, start + 5, end)[1], end)[0];
-    return '(extended protocol)';
+    return f ? frameSql(f) : this.lastSql;
   }
 
   abandonWait(err: JestPgError): void {
@@ -419,10 +413,11 @@ export class Session implements Sink, Owner {
     this.pump();
   }
 
-  private beginCycle(up: Upstream, code: number): void {
+  private beginCycle(up: Upstream, frame: Frame): void {
+    const code = frame[1];
     this.cycleOpen = true;
     this.cycles++;
-    this.host.beforeCycle(up);
+    this.host.beforeCycle(up, this, () => frameSql(frame));
     if (up.appliedSettings !== this.settingsKey) {
       up.send(this.settingsFrame, newUnit(undefined));
       up.appliedSettings = this.settingsKey;
@@ -869,6 +864,7 @@ export class Session implements Sink, Owner {
     this.afterCycle(up, status, false, buf, start);
     if (this.pending.length) this.pump();
     else if (this.phase === 'closing' && this.inflight === 0 && !this.cycleOpen) this.finish();
+    this.host.changed();
   }
 
   /** A cycle's ReadyForQuery: resolve the guard, answer the client, maybe hand the upstream on. */
@@ -984,6 +980,13 @@ export class Session implements Sink, Owner {
     if (!this.socket.destroyed) this.socket.destroy();
     this.host.closed(this);
   }
+}
+
+/** The SQL a cycle starts with (for reports). */
+function frameSql([buf, code, start, end]: Frame): string {
+  if (code === F.Query) return m.readCString(buf, start + 5, end)[0];
+  if (code === F.Parse) return m.readCString(buf, m.readCString(buf, start + 5, end)[1], end)[0];
+  return '(extended protocol)';
 }
 
 /** A statement that fails with this error when executed (its message in a dollar-quoted literal). */
