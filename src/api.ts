@@ -29,8 +29,16 @@ export const ENV_NAMES = ['DATABASE_URL', 'PGHOST', 'PGPORT', 'PGUSER', 'PGPASSW
 
 export type SandboxEnv = Record<(typeof ENV_NAMES)[number], string> & Record<string, string>;
 
-/** DATABASE_URL and PG* for a sandbox, plus every name in `exposeAs` set to its URL. */
-export function sandboxEnv(info: ConnectionInfo, exposeAs: readonly string[] = []): SandboxEnv {
+/**
+ * DATABASE_URL and PG* for a sandbox, plus every name in `exposeAs` set to its URL. `database`
+ * replaces the database name in them (cosmetic for the sandbox, which serves every name).
+ */
+export function sandboxEnv(info: ConnectionInfo, exposeAs: readonly string[] = [], database?: string): SandboxEnv {
+  if (database !== undefined && database !== info.database) {
+    const u = new URL(info.url);
+    u.pathname = '/' + encodeURIComponent(database);
+    info = { ...info, database, url: u.toString() };
+  }
   const env: SandboxEnv = {
     DATABASE_URL: info.url,
     PGHOST: info.host,
@@ -58,6 +66,8 @@ export interface RunSandboxOptions {
   label?: string;
   /** Where the unix socket goes. Default `<runDir>/w<workerId>-<pid>` (removed with the run). */
   socketDir?: string;
+  /** A sandbox thread already listening (a Jest worker's): pointed at this run's database instead of starting one. */
+  thread?: SandboxThread;
 }
 
 export interface RunSandbox {
@@ -84,21 +94,29 @@ export async function openRunSandbox(manifest: RunManifest, opts: RunSandboxOpti
   const { workerId } = opts;
   const db = await ensureWorkerDatabase(manifest, workerId);
   const o = manifest.options;
-  const sandbox = await SandboxThread.start({
-    upstreamUrl: upstreamUrl(manifest, db),
-    // So a teardown after an interrupt does not list the sandbox's own connection as a leak.
-    upstreamsDir: path.join(manifest.runDir, 'upstreams'),
-    socketDir: opts.socketDir ?? path.join(manifest.runDir, `w${workerId}-${process.pid}`),
-    secret: manifest.proxySecret,
-    isolation: o.isolation,
-    resetSequences: o.resetSequences,
-    graceMs: o.graceMs,
-    lockWaitMs: o.lockWaitMs,
-    label: opts.label ?? `jest-environment-pg w${workerId}`,
-    user: 'postgres',
-    database: db.name,
-    unref: opts.unref ?? false,
-  });
+  const label = opts.label ?? `jest-environment-pg w${workerId}`;
+  // So a teardown after an interrupt does not list the sandbox's own connection as a leak.
+  const upstreamsDir = path.join(manifest.runDir, 'upstreams');
+  let sandbox: SandboxThread;
+  if (opts.thread) {
+    sandbox = opts.thread;
+    sandbox.setUpstream(upstreamUrl(manifest, db), label, upstreamsDir);
+  } else {
+    sandbox = await SandboxThread.start({
+      upstreamUrl: upstreamUrl(manifest, db),
+      upstreamsDir,
+      socketDir: opts.socketDir ?? path.join(manifest.runDir, `w${workerId}-${process.pid}`),
+      secret: manifest.proxySecret,
+      isolation: o.isolation,
+      resetSequences: o.resetSequences,
+      graceMs: o.graceMs,
+      lockWaitMs: o.lockWaitMs,
+      label,
+      user: 'postgres',
+      database: db.name,
+      unref: opts.unref ?? false,
+    });
+  }
   return {
     manifest,
     database: db.name,
@@ -177,8 +195,8 @@ export async function withClosingGuard<T extends { open: unknown[]; foreign?: un
 // Test problems
 
 export interface SandboxProblem extends Problem {
-  kind: 'leak' | 'late';
-  code: 'JESTPG_LEAKED_CONNECTION' | 'JESTPG_LATE_QUERY';
+  kind: 'leak' | 'late' | 'interleaved';
+  code: 'JESTPG_LEAKED_CONNECTION' | 'JESTPG_LATE_QUERY' | 'JESTPG_INTERLEAVED_WRITE';
   /** From the `leaks` / `lateQueries` option: 'error' should fail the test, 'warn' should not. */
   severity: 'error' | 'warn';
 }
@@ -189,10 +207,11 @@ export function classifyProblems(problems: Problem[], options: Pick<PgOptions, '
     const leak = p.kind === 'leak';
     return {
       ...p,
-      kind: leak ? 'leak' : 'late',
-      code: leak ? 'JESTPG_LEAKED_CONNECTION' : 'JESTPG_LATE_QUERY',
-      // Work that finished within graceMs of its test's end did no harm: always a warning.
-      severity: leak ? options.leaks : p.kind === 'unawaited' ? 'warn' : options.lateQueries,
+      kind: leak ? 'leak' : p.kind === 'interleaved' ? 'interleaved' : 'late',
+      code: leak ? 'JESTPG_LEAKED_CONNECTION' : p.kind === 'interleaved' ? 'JESTPG_INTERLEAVED_WRITE' : 'JESTPG_LATE_QUERY',
+      // Work that finished within graceMs of its test's end did no harm, and an interleaved
+      // write lost with a rollback may be intended: always warnings.
+      severity: leak ? options.leaks : p.kind === 'unawaited' || p.kind === 'interleaved' ? 'warn' : options.lateQueries,
     };
   });
 }

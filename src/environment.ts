@@ -6,9 +6,10 @@
 import { TestEnvironment as NodeEnvironment } from 'jest-environment-node';
 import type { Circus, Config } from '@jest/types';
 import { fileOverrides, validate, type PgOptions } from './options';
-import { attachWorker, type Worker } from './worker';
+import { attachWorker, knownDatabase, knownManifest, workerThread, type Worker } from './worker';
+import type { SandboxThread } from './proxy/remote';
 import { formatFileReport } from './report';
-import { classifyProblems, ENV_NAMES, problemsError, sandboxEnv } from './api';
+import { classifyProblems, problemsError, sandboxEnv } from './api';
 import { JestPgError } from './errors';
 import type { LateProblem } from './proxy/sandbox';
 import { MANIFEST_ENV } from './run';
@@ -28,7 +29,8 @@ export default class PgEnvironment extends NodeEnvironment {
   private readonly overrides: Record<string, unknown>;
   private readonly rootDir: string;
   private readonly testPath: string;
-  private options: PgOptions | undefined;
+  private options: PgOptions;
+  private readonly thread: SandboxThread;
   private worker: Worker | undefined;
   private fileOpen = false;
   private tornDown = false;
@@ -55,32 +57,58 @@ export default class PgEnvironment extends NodeEnvironment {
       );
     }
     this.overrides = fileOverrides(pragmas);
-    if (this.rawProject !== undefined) validate(this.rawProject); // fail early, naming the key
+    const manifest = knownManifest();
+    // Validated now (an unknown key or a bad value fails before anything starts); the run's
+    // options (from the global setup) win when the run is known.
+    const projectOptions = manifest && (docblockHasPg || this.rawProject === undefined) ? manifest.options : validate(this.rawProject);
+    this.options = validate(this.overrides, projectOptions);
     this.rootDir = config.projectConfig.rootDir;
     this.testPath = context.testPath;
     // jest-environment-node copies every testEnvironmentOptions key onto the test global.
     const g = this.global as unknown as Record<string, unknown>;
     if ('pg' in envOpts && g.pg === envOpts.pg) delete g.pg;
+    // The sandbox's address is known now, before Jest runs the project's setupFiles (which run
+    // before setup()): they see DATABASE_URL/PG*. Clients that connect before setup() has opened
+    // the file transaction wait for it.
+    this.thread = workerThread(this.options);
+    this.thread.currentFile = this.testPath;
+    this.thread.expectFile();
+    this.exportEnv(knownDatabase());
+    // Opened at once, not in setup(): a setup file may await a query (Jest awaits a setup file
+    // that exports a function, before setup()). setup() and teardown() wait for it.
+    this.opened = this.open();
+    this.opened.catch(() => undefined);
   }
 
-  override async setup(): Promise<void> {
-    await super.setup();
-    this.worker = await attachWorker(this.rawProject, this.rootDir);
-    this.options = validate(this.overrides, this.worker.manifest.options);
-    const sb = this.worker.sandbox;
-    sb.configure({ isolation: this.options.isolation, graceMs: this.options.graceMs, lockWaitMs: this.options.lockWaitMs, resetSequences: this.options.resetSequences });
-    sb.currentFile = this.testPath;
-    const env = sandboxEnv(sb.info, this.options.exposeAs);
-    // The test's process.env and the worker's own (inherited by child processes it spawns).
+  private readonly opened: Promise<void>;
+
+  /** DATABASE_URL, PG* and the exposeAs names, in the test's process.env and the worker's own (inherited by child processes). */
+  private exportEnv(database: string | undefined): void {
+    const env = sandboxEnv(this.thread.info, this.options.exposeAs, database);
     const testEnv = (this.global.process as NodeJS.Process).env;
     for (const [k, v] of Object.entries(env)) {
       testEnv[k] = v;
       if (!(k in this.savedEnv)) this.savedEnv[k] = process.env[k];
       process.env[k] = v;
     }
+  }
+
+  /** Attach to the run (its worker database cloned on first use) and open the file transaction. */
+  private async open(): Promise<void> {
+    this.worker = await attachWorker(this.rawProject, this.rootDir, this.options);
+    this.options = validate(this.overrides, this.worker.manifest.options);
+    const sb = this.worker.sandbox;
+    sb.configure({ isolation: this.options.isolation, graceMs: this.options.graceMs, lockWaitMs: this.options.lockWaitMs, resetSequences: this.options.resetSequences });
+    // The first file of a worker without a global setup learns its database's name only now.
+    if (process.env.PGDATABASE !== this.worker.database) this.exportEnv(this.worker.database);
     sb.onLate = (p) => this.onLate(p);
     await sb.beginFile();
     this.fileOpen = true;
+  }
+
+  override async setup(): Promise<void> {
+    await super.setup();
+    await this.opened;
   }
 
   /**
@@ -89,7 +117,6 @@ export default class PgEnvironment extends NodeEnvironment {
    * or warns.
    */
   private onLate(p: LateProblem): void {
-    if (!this.options) return;
     const test = this.ended[p.afterTest - 1];
     const problems = classifyProblems([p], this.options);
     const err = test ? problemsError(problems) : undefined;
@@ -106,7 +133,7 @@ export default class PgEnvironment extends NodeEnvironment {
         return;
       case 'test_done': {
         this.ended.push(event.test);
-        const problems = classifyProblems((await sb.endTest()).problems, this.options!);
+        const problems = classifyProblems((await sb.endTest()).problems, this.options);
         // Fail the test that caused them (never the whole file), or only warn, per option.
         for (const p of problems) if (p.severity === 'warn') process.stderr.write(`jest-environment-pg warning: ${p.message}\n`);
         const err = problemsError(problems);
@@ -129,6 +156,7 @@ export default class PgEnvironment extends NodeEnvironment {
     try {
       if (!this.tornDown) {
         this.tornDown = true;
+        await this.opened.catch(() => undefined);
         const worker = this.worker;
         if (worker && this.fileOpen) {
           this.fileOpen = false;
@@ -140,7 +168,7 @@ export default class PgEnvironment extends NodeEnvironment {
       }
     } finally {
       const testEnv = (this.global?.process as NodeJS.Process | undefined)?.env;
-      if (testEnv) for (const k of ENV_NAMES) delete testEnv[k];
+      if (testEnv) for (const k of Object.keys(this.savedEnv)) delete testEnv[k];
       // The worker's own environment (inherited by child processes) goes back as it was, so a
       // later file on this worker that does not use the sandbox sees no dead sandbox URL.
       for (const [k, v] of Object.entries(this.savedEnv)) {

@@ -26,7 +26,8 @@ export type ErrorCode =
   | 'JESTPG_FILE_ENDED'
   | 'JESTPG_UPSTREAM_LOST'
   | 'JESTPG_FOREIGN_BACKENDS'
-  | 'JESTPG_SANDBOX_STALLED';
+  | 'JESTPG_SANDBOX_STALLED'
+  | 'JESTPG_INTERLEAVED_WRITE';
 
 export class JestPgError extends Error {
   readonly code: ErrorCode;

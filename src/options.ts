@@ -29,7 +29,7 @@ export const defaults: PgOptions = {
   leaks: 'error',
   lateQueries: 'error',
   graceMs: 100,
-  lockWaitMs: 5000,
+  lockWaitMs: 2000,
   resetSequences: true,
   keepDatabases: false,
   prefix: 'jestpg',

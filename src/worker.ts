@@ -1,37 +1,84 @@
 /**
- * Per-process state of a Jest worker: the run it belongs to and its sandbox (its own
- * database, cloned the first time it is needed, by itself: nothing counts workers in
- * advance), which lives across the test files the worker runs. The same implementation
- * as the programmatic API (src/api.ts), unref'd so it never keeps a worker alive.
+ * Per-process state of a Jest worker: its sandbox thread, started synchronously by the first
+ * test environment of the process (so DATABASE_URL/PG* are known before any setupFiles run),
+ * and the run it serves: its own database, cloned the first time it is needed, by itself —
+ * nothing counts workers in advance. Both live across the test files the worker runs. The same
+ * implementation as the programmatic API (src/api.ts), unref'd so it never keeps a worker alive.
  */
-import { attachRun, type RunManifest } from './run';
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { attachRun, MANIFEST_ENV, readManifest, type RunManifest } from './run';
 import { openRunSandbox, type RunSandbox } from './api';
+import { SandboxThread } from './proxy/remote';
+import { workerDbName } from './names';
+import type { PgOptions } from './options';
 
 export type Worker = RunSandbox;
 
+let thread: SandboxThread | undefined;
 let current: { manifestPath: string; worker: Promise<Worker> } | undefined;
 
-export async function attachWorker(rawProjectOptions: unknown, rootDir: string): Promise<Worker> {
+export const workerId = (): string => process.env.JEST_WORKER_ID ?? '1';
+
+/** The run this process belongs to, if it is already known (global setup ran, or an earlier file attached). */
+export function knownManifest(): RunManifest | undefined {
+  const file = process.env[MANIFEST_ENV];
+  if (!file || !existsSync(file)) return undefined;
+  try {
+    const m = readManifest(file);
+    // Only if it belongs to our Jest: a variable inherited from an outer Jest run must not be used.
+    return m.mainPid === process.pid || m.mainPid === process.ppid ? m : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The worker database's name, when the run is known (it is cloned later, by setup). */
+export function knownDatabase(): string | undefined {
+  const m = knownManifest();
+  return m ? workerDbName(m.prefix, m.runId, workerId()) : undefined;
+}
+
+/**
+ * This process's sandbox thread, started now if there is none: its address is known on return
+ * (a few ms, once per worker process). It connects upstream only when a file begins.
+ */
+export function workerThread(options: PgOptions): SandboxThread {
+  if (thread && !thread.gone) return thread;
+  const m = knownManifest();
+  const id = workerId();
+  thread = SandboxThread.startSync({
+    // Under the run dir when the run is known (removed with it); loopback TCP only otherwise.
+    socketDir: m ? path.join(m.runDir, `w${id}-${process.pid}`) : undefined,
+    secret: randomBytes(18).toString('base64url'),
+    isolation: options.isolation,
+    resetSequences: options.resetSequences,
+    graceMs: options.graceMs,
+    lockWaitMs: options.lockWaitMs,
+    label: `jest-environment-pg w${id}`,
+    user: 'postgres',
+    database: m ? workerDbName(m.prefix, m.runId, id) : 'postgres',
+    unref: true,
+  });
+  return thread;
+}
+
+export async function attachWorker(rawProjectOptions: unknown, rootDir: string, options: PgOptions): Promise<Worker> {
   const manifest = await attachRun(rawProjectOptions, { rootDir });
   if (current?.manifestPath === manifest.manifestPath) return current.worker;
-  // A new run in the same process (watch mode with --runInBand): drop the old sandbox.
-  const old = current;
-  current = { manifestPath: manifest.manifestPath, worker: startWorker(manifest) };
-  if (old) void old.worker.then((w) => w.close()).catch(() => undefined);
+  // A new run in the same process (watch mode): the same thread, pointed at the new run's database.
+  current = { manifestPath: manifest.manifestPath, worker: openRunSandbox(manifest, { workerId: workerId(), unref: true, thread: workerThread(options) }) };
   current.worker.catch(() => {
     if (current?.manifestPath === manifest.manifestPath) current = undefined;
   });
   return current.worker;
 }
 
-function startWorker(manifest: RunManifest): Promise<Worker> {
-  const workerId = process.env.JEST_WORKER_ID ?? '1';
-  return openRunSandbox(manifest, { workerId, unref: true, label: `jest-environment-pg w${workerId}` });
-}
-
 /** Close this process's sandbox, if it has one (--runInBand: global teardown runs here too). */
 export async function closeWorkerInProcess(): Promise<void> {
-  const w = current;
+  const t = thread;
+  thread = undefined;
   current = undefined;
-  if (w) await w.worker.then((x) => x.close()).catch(() => undefined);
+  if (t) await t.close().catch(() => undefined);
 }

@@ -45,6 +45,10 @@ export class SandboxThread {
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
   private nextId = 1;
   private dead: Error | undefined;
+  /** The thread ended (closed, or died). */
+  get gone(): boolean {
+    return this.dead !== undefined || this.closing !== undefined;
+  }
   private closing: Promise<void> | undefined;
   private currentFile_: string | undefined;
   private graceMs: number;
@@ -180,6 +184,14 @@ export class SandboxThread {
   }
   leaveHook(): void {
     this.post({ op: 'leaveHook' });
+  }
+  /** A file is about to start: clients that connect before beginFile wait for it (setupFiles). */
+  expectFile(): void {
+    this.post({ op: 'expectFile' });
+  }
+  /** The database the next beginFile connects to (and where its backend pid is recorded). */
+  setUpstream(url: string, label?: string, upstreamsDir?: string): void {
+    this.post({ op: 'setUpstream', url, label, upstreamsDir });
   }
   beginFile(): Promise<void> {
     return this.call('beginFile', 'opening the file transaction', ANSWER_MS);

@@ -15,10 +15,10 @@ import { query } from './messages';
 import { errors, JestPgError } from '../errors';
 
 export interface SandboxOptions {
-  /** URL of the worker database, with credentials that may connect to it. */
-  upstreamUrl: string;
-  /** Directory for the unix socket (private to the run). */
-  socketDir: string;
+  /** URL of the worker database, with credentials that may connect to it (or later: setUpstream). */
+  upstreamUrl?: string;
+  /** Directory for the unix socket (private to the run); without one, loopback TCP only. */
+  socketDir?: string;
   /** Password TCP clients must give. */
   secret: string;
   isolation: 'test' | 'file';
@@ -62,6 +62,7 @@ export interface ConnectionInfo {
   url: string;
   host: string;
   port: number;
+  /** '' when the sandbox listens on loopback TCP only. */
   socketDir: string;
   user: string;
   password: string;
@@ -70,7 +71,7 @@ export interface ConnectionInfo {
 
 export interface Problem {
   /** unawaited: still running when its test ended, finished within graceMs (always a warning). */
-  kind: 'leak' | 'late' | 'unawaited' | 'open' | 'foreign';
+  kind: 'leak' | 'late' | 'unawaited' | 'interleaved' | 'open' | 'foreign';
   message: string;
 }
 
@@ -109,6 +110,10 @@ class InternalOwner implements Owner {
   }
   describe(): string {
     return `jest-environment-pg (${this.what})`;
+  }
+  /** The end of a test may take the upstream from a client idle in its transaction. */
+  canBorrow(): boolean {
+    return true;
   }
 }
 
@@ -160,19 +165,22 @@ export class Sandbox implements SessionHost {
     });
     this.servers.push(tcp);
     const port = (tcp.address() as net.AddressInfo).port;
-    fs.mkdirSync(this.opts.socketDir, { recursive: true, mode: 0o700 });
-    const sockPath = path.join(this.opts.socketDir, `.s.PGSQL.${port}`);
-    try {
-      fs.unlinkSync(sockPath);
-    } catch {
-      /* not there */
+    const socketDir = this.opts.socketDir;
+    if (socketDir) {
+      fs.mkdirSync(socketDir, { recursive: true, mode: 0o700 });
+      const sockPath = path.join(socketDir, `.s.PGSQL.${port}`);
+      try {
+        fs.unlinkSync(sockPath);
+      } catch {
+        /* not there */
+      }
+      const unix = net.createServer((s) => this.accept(s, true));
+      await new Promise<void>((resolve, reject) => {
+        unix.once('error', reject);
+        unix.listen(sockPath, () => resolve());
+      });
+      this.servers.push(unix);
     }
-    const unix = net.createServer((s) => this.accept(s, true));
-    await new Promise<void>((resolve, reject) => {
-      unix.once('error', reject);
-      unix.listen(sockPath, () => resolve());
-    });
-    this.servers.push(unix);
     if (this.opts.unref) for (const s of this.servers) s.unref();
     const user = this.opts.user ?? 'postgres';
     const database = this.opts.database ?? 'postgres';
@@ -180,7 +188,7 @@ export class Sandbox implements SessionHost {
       url: `postgres://${encodeURIComponent(user)}:${encodeURIComponent(this.opts.secret)}@127.0.0.1:${port}/${encodeURIComponent(database)}`,
       host: '127.0.0.1',
       port,
-      socketDir: this.opts.socketDir,
+      socketDir: socketDir ?? '',
       user,
       password: this.opts.secret,
       database,
@@ -202,6 +210,10 @@ export class Sandbox implements SessionHost {
 
   poll(): void {
     this.opts.pollControl?.();
+  }
+
+  warn(message: string): void {
+    (this.ending ?? this.testProblems).push({ kind: 'interleaved', message });
   }
 
   /** A session's state changed (a unit answered, a cycle or the connection ended): wake whoever waits on it. */
@@ -372,8 +384,63 @@ export class Sandbox implements SessionHost {
   }
 
   /** Start a test file: connect the upstream if needed and open the file transaction. */
+  /**
+   * The next file is about to start (its environment exists; setup has not run yet): clients that
+   * connect now (a setup file's pool) are held until beginFile opens the file transaction.
+   */
+  expectFile(): void {
+    this.opening = true;
+    this.scope = { kind: 'file' };
+  }
+
+  /** Where the next beginFile connects (a new run in the same process reconnects). */
+  setUpstream(url: string, label?: string): void {
+    if (url !== this.opts.upstreamUrl && this.upstream) {
+      const old = this.upstream;
+      this.upstream = undefined;
+      void old.close().catch(() => undefined);
+      this.pristineSequences = undefined;
+    }
+    this.opts.upstreamUrl = url;
+    if (label) this.opts.label = label;
+  }
+
+  /**
+   * May this client start a cycle now? Only inside an open file transaction: while one is being
+   * opened, it waits for it; between files (a connection the last file left behind), never.
+   */
+  admit(session: Session): 'go' | 'wait' | JestPgError {
+    this.poll();
+    if (this.fileOpen) return 'go';
+    if (this.opening) {
+      this.held.add(session);
+      return 'wait';
+    }
+    return errors.fileEnded(this.currentFile ?? 'the test file');
+  }
+
+  private opening = false;
+  private readonly held = new Set<Session>();
+
+  private releaseHeld(): void {
+    const held = [...this.held];
+    this.held.clear();
+    for (const s of held) s.pump();
+  }
+
   async beginFile(): Promise<void> {
+    this.opening = true;
+    try {
+      await this.openFile();
+    } finally {
+      this.opening = false;
+      this.releaseHeld();
+    }
+  }
+
+  private async openFile(): Promise<void> {
     if (!this.upstream || this.upstream.lost) {
+      if (!this.opts.upstreamUrl) throw new Error('jest-environment-pg: the sandbox has no upstream database yet (setUpstream)');
       this.upstream = await Upstream.connect(this.opts.upstreamUrl, this.opts.label);
       if (this.opts.unref) this.upstream.socket.unref();
       this.opts.onUpstream?.(this.upstream.backendPid);

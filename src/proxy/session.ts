@@ -37,6 +37,13 @@ const guardOpenFrame = m.query(GUARD_OPEN_SQL);
 const guardRenewFrame = m.query(GUARD_RENEW_SQL);
 /** Undo a failed cycle; the guard stays, clean, for the next one. */
 const guardRollbackFrame = m.query(`ROLLBACK TO SAVEPOINT ${GUARD}`);
+/** End the guard of a cycle that ran inside another client's transaction (kept / undone). */
+const guardReleaseFrame = m.query(`RELEASE SAVEPOINT ${GUARD}`);
+const guardUndoFrame = m.query(`ROLLBACK TO SAVEPOINT ${GUARD}; RELEASE SAVEPOINT ${GUARD}`);
+
+/** Reads leave nothing a rollback could take away; anything else might be a write. */
+const READS = /^\s*(select|show|values|table|explain|fetch|declare|set|reset|discard|deallocate|prepare|execute|listen|unlisten|notify|begin|start|commit|end|rollback|savepoint|release)\b/i;
+const isWrite = (sql: string) => !READS.test(sql.replace(/^(\s*(--[^\n]*\n|\/\*[\s\S]*?\*\/))*/, ''));
 
 export type Phase = 'startup' | 'auth' | 'ready' | 'closing' | 'closed';
 
@@ -59,8 +66,12 @@ export interface SessionHost {
   beforeCycle(up: Upstream, session: Session, sql: () => string): void;
   /** Called before the client's bytes are judged: boundaries posted from another thread apply first. */
   poll(): void;
+  /** May a cycle start now ('wait': the sandbox pumps the session again when it may)? */
+  admit(session: Session): 'go' | 'wait' | JestPgError;
   /** Something the end of a test or file waits for may have changed (a unit answered, bytes handled). */
   changed(): void;
+  /** A warning for the current test (or file). */
+  warn(message: string): void;
 }
 
 type Frame = [Buffer, number, number, number];
@@ -316,6 +327,15 @@ export class Session implements Sink, Owner {
         this.pending.length = 0;
         this.gone();
         break;
+      }
+      if (starts) {
+        const admitted = this.host.admit(this);
+        if (admitted === 'wait') break;
+        if (admitted !== 'go') {
+          this.rejecting = admitted;
+          this.rejectSent = false;
+          continue;
+        }
       }
       if (!up || up.lost) {
         this.rejecting = up?.lost instanceof JestPgError ? up.lost : errors.upstreamLost(up?.lost?.message ?? 'not connected');
@@ -639,9 +659,10 @@ export class Session implements Sink, Owner {
         return inTx ? [WARN_IN_TX, s.tag!, undefined] : [NOOP, s.tag!, 'begin'];
       case 'commit':
         if (!inTx) return [WARN_NO_TX, 'COMMIT', undefined];
-        if (failed) return [ROLLBACK_GUARD, 'ROLLBACK', 'end'];
+        if (failed) return (this.rollingBack = true), [ROLLBACK_GUARD, 'ROLLBACK', 'end'];
         return [this.localSettings.size ? resetLocals(this.localSettings) : NOOP, 'COMMIT', 'end'];
       case 'rollback':
+        if (inTx) this.rollingBack = true;
         return inTx ? [ROLLBACK_GUARD, 'ROLLBACK', 'end'] : [WARN_NO_TX, 'ROLLBACK', undefined];
       default:
         throw new Error(`not transaction control: ${s.kind}`);
@@ -663,7 +684,11 @@ export class Session implements Sink, Owner {
     if (effect === 'begin') {
       this.inTx = true;
       this.txFailed = false;
+      this.lentWrites = [];
     } else if (effect === 'end') {
+      if (this.rollingBack) this.lentWritesLost();
+      this.rollingBack = false;
+      this.lentWrites = [];
       this.inTx = false;
       this.txFailed = false;
       this.abortedHere = false;
@@ -876,9 +901,17 @@ export class Session implements Sink, Owner {
     } else {
       client = 'I';
       if (this.guardOpen && this.inflight === 0 && !this.cycleOpen && !up.lost) {
-        // Success: nothing to send; the next cycle moves the guard forward before it starts.
-        if (status === TxStatus.Failed) up.send(guardRollbackFrame, newUnit(undefined));
-        up.guard = 'clean';
+        if (up.lender) {
+          // A cycle run inside another client's idle transaction: its guard goes now, so that
+          // client's own guard (its transaction) is the innermost one again.
+          up.send(status === TxStatus.Failed ? guardUndoFrame : guardReleaseFrame, newUnit(undefined));
+          up.guard = 'active';
+          if (status !== TxStatus.Failed && up.lender instanceof Session && isWrite(this.lastSql)) up.lender.lentWrite(this, this.lastSql);
+        } else {
+          // Success: nothing to send; the next cycle moves the guard forward before it starts.
+          if (status === TxStatus.Failed) up.send(guardRollbackFrame, newUnit(undefined));
+          up.guard = 'clean';
+        }
         this.guardOpen = false;
       }
     }
@@ -890,7 +923,58 @@ export class Session implements Sink, Owner {
     } else this.out(m.readyForQuery(client));
     if (!this.inTx && this.inflight === 0 && !this.cycleOpen && !this.copyIn && up.owner === this) {
       up.release(this);
+    } else if (up.owner === this && this.idleInTx()) up.lendIdle();
+  }
+
+  // ---- lending: another client's cycle inside this client's idle transaction ----
+
+  /** Inside a transaction that is not aborted, with nothing in flight or queued. */
+  idleInTx(): boolean {
+    return this.inTx && !this.txFailed && this.phase === 'ready' && this.inflight === 0 && !this.cycleOpen && !this.copyIn && this.pending.length === 0;
+  }
+
+  /**
+   * May run its next cycle inside another client's idle transaction: an autocommit cycle (not
+   * one that starts a transaction) of a client with the same session settings, inside a test or
+   * the file's scope.
+   */
+  canBorrow(): boolean {
+    const up = this.host.upstream;
+    const f = this.pending[0];
+    return (
+      !this.inTx && this.phase === 'ready' && f !== undefined && !this.cycleOpen && up !== undefined && up.appliedSettings === this.settingsKey && !this.startsTx(f) && this.host.scopeLabel() !== undefined
+    );
+  }
+
+  private startsTx([buf, code, start, end]: Frame): boolean {
+    if (code === F.Query || code === F.Parse) {
+      const sql = code === F.Query ? m.readCString(buf, start + 5, end)[0] : m.readCString(buf, m.readCString(buf, start + 5, end)[1], end)[0];
+      return this.lex(sql).some((s) => s.kind === 'begin' || s.kind === 'commit' || s.kind === 'rollback');
     }
+    if (code === F.Bind) {
+      const [, a] = m.readCString(buf, start + 5, end);
+      const [statement] = m.readCString(buf, a, end);
+      return this.txStatements.has(statement ? this.prefix + statement : '');
+    }
+    return false;
+  }
+
+  /** Writes other clients made inside this client's open transaction (undone if it rolls back). */
+  private lentWrites: string[] = [];
+  private rollingBack = false;
+
+  lentWrite(by: Session, sql: string): void {
+    if (this.lentWrites.length < 5) this.lentWrites.push(`${JSON.stringify(oneLine(sql))} by ${by.describe()}`);
+  }
+
+  /** This client's transaction is being rolled back: the writes made inside it by others go too. */
+  private lentWritesLost(): void {
+    if (this.lentWrites.length === 0) return;
+    this.host.warn(
+      `JESTPG_INTERLEAVED_WRITE: ${this.describe()} rolled back its transaction, and with it what other connections wrote while it was open (their statements ran inside it, since the sandbox has one connection): ${this.lentWrites.join('; ')}. ` +
+        `On a real server those writes would have stayed. If the test relies on them, pass the transaction to those queries or commit before making them.`,
+    );
+    this.lentWrites = [];
   }
 
   // ---- end of life ----
@@ -898,6 +982,7 @@ export class Session implements Sink, Owner {
   /** The sandbox ends this client's transaction (end of test): its savepoints are gone. */
   resetByRollback(testName: string): void {
     if (this.inTx) this.abortedBy = testName;
+    if (this.inTx) this.lentWritesLost();
     this.inTx = false;
     this.txFailed = false;
     this.guardOpen = false;
@@ -953,6 +1038,7 @@ export class Session implements Sink, Owner {
     }
     if (up && !up.lost && up.owner === this) {
       if (this.inTx || this.guardOpen) {
+        if (this.inTx) this.lentWritesLost();
         up.send(guardRollbackFrame, newUnit(undefined));
         up.guard = 'clean';
         this.inTx = false;

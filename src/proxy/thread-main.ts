@@ -31,6 +31,8 @@ export type Control =
   | { op: 'currentFile'; file: string }
   | { op: 'beginTest'; name: string }
   | { op: 'enterHook' }
+  | { op: 'expectFile' }
+  | { op: 'setUpstream'; url: string; label?: string; upstreamsDir?: string }
   | { op: 'leaveHook' }
   | { op: 'call'; id: number; method: 'beginFile' | 'endTest' | 'endFile' | 'disconnect' | 'close' };
 
@@ -77,6 +79,13 @@ function main(): void {
       case 'enterHook':
         sandbox.enterHook();
         return;
+      case 'expectFile':
+        sandbox.expectFile();
+        return;
+      case 'setUpstream':
+        if (c.upstreamsDir) upstreamsDir = c.upstreamsDir;
+        sandbox.setUpstream(c.url, c.label);
+        return;
       case 'leaveHook':
         sandbox.leaveHook();
         return;
@@ -114,21 +123,20 @@ function main(): void {
     apply(c);
   });
 
-  const upstreamsDir = data.upstreamsDir;
+  let upstreamsDir = data.upstreamsDir;
   Sandbox.start({
     ...data.opts,
     pollControl: poll,
     onLate: (problem) => port.postMessage({ type: 'late', problem } satisfies Reply),
-    onUpstream: upstreamsDir
-      ? (pid) => {
-          try {
-            mkdirSync(upstreamsDir, { recursive: true, mode: 0o700 });
-            writeFileSync(path.join(upstreamsDir, String(pid)), '');
-          } catch {
-            // the run dir is gone (teardown): nothing to record
-          }
-        }
-      : undefined,
+    onUpstream: (pid) => {
+      if (!upstreamsDir) return;
+      try {
+        mkdirSync(upstreamsDir, { recursive: true, mode: 0o700 });
+        writeFileSync(path.join(upstreamsDir, String(pid)), '');
+      } catch {
+        // the run dir is gone (teardown): nothing to record
+      }
+    },
   }).then(
     (sb) => {
       sandbox = sb;

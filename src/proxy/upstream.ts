@@ -50,6 +50,10 @@ export interface Owner {
   /** Called when the upstream is handed to this owner. */
   granted(): void;
   describe(): string;
+  /** Holds the upstream for an open transaction with nothing in flight or queued (it may be lent). */
+  idleInTx?(): boolean;
+  /** Its next cycle may run on the upstream lent by an owner idle in its transaction. */
+  canBorrow?(): boolean;
 }
 
 const executeAll = Buffer.from([F.Execute, 0, 0, 0, 9, 0, 0, 0, 0, 0]);
@@ -138,12 +142,38 @@ export class Upstream {
   /** Ask for the upstream; `owner.granted()` is called when it is this owner's turn. */
   acquire(owner: Owner): void {
     if (this.owner === owner) return;
+    if (owner === this.lender) {
+      this.lenderWants = true;
+      return;
+    }
     if (this.owner === undefined) {
       this.owner = owner;
       owner.granted();
       return;
     }
     if (!this.waiters.includes(owner)) this.waiters.push(owner);
+    this.lendIdle();
+  }
+
+  /**
+   * The owner a borrower took the upstream from: a client idle inside its transaction, whose
+   * app waits for another connection's answer before it sends its next statement. Lending
+   * makes that deadlock impossible: the borrower's cycle runs inside the lender's transaction,
+   * in a guard of its own, and the upstream goes back to the lender when it ends.
+   */
+  lender: Owner | undefined;
+  private lenderWants = false;
+
+  /** The owner is idle inside its transaction: let the first waiter that may borrow run meanwhile. */
+  lendIdle(): void {
+    if (this.lender || !this.owner?.idleInTx?.()) return;
+    const i = this.waiters.findIndex((w) => w.canBorrow?.() === true);
+    if (i < 0) return;
+    const [borrower] = this.waiters.splice(i, 1);
+    this.lender = this.owner;
+    this.lenderWants = false;
+    this.owner = borrower;
+    borrower.granted();
   }
 
   /** Take the upstream from an idle owner (a client left holding a transaction when its test ended). */
@@ -156,10 +186,23 @@ export class Upstream {
   withdraw(owner: Owner): void {
     const i = this.waiters.indexOf(owner);
     if (i >= 0) this.waiters.splice(i, 1);
+    if (owner === this.lender) this.lenderWants = false;
   }
 
   release(owner: Owner): void {
     if (this.owner !== owner) return;
+    const lender = this.lender;
+    if (lender) {
+      // Back to the client whose transaction it is.
+      this.lender = undefined;
+      this.owner = lender;
+      if (this.lenderWants) {
+        this.lenderWants = false;
+        lender.granted();
+      } else if (lender.idleInTx?.()) this.lendIdle();
+      else this.release(lender); // its transaction ended meanwhile (rolled back at the end of its test)
+      return;
+    }
     this.owner = this.waiters.shift();
     this.owner?.granted();
   }
