@@ -48,7 +48,7 @@ Options of run:
   --cache-dir DIR            where the throwaway cluster is cached for warm starts
   --no-cache                 do not use the cache
   --lock-wait-ms N           how long a query may wait for a connection that holds a
-                             transaction before it fails (default 5000)
+                             transaction before it fails (default 2000)
   --prefix P                 prefix of the databases created (default jestpg)
   --keep-databases           keep the database at the end and print its name (debugging)
   -q, --quiet                print only problems (no ready line, no summary)

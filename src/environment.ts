@@ -35,7 +35,7 @@ export default class PgEnvironment extends NodeEnvironment {
   private fileOpen = false;
   private tornDown = false;
   private readonly savedEnv: Record<string, string | undefined> = {};
-  /** The tests of this file that have ended, in order (late work is reported on them). */
+  /** The tests of this file that have ended, one per sandbox test (late work is reported on them). */
   private readonly ended: Circus.TestEntry[] = [];
 
   constructor(config: EnvironmentConfig, context: EnvironmentContext) {
@@ -127,19 +127,30 @@ export default class PgEnvironment extends NodeEnvironment {
   async handleTestEvent(event: Circus.AsyncEvent | Circus.SyncEvent, _state: Circus.State): Promise<void> {
     const sb = this.worker?.sandbox;
     if (!sb || !this.fileOpen) return;
+    // Jest 30 runs a run of test.concurrent tests as a group between these two events: they
+    // share one scope (one savepoint), opened before the first starts and rolled back after
+    // the last ends, so none of their queries is late while any of them runs.
+    const name = event.name as string;
+    if (name === 'concurrent_tests_start') {
+      const tests = (event as unknown as { tests: Circus.TestEntry[] }).tests;
+      this.group = tests;
+      sb.beginTest(`concurrent: ${tests.map((t) => testName(t)).join(' + ')}`);
+      return;
+    }
+    if (name === 'concurrent_tests_end') {
+      const group = this.group ?? [];
+      this.group = undefined;
+      // Reported on the first test of the group (whose connection it was cannot be known).
+      if (group.length) await this.endTest(group[0]);
+      return;
+    }
     switch (event.name) {
       case 'test_started':
-        sb.beginTest(testName(event.test));
+        if (!this.group) sb.beginTest(testName(event.test));
         return;
-      case 'test_done': {
-        this.ended.push(event.test);
-        const problems = classifyProblems((await sb.endTest()).problems, this.options);
-        // Fail the test that caused them (never the whole file), or only warn, per option.
-        for (const p of problems) if (p.severity === 'warn') process.stderr.write(`jest-environment-pg warning: ${p.message}\n`);
-        const err = problemsError(problems);
-        if (err) event.test.errors.push(err);
+      case 'test_done':
+        if (!this.group) await this.endTest(event.test);
         return;
-      }
       case 'hook_start':
         if (event.hook.type === 'beforeAll' || event.hook.type === 'afterAll') sb.enterHook();
         return;
@@ -150,6 +161,18 @@ export default class PgEnvironment extends NodeEnvironment {
       default:
         return;
     }
+  }
+
+  /** The concurrent tests running as one group (Jest 30), if any. */
+  private group: Circus.TestEntry[] | undefined;
+
+  /** End the sandbox's test and fail `test` (never the whole file) with what it left behind, or warn, per option. */
+  private async endTest(test: Circus.TestEntry): Promise<void> {
+    this.ended.push(test);
+    const problems = classifyProblems((await this.worker!.sandbox.endTest()).problems, this.options);
+    for (const p of problems) if (p.severity === 'warn') process.stderr.write(`jest-environment-pg warning: ${p.message}\n`);
+    const err = problemsError(problems);
+    if (err) test.errors.push(err);
   }
 
   override async teardown(): Promise<void> {
