@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { dropDatabase, terminateBackends, withClient, withDatabase } from './admin';
 import { hashMigrations, runMigrations } from './migrations';
+import { installMovingClock } from './clock-template';
 import { ident, literal, marker, sha256, templateName } from './names';
 import type { MigrationSource } from './options';
 
@@ -43,7 +44,7 @@ export function packageVersion(): string {
 export async function templateNameFor(opts: TemplateOptions): Promise<string> {
   const contents = await hashMigrations(opts.migrations, opts.seed, { rootDir: opts.rootDir });
   const major = Math.floor(opts.versionNum / 10000);
-  return templateName(opts.prefix, sha256(contents, `pg${major}`, `jest-environment-pg@${packageVersion()}`));
+  return templateName(opts.prefix, sha256(contents, `pg${major}`, `jest-environment-pg@${packageVersion()}`, 'clock1'));
 }
 
 /** A 64-bit advisory lock key derived from a name (single-key form; the leases use the two-key form). */
@@ -80,6 +81,8 @@ export async function ensureTemplateDetailed(adminUrl: string, opts: TemplateOpt
         try {
           await runMigrations(opts.migrations, url, { rootDir: opts.rootDir });
           await runMigrations(opts.seed, url, { rootDir: opts.rootDir });
+          // now() per client transaction, not per file (src/clock-template.ts).
+          await withClient(url, installMovingClock, { applicationName: 'jest-environment-pg template' });
         } catch (e) {
           // Not marked complete; drop it so no half-built database lingers (the next run rebuilds it).
           await dropDatabase(c, name, opts.versionNum).catch(() => undefined);

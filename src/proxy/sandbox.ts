@@ -445,6 +445,8 @@ export class Sandbox implements SessionHost {
       if (this.opts.unref) this.upstream.socket.unref();
       this.opts.onUpstream?.(this.upstream.backendPid);
       if (this.serverParams.size === 0) await this.readServerParams();
+      const [[moves]] = await this.upstream.rows(`SELECT pg_catalog.to_regprocedure('pg_catalog.jestpg_begin()') IS NOT NULL`);
+      this.clockMoves = moves === 't';
     }
     // nextval survives rollback: put every sequence back where a fresh database has it (one
     // message with the BEGIN).
@@ -461,6 +463,9 @@ export class Sandbox implements SessionHost {
     this.testsEnded = 0;
     this.lastTestName = undefined;
   }
+
+  /** The worker database has the moving clock (src/clock-template.ts); read at connect. */
+  clockMoves = false;
 
   private async readServerParams(): Promise<void> {
     const rows = await this.upstream!.rows(

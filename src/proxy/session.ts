@@ -19,6 +19,7 @@ import { F, StartupCode, TxStatus } from './codes';
 import { FrameError, Framer } from './framer';
 import * as m from './messages';
 import { statements, type Statement } from './sql';
+import { clockRewrite } from './clock';
 import { countInjected, countSent, Kind, newUnit, type Owner, type Sink, type Unit, type Upstream } from './upstream';
 import { checkMd5, newSalt } from './auth';
 import { errors, JestPgError } from '../errors';
@@ -26,6 +27,9 @@ import { ident } from '../names';
 
 export const GUARD = 'jestpg_guard';
 const NOOP = "SET LOCAL jestpg.noop = ''";
+/** A client transaction's time begins / ends (procedures the template got: src/clock-template.ts). */
+const CLOCK_BEGIN = 'CALL pg_catalog.jestpg_begin()';
+const CLOCK_END = 'CALL pg_catalog.jestpg_end()';
 const ROLLBACK_GUARD = `ROLLBACK TO SAVEPOINT ${GUARD}`;
 const warn = (text: string) => `DO $jestpg$BEGIN RAISE WARNING USING MESSAGE = '${text}', ERRCODE = '25001'; END$jestpg$`;
 const WARN_IN_TX = warn('there is already a transaction in progress');
@@ -72,6 +76,8 @@ export interface SessionHost {
   changed(): void;
   /** A warning for the current test (or file). */
   warn(message: string): void;
+  /** The database has the moving clock (now() per client transaction). */
+  readonly clockMoves: boolean;
 }
 
 type Frame = [Buffer, number, number, number];
@@ -502,9 +508,11 @@ export class Session implements Sink, Owner {
           frame = m.writer.cstring(target).cstring(ROLLBACK_GUARD).bytes(buf, b, end).flush(F.Parse);
         } else {
           if (this.txStatements.size) this.txStatements.delete(key);
+          const moved = this.host.clockMoves ? clockRewrite(sql) : sql;
           // The unnamed statement stays unnamed upstream (no rewrite, no copy); it is re-created
           // from this frame if anything replaced it before the client uses it again.
-          frame = name ? m.writer.cstring(target).bytes(buf, a, end).flush(F.Parse) : buf.subarray(start, end);
+          if (moved !== sql) frame = m.writer.cstring(target).cstring(moved).bytes(buf, b, end).flush(F.Parse);
+          else frame = name ? m.writer.cstring(target).bytes(buf, a, end).flush(F.Parse) : buf.subarray(start, end);
         }
         if (name) this.prepared.add(key);
         else {
@@ -656,11 +664,13 @@ export class Session implements Sink, Owner {
   private txRewrite(s: Statement, inTx = this.inTx, failed = this.txFailed): [sql: string, tag: string, effect: 'begin' | 'end' | undefined] {
     switch (s.kind) {
       case 'begin':
-        return inTx ? [WARN_IN_TX, s.tag!, undefined] : [NOOP, s.tag!, 'begin'];
+        // The client's transaction time starts now (a moving clock: src/proxy/clock.ts).
+        return inTx ? [WARN_IN_TX, s.tag!, undefined] : [this.host.clockMoves ? CLOCK_BEGIN : NOOP, s.tag!, 'begin'];
       case 'commit':
         if (!inTx) return [WARN_NO_TX, 'COMMIT', undefined];
         if (failed) return (this.rollingBack = true), [ROLLBACK_GUARD, 'ROLLBACK', 'end'];
-        return [this.localSettings.size ? resetLocals(this.localSettings) : NOOP, 'COMMIT', 'end'];
+        if (this.localSettings.size) return [resetLocals(this.host.clockMoves ? new Set([...this.localSettings, 'jestpg.now']) : this.localSettings), 'COMMIT', 'end'];
+        return [this.host.clockMoves ? CLOCK_END : NOOP, 'COMMIT', 'end'];
       case 'rollback':
         if (inTx) this.rollingBack = true;
         return inTx ? [ROLLBACK_GUARD, 'ROLLBACK', 'end'] : [WARN_NO_TX, 'ROLLBACK', undefined];
@@ -699,8 +709,15 @@ export class Session implements Sink, Owner {
 
   private query(up: Upstream, buf: Buffer, start: number, end: number): void {
     this.cycleOpen = false;
-    const [sql] = m.readCString(buf, start + 5, end);
-    this.noteSql(sql);
+    const [text] = m.readCString(buf, start + 5, end);
+    this.noteSql(text);
+    // CURRENT_TIMESTAMP & co. onto the moving clock (src/proxy/clock.ts).
+    const sql = this.host.clockMoves ? clockRewrite(text) : text;
+    if (sql !== text) {
+      buf = m.query(sql);
+      start = 0;
+      end = buf.length;
+    }
     const stmts = this.lex(sql);
     let prefix = this.guardPrefix;
     this.guardPrefix = '';
