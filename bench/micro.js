@@ -13,6 +13,7 @@ const { median, quantile } = require('./stats');
 
 const ROOT = path.resolve(__dirname, '..');
 const { Sandbox } = require(path.join(ROOT, 'dist', 'proxy', 'sandbox'));
+const { SandboxThread } = require(path.join(ROOT, 'dist', 'proxy', 'remote'));
 
 const now = () => performance.now();
 
@@ -91,7 +92,9 @@ async function startRelay(port) {
  *                          one more hop through Node's event loop costs by itself;
  *  - directUnix / sandboxUnix: both over unix sockets;
  *  - sandboxUpUnix:        the client over TCP, the sandbox's upstream over the cluster's unix
- *                          socket (the embedded cluster has one) instead of TCP.
+ *                          socket (the embedded cluster has one) instead of TCP;
+ *  - threadUpUnix:         the same, with the sandbox on its own thread, as a Jest worker runs
+ *                          it (the others run it on this thread, to decompose its costs).
  * Paths take turns in blocks of `block` samples; each overhead is the median over rounds of
  * (median of the path's block − median of its baseline's block), so drift and the other
  * engineers' load on this shared machine hit both sides of every difference alike.
@@ -101,6 +104,21 @@ async function proxyOverhead({ dbUrl, cluster, socketDir, samples = 5000, block 
   sb.beginTest('proxy overhead');
   const sbUp = await startSandbox(`postgres://postgres@/${new URL(dbUrl).pathname.slice(1)}?host=${encodeURIComponent(cluster.socketDir)}&port=${cluster.port}`, socketDir + '-up', track);
   sbUp.beginTest('proxy overhead, unix upstream');
+  const upUnixUrl = `postgres://postgres@/${new URL(dbUrl).pathname.slice(1)}?host=${encodeURIComponent(cluster.socketDir)}&port=${cluster.port}`;
+  const th = await SandboxThread.start({
+    upstreamUrl: upUnixUrl,
+    socketDir: socketDir + '-thread',
+    secret: 'bench-secret',
+    isolation: 'test',
+    graceMs: 100,
+    lockWaitMs: 5000,
+    label: 'jest-environment-pg bench thread',
+    user: 'postgres',
+    database: 'bench',
+  });
+  track?.(th);
+  await th.beginFile();
+  th.beginTest('proxy overhead, own thread');
   const relay = await startRelay(cluster.port);
   const dbName = new URL(dbUrl).pathname.slice(1);
   const relayUrl = new URL(dbUrl);
@@ -114,6 +132,7 @@ async function proxyOverhead({ dbUrl, cluster, socketDir, samples = 5000, block 
     directUnix: await connect({ host: cluster.socketDir, port: cluster.port, user: 'postgres', database: dbName }),
     sandboxUnix: await connect({ host: sb.info.socketDir, port: sb.info.port, user: sb.info.user, password: sb.info.password, database: 'bench' }),
     sandboxUpUnix: await connect({ connectionString: sbUp.info.url }),
+    threadUpUnix: await connect({ connectionString: th.info.url }),
   };
   const names = Object.keys(clients);
   const times = Object.fromEntries(names.map((k) => [k, []]));
@@ -123,6 +142,9 @@ async function proxyOverhead({ dbUrl, cluster, socketDir, samples = 5000, block 
   for (const [k, c] of Object.entries(clients)) backend[k] = Number((await c.query('SELECT pg_backend_pid() AS p')).rows[0].p);
   backend.sandbox = backend.sandboxTx = backend.sandboxUnix = sb.upstream.backendPid;
   backend.sandboxUpUnix = sbUp.upstream.backendPid;
+  backend.threadUpUnix = Number(
+    (await clients.direct.query("SELECT pid FROM pg_stat_activity WHERE pid NOT IN (SELECT unnest($1::int[])) AND datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()", [[...Object.values(backend), sb.upstream.backendPid, sbUp.upstream.backendPid].filter(Boolean)])).rows[0]?.pid,
+  );
   const cpu = Object.fromEntries(names.map((k) => [k, { node: 0, pg: 0, n: 0 }]));
   const rounds = Object.fromEntries(names.map((k) => [k, []]));
   const sandboxTxOwns = async (on) => {
@@ -138,7 +160,7 @@ async function proxyOverhead({ dbUrl, cluster, socketDir, samples = 5000, block 
     }
     for (let done = 0; done < samples; done += block) {
       for (const [k, c] of Object.entries(clients)) {
-        if (k.endsWith('Unix') && k !== 'sandboxUpUnix' && done >= samples / 2) continue;
+        if (k.endsWith('Unix') && k !== 'sandboxUpUnix' && k !== 'threadUpUnix' && done >= samples / 2) continue;
         if (k === 'sandboxTx') await sandboxTxOwns(true);
         const b = [];
         const pg0 = procCpuMs(backend[k]);
@@ -157,7 +179,7 @@ async function proxyOverhead({ dbUrl, cluster, socketDir, samples = 5000, block 
     await clients.directTx.query('ROLLBACK').catch(() => undefined);
     for (const c of Object.values(clients)) await c.end().catch(() => undefined);
     await new Promise((r) => relay.close(r));
-    for (const x of [sb, sbUp]) {
+    for (const x of [sb, sbUp, th]) {
       await x.endTest().catch(() => undefined);
       await x.endFile().catch(() => undefined);
       await x.close();
@@ -184,6 +206,8 @@ async function proxyOverhead({ dbUrl, cluster, socketDir, samples = 5000, block 
     inTx: pair('directTx', 'sandboxTx'),
     relay: pair('direct', 'relay'),
     upstreamUnix: pair('direct', 'sandboxUpUnix'),
+    /** As a Jest worker runs it: on its own thread, upstream over the unix socket. */
+    thread: pair('direct', 'threadUpUnix'),
     /** CPU µs per SELECT 1 (this process: client + proxy; Postgres: the serving backend). */
     cpu: Object.fromEntries(names.map((k) => [k, cpuPer(k)])),
     /** The TCP overhead, split: guard savepoint per autocommit cycle, one more hop, the proxy's own work. */
