@@ -485,6 +485,15 @@ export class Sandbox implements SessionHost {
     this.scope = { kind: 'test', name };
     this.testProblems = [];
     if (this.opts.isolation === 'test') this.savepointPending = true;
+    // Work that started between tests and still runs holds the upstream: the new test waits for
+    // it at most graceMs, then it is cancelled (it was reported when it arrived).
+    const up = this.upstream;
+    const late = up?.owner;
+    if (up && late instanceof Session && late.late && (late.inflight > 0 || late.cycleOpen)) {
+      setTimeout(() => {
+        if (up.owner === late && late.late && (late.inflight > 0 || late.cycleOpen)) void up.cancel();
+      }, this.opts.graceMs).unref();
+    }
   }
 
   /**
