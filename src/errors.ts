@@ -29,6 +29,11 @@ export type ErrorCode =
   | 'JESTPG_SANDBOX_STALLED'
   | 'JESTPG_INTERLEAVED_WRITE';
 
+/** One problem found in a `pg` options object. */
+export type OptionProblem =
+  | { kind: 'unknown'; key: string; suggestion?: string }
+  | { kind: 'type'; key: string; expected: string; got: unknown; suggestion?: string };
+
 export class JestPgError extends Error {
   readonly code: ErrorCode;
   /** SQLSTATE used when the error is sent to a client over the wire. */
@@ -59,15 +64,26 @@ export function redactUrl(url: string): string {
 }
 
 export const errors = {
-  optionUnknown: (key: string, known: readonly string[]) =>
-    make('JESTPG_OPTION_UNKNOWN')(
-      `Unknown option "pg.${key}" in testEnvironmentOptions (your jest config or an @jest-environment-options docblock). ` +
-        `Accepted keys: ${known.join(', ')}. Fix the spelling or remove the key.`,
-    ),
-  optionType: (key: string, expected: string, got: unknown) =>
-    make('JESTPG_OPTION_TYPE')(
-      `Option "pg.${key}" must be ${expected}, but got ${describe(got)} (from your jest config or an @jest-environment-options docblock). Change it to one of the accepted values.`,
-    ),
+  /**
+   * Every problem of a `pg` options object at once. JESTPG_OPTION_UNKNOWN when a key is unknown,
+   * else JESTPG_OPTION_TYPE; the message lists each problem on its own line.
+   */
+  options: (problems: readonly OptionProblem[], known: readonly string[]) => {
+    const n = problems.length;
+    const lines = problems.map((p) => {
+      const name = p.key ? `"pg.${p.key}"` : '"pg"';
+      if (p.kind === 'unknown') return `  - ${name} is not an option${p.suggestion ? `: did you mean "pg.${p.suggestion}"?` : '.'}`;
+      const hint = p.suggestion ? ` (did you mean ${JSON.stringify(p.suggestion)}?)` : '';
+      return `  - ${name} must be ${p.expected}, but got ${describe(p.got)}${hint}.`;
+    });
+    const code: ErrorCode = problems.some((p) => p.kind === 'unknown') ? 'JESTPG_OPTION_UNKNOWN' : 'JESTPG_OPTION_TYPE';
+    const err = make(code)(
+      `${n} problem${n === 1 ? '' : 's'} in testEnvironmentOptions.pg (your jest config or an @jest-environment-options docblock):\n` +
+        lines.join('\n') +
+        `\nAccepted keys: ${known.join(', ')}. Your configuration is at fault: fix ${n === 1 ? 'it' : 'each one'} and re-run.`,
+    );
+    return Object.assign(err, { problems });
+  },
   noBinaries: (looked: string[]) =>
     make('JESTPG_NO_BINARIES')(
       `No PostgreSQL binaries (initdb, postgres) were found, so no throwaway server can be started. Looked in:\n` +

@@ -1,4 +1,4 @@
-import { errors } from './errors';
+import { errors, type OptionProblem } from './errors';
 
 /** A migration source: a path (directory of .sql files, or a JS module) or a shell command. */
 export type MigrationSource = string | { command: string; inputs?: string[] };
@@ -36,10 +36,12 @@ export const defaults: PgOptions = {
 };
 
 type Check = (v: unknown) => boolean;
+/** A check, what it accepts (in words), and for a closed set of strings the set (for "did you mean"). */
+type Spec = [check: Check, accepts: string, choices?: readonly string[]];
 const str: Check = (v) => typeof v === 'string' && v.length > 0;
 const bool: Check = (v) => typeof v === 'boolean';
 const ms: Check = (v) => typeof v === 'number' && Number.isFinite(v) && v >= 0;
-const oneOf = (...xs: string[]): Check => (v) => typeof v === 'string' && xs.includes(v);
+const oneOf = (...xs: string[]): Spec => [(v) => typeof v === 'string' && xs.includes(v), xs.map((x) => JSON.stringify(x)).join(' or '), xs];
 const migration: Check = (v) => {
   if (str(v)) return true;
   if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
@@ -49,15 +51,15 @@ const migration: Check = (v) => {
   return keysOk && str(o.command) && inputsOk;
 };
 
-const spec: Record<keyof PgOptions, [Check, string]> = {
+const spec: Record<keyof PgOptions, Spec> = {
   server: [str, 'a postgres:// connection URL'],
   binDir: [str, 'a directory path containing initdb and postgres'],
   migrations: [migration, 'a path (directory of .sql files or a JS/TS module) or { command: "shell command", inputs?: ["paths the command reads"] }'],
   seed: [migration, 'a path (directory of .sql files, one .sql file or a JS/TS module) or { command: "shell command" }'],
-  isolation: [oneOf('test', 'file'), '"test" or "file"'],
+  isolation: oneOf('test', 'file'),
   exposeAs: [(v) => Array.isArray(v) && v.every((x) => typeof x === 'string' && /^[A-Za-z_][A-Za-z0-9_]*$/.test(x)), 'an array of environment variable names'],
-  leaks: [oneOf('error', 'warn'), '"error" or "warn"'],
-  lateQueries: [oneOf('error', 'warn'), '"error" or "warn"'],
+  leaks: oneOf('error', 'warn'),
+  lateQueries: oneOf('error', 'warn'),
   graceMs: [ms, 'a non-negative number of milliseconds'],
   lockWaitMs: [ms, 'a non-negative number of milliseconds'],
   resetSequences: [bool, 'true or false'],
@@ -71,19 +73,71 @@ export const optionKeys = Object.keys(spec) as (keyof PgOptions)[];
 /** Keys that shape the run (server, template); a docblock may not change them per file. */
 const runKeys = new Set<keyof PgOptions>(['server', 'binDir', 'migrations', 'seed', 'cacheDir', 'prefix', 'keepDatabases']);
 
-/** Validate a raw `pg` options object. Throws JESTPG_OPTION_* naming the key and the accepted values. */
+/**
+ * Validate a raw `pg` options object. Every problem is collected and thrown as one error
+ * (JESTPG_OPTION_UNKNOWN when a key is unknown, else JESTPG_OPTION_TYPE) that lists each unknown
+ * key with a "did you mean" where one is close, and each bad value with the accepted values.
+ */
 export function validate(raw: unknown, base: PgOptions = defaults): PgOptions {
   if (raw === undefined || raw === null) return { ...base };
-  if (typeof raw !== 'object' || Array.isArray(raw)) throw errors.optionType('', 'an object', raw);
+  if (typeof raw !== 'object' || Array.isArray(raw)) throw errors.options([{ kind: 'type', key: '', expected: 'an object', got: raw }], optionKeys);
   const out: PgOptions = { ...base };
+  const problems: OptionProblem[] = [];
   for (const [key, value] of Object.entries(raw as Record<string, unknown>)) {
-    const s = spec[key as keyof PgOptions];
-    if (!s) throw errors.optionUnknown(key, optionKeys);
+    const s = Object.prototype.hasOwnProperty.call(spec, key) ? spec[key as keyof PgOptions] : undefined;
+    if (!s) {
+      problems.push({ kind: 'unknown', key, suggestion: closest(key, optionKeys) });
+      continue;
+    }
     if (value === undefined) continue;
-    if (!s[0](value)) throw errors.optionType(key, s[1], value);
+    if (!s[0](value)) {
+      const suggestion = s[2] && typeof value === 'string' ? closest(value, s[2]) : undefined;
+      problems.push({ kind: 'type', key, expected: s[1], got: value, suggestion });
+      continue;
+    }
     (out as unknown as Record<string, unknown>)[key] = value;
   }
+  if (problems.length) throw errors.options(problems, optionKeys);
   return out;
+}
+
+/**
+ * The candidate `word` most likely meant, or undefined when none is close: equal once case,
+ * `_` and `-` are ignored, or within a small edit distance (transpositions count as one edit).
+ */
+export function closest(word: string, candidates: readonly string[]): string | undefined {
+  const norm = (s: string) => s.toLowerCase().replace(/[-_\s]/g, '');
+  const w = norm(word);
+  if (!w) return undefined;
+  let best: string | undefined;
+  let bestD = Infinity;
+  for (const c of candidates) {
+    const d = editDistance(w, norm(c));
+    if (d < bestD) {
+      best = c;
+      bestD = d;
+    }
+  }
+  const limit = w.length <= 3 ? 1 : w.length <= 6 ? 2 : 3;
+  return bestD <= limit ? best : undefined;
+}
+
+/** Optimal string alignment distance (Levenshtein plus adjacent transpositions). */
+function editDistance(a: string, b: string): number {
+  const rows = a.length + 1;
+  const cols = b.length + 1;
+  const d: number[] = new Array(rows * cols).fill(0);
+  for (let i = 0; i < rows; i++) d[i * cols] = i;
+  for (let j = 0; j < cols; j++) d[j] = j;
+  for (let i = 1; i < rows; i++) {
+    for (let j = 1; j < cols; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let v = Math.min(d[(i - 1) * cols + j] + 1, d[i * cols + j - 1] + 1, d[(i - 1) * cols + j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) v = Math.min(v, d[(i - 2) * cols + j - 2] + 1);
+      d[i * cols + j] = v;
+    }
+  }
+  return d[rows * cols - 1];
 }
 
 /**
@@ -105,7 +159,7 @@ export function fileOverrides(pragmas: Record<string, string | string[]> | undef
     }
     const pg = (parsed as { pg?: unknown } | undefined)?.pg;
     if (pg !== undefined) {
-      if (typeof pg !== 'object' || pg === null || Array.isArray(pg)) throw errors.optionType('', 'an object', pg);
+      if (typeof pg !== 'object' || pg === null || Array.isArray(pg)) throw errors.options([{ kind: 'type', key: '', expected: 'an object', got: pg }], optionKeys);
       Object.assign(out, pg);
     }
   }
@@ -115,11 +169,10 @@ export function fileOverrides(pragmas: Record<string, string | string[]> | undef
     const text = (Array.isArray(value) ? value[value.length - 1] : value).trim();
     out[key] = coercePragma(key, text);
   }
-  for (const key of Object.keys(out)) {
-    if (runKeys.has(key as keyof PgOptions)) {
-      throw errors.optionType(key, 'set in the jest config, not per file (it shapes the whole run)', out[key]);
-    }
-  }
+  const perRun: OptionProblem[] = Object.keys(out)
+    .filter((key) => runKeys.has(key as keyof PgOptions))
+    .map((key) => ({ kind: 'type', key, expected: 'set in the jest config, not per file (it shapes the whole run)', got: out[key] }));
+  if (perRun.length) throw errors.options(perRun, optionKeys);
   return out;
 }
 

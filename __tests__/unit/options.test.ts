@@ -1,4 +1,13 @@
-import { defaults, fileOverrides, validate } from '../../src/options';
+import { closest, defaults, fileOverrides, validate } from '../../src/options';
+
+function thrown(fn: () => unknown): { code: string; message: string; problems: unknown[] } {
+  try {
+    fn();
+  } catch (e) {
+    return e as { code: string; message: string; problems: unknown[] };
+  }
+  throw new Error('expected a throw');
+}
 
 test('defaults', () => {
   expect(validate(undefined)).toEqual(defaults);
@@ -32,4 +41,64 @@ test('per-file overrides merge per key, from the JSON docblock and from short pr
 
 test('a file may not change what shapes the whole run', () => {
   expect(() => fileOverrides({ 'jest-environment-options': '{"pg": {"migrations": "./other"}}' })).toThrow(/migrations.*jest config/);
+});
+
+test('every problem is reported at once: unknown keys with a "did you mean", bad values with the accepted ones', () => {
+  const e = thrown(() => validate({ migrationz: './m', isolation: 'sometimes' }));
+  expect(e.code).toBe('JESTPG_OPTION_UNKNOWN');
+  expect(e.problems).toHaveLength(2);
+  expect(e.message).toMatch(/^2 problems in testEnvironmentOptions\.pg/);
+  expect(e.message).toContain('- "pg.migrationz" is not an option: did you mean "pg.migrations"?');
+  expect(e.message).toContain('- "pg.isolation" must be "test" or "file", but got the string "sometimes".');
+  expect(e.message).toMatch(/Accepted keys: server, binDir, migrations, seed, isolation, exposeAs, leaks, lateQueries, graceMs, lockWaitMs, resetSequences, keepDatabases, cacheDir, prefix\./);
+});
+
+test('bad values alone are JESTPG_OPTION_TYPE, one line each, in the order given', () => {
+  const e = thrown(() => validate({ graceMs: -1, leaks: 'wran', resetSequences: 'yes', prefix: 'Bad-Prefix' }));
+  expect(e.code).toBe('JESTPG_OPTION_TYPE');
+  const lines = e.message.split('\n').filter((l) => l.startsWith('  - '));
+  expect(lines).toEqual([
+    '  - "pg.graceMs" must be a non-negative number of milliseconds, but got number -1.',
+    '  - "pg.leaks" must be "error" or "warn", but got the string "wran" (did you mean "warn"?).',
+    '  - "pg.resetSequences" must be true or false, but got the string "yes".',
+    '  - "pg.prefix" must be lowercase letters and digits, starting with a letter, at most 16 characters, but got the string "Bad-Prefix".',
+  ]);
+});
+
+test('an unknown key with nothing close gets no guess; several unknown keys are all named', () => {
+  const e = thrown(() => validate({ database: 'x', Isolation: 'file', grace_ms: 5, lockwaitms: 1 }));
+  expect(e.code).toBe('JESTPG_OPTION_UNKNOWN');
+  expect(e.message).toContain('- "pg.database" is not an option.');
+  expect(e.message).toContain('- "pg.Isolation" is not an option: did you mean "pg.isolation"?');
+  expect(e.message).toContain('- "pg.grace_ms" is not an option: did you mean "pg.graceMs"?');
+  expect(e.message).toContain('- "pg.lockwaitms" is not an option: did you mean "pg.lockWaitMs"?');
+  expect(e.problems).toHaveLength(4);
+});
+
+test('keys inherited from Object.prototype are unknown keys, not crashes', () => {
+  const e = thrown(() => validate(JSON.parse('{"constructor": 1, "toString": "x"}')));
+  expect(e.code).toBe('JESTPG_OPTION_UNKNOWN');
+  expect(e.problems).toHaveLength(2);
+});
+
+test('closest: typos, case, separators and transpositions; nothing when far', () => {
+  expect(closest('migratoins', ['migrations', 'seed'])).toBe('migrations');
+  expect(closest('expose-as', ['exposeAs'])).toBe('exposeAs');
+  expect(closest('fiel', ['test', 'file'])).toBe('file');
+  expect(closest('sometimes', ['test', 'file'])).toBeUndefined();
+  expect(closest('', ['test'])).toBeUndefined();
+});
+
+test('a file setting several run-wide keys hears about all of them', () => {
+  const e = thrown(() => fileOverrides({ 'jest-environment-options': '{"pg": {"migrations": "./other", "prefix": "x", "isolation": "file"}}' }));
+  expect(e.code).toBe('JESTPG_OPTION_TYPE');
+  expect(e.message).toContain('"pg.migrations" must be set in the jest config, not per file');
+  expect(e.message).toContain('"pg.prefix" must be set in the jest config, not per file');
+  expect(e.message).not.toContain('pg.isolation');
+});
+
+test('not an object at all', () => {
+  const e = thrown(() => validate('file'));
+  expect(e.code).toBe('JESTPG_OPTION_TYPE');
+  expect(e.message).toContain('- "pg" must be an object, but got the string "file".');
 });
