@@ -633,14 +633,16 @@ export async function teardownRun(m: RunManifest, opts: { fromReaper?: boolean }
           ? (
               await c.query<Backend>(
                 `SELECT pid, datname, usename, application_name, client_addr::text AS client_addr, state, query, backend_start
-                   FROM pg_stat_activity WHERE datname = ANY($1) AND pid <> pg_backend_pid() ORDER BY datname, pid`,
+                   FROM pg_stat_activity WHERE datname = ANY($1) AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+                  ORDER BY datname, pid`,
                 [dbs],
               )
             ).rows
           : [];
-        // The sandbox's own upstream connections are expected; report only the others.
-        // The sandboxes' own upstream connections carry their current client's application_name:
-        // they are known by the pids they recorded in the run dir.
+        // Client backends only: Postgres' own processes (autovacuum workers…) are not connections
+        // anyone left open, and DROP … WITH (FORCE) ends them. The sandboxes' own upstream
+        // connections carry their current client's application_name: they are known by the pids
+        // they recorded in the run dir.
         const own = new Set<number>();
         try {
           for (const f of readdirSync(path.join(m.runDir, 'upstreams'))) own.add(Number(f));

@@ -18,9 +18,10 @@ export interface TestServer {
   stop(): Promise<void>;
 }
 
-export async function bootServer(schema = ''): Promise<TestServer> {
+/** `settings`: extra `-c` settings for the cluster (e.g. autovacuum on). */
+export async function bootServer(schema = '', settings?: Record<string, string>): Promise<TestServer> {
   const bins = await findBinaries();
-  const cluster = await startCluster({ binDir: bins.binDir, version: bins.version, nativeDir: bins.nativeDir });
+  const cluster = await startCluster({ binDir: bins.binDir, version: bins.version, nativeDir: bins.nativeDir, settings });
   const socketDir = fs.mkdtempSync(path.join(os.tmpdir(), 'jest-pg-test-'));
   const dismissWatchdog = stopOnExit(cluster, socketDir);
   await withClient(cluster.url, (c) => c.query('CREATE DATABASE sbx'));

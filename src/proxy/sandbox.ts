@@ -647,7 +647,7 @@ export class Sandbox implements SessionHost {
         // The rollback and the look for backends around the sandbox, pipelined.
         const rolledBack = up.exec('ROLLBACK');
         const listed = up.rows(
-          `SELECT pid, coalesce(application_name, ''), coalesce(host(client_addr), 'local socket'), coalesce(state, ''), left(coalesce(query, ''), 300) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`,
+          `SELECT pid, coalesce(application_name, ''), coalesce(host(client_addr), 'local socket'), coalesce(state, ''), left(coalesce(query, ''), 300) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'`,
         );
         const [rbErr, rows] = await Promise.all([rolledBack, listed]);
         if (rbErr) throw new JestPgError('JESTPG_UPSTREAM_LOST', `ROLLBACK of the file transaction failed: ${rbErr.M}`);
