@@ -36,17 +36,30 @@ export function workerDbName(prefix: string, runId: string, workerId: string): s
   return check(`${prefix}_${runId}_w${workerId.toLowerCase()}`);
 }
 
-/** The COMMENT every database the tool creates carries. */
-export function marker(runId: string | 'template'): string {
-  return runId === 'template' ? 'jest-environment-pg template' : `jest-environment-pg run=${runId}`;
+/**
+ * The COMMENT every database the tool creates carries: the marker on the first line, then (for a
+ * template whose migrations commented the database, and its clones) that comment.
+ */
+export function marker(runId: string | 'template', note?: string): string {
+  const base = runId === 'template' ? 'jest-environment-pg template' : `jest-environment-pg run=${runId}`;
+  return note ? `${base}\n${note}` : base;
 }
 
-/** Parse a marker back; undefined when the comment is not ours. */
+/** Parse a marker back (its first line); undefined when the comment is not ours. */
 export function parseMarker(comment: string | null | undefined): { runId: string } | { template: true } | undefined {
   if (!comment) return undefined;
-  if (comment === 'jest-environment-pg template') return { template: true };
-  const m = /^jest-environment-pg run=([0-9a-f]{8})$/.exec(comment);
+  const first = comment.split('\n', 1)[0];
+  if (first === 'jest-environment-pg template') return { template: true };
+  const m = /^jest-environment-pg run=([0-9a-f]{8})$/.exec(first);
   return m ? { runId: m[1] } : undefined;
+}
+
+/** The user's part of a comment: what follows our marker's line, or the whole comment when it is not ours. */
+export function noteOf(comment: string | null | undefined): string | undefined {
+  if (!comment) return undefined;
+  if (!parseMarker(comment)) return comment;
+  const nl = comment.indexOf('\n');
+  return nl < 0 ? undefined : comment.slice(nl + 1);
 }
 
 /** Two int4 keys for the run's lease advisory lock: a fixed namespace and the run id. */

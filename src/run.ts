@@ -7,13 +7,14 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, promises as fsp, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { cloneDatabase } from './clone';
 import { checkCreateDb, connect, dropDatabase, serverVersionNum, withClient, withDatabase } from './admin';
 import { findBinaries, type Binaries } from './binaries';
 import { clusterKey, collectDataDir, CorruptCacheError, discard, entryPath, prune, readPack, resolveCacheDir, touch, unpackDataDir, writePack, type Pack } from './cache';
 import { initdbFlags, isPostmasterOf, snapshotCluster, startCluster, stopCluster, versionNumOf, type ClusterInfo } from './cluster';
 import { errors, JestPgError, messageOf, redactUrl, type ErrorCode } from './errors';
 import { acquireLease, sweep } from './lease';
-import { ident, literal, marker, newRunId, parseMarker, workerDbName } from './names';
+import { newRunId, parseMarker, workerDbName } from './names';
 import { validate, type PgOptions } from './options';
 import { isAlive, startToken } from './proc';
 import { startReaper, stopReaper } from './reaper';
@@ -568,9 +569,9 @@ function strategyClause(versionNum: number): string {
   return s === 'WAL_LOG' ? ' STRATEGY WAL_LOG' : ' STRATEGY FILE_COPY';
 }
 
+/** A true copy of the template: contents, owner, settings, privileges, comment (see clone.ts). */
 async function createClone(c: import('pg').Client, m: RunManifest, name: string): Promise<void> {
-  await c.query(`CREATE DATABASE ${ident(name)} TEMPLATE ${ident(m.templateDb)}${strategyClause(m.versionNum)}`);
-  await c.query(`COMMENT ON DATABASE ${ident(name)} IS ${literal(marker(m.runId))}`);
+  await cloneDatabase(c, m.templateDb, name, m.runId, strategyClause(m.versionNum));
 }
 
 interface Backend {

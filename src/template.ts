@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { dropDatabase, terminateBackends, withClient, withDatabase } from './admin';
 import { hashMigrations, runMigrations } from './migrations';
 import { installMovingClock } from './clock-template';
-import { ident, literal, marker, sha256, templateName } from './names';
+import { ident, literal, marker, noteOf, sha256, templateName } from './names';
 import type { MigrationSource } from './options';
 
 export interface TemplateOptions {
@@ -97,6 +97,11 @@ export async function ensureTemplateDetailed(adminUrl: string, opts: TemplateOpt
           await new Promise((res) => setTimeout(res, 20));
         }
         await terminateBackends(c, [name]);
+        // A migration may have commented the database: our marker stays first (it proves the
+        // template is ours), the migration's comment follows it (and is carried to every clone).
+        const cm = (await c.query<{ comment: string | null }>(`SELECT shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE datname = $1`, [name])).rows[0]?.comment;
+        const wanted = marker('template', noteOf(cm));
+        if (cm !== wanted) await c.query(`COMMENT ON DATABASE ${ident(name)} IS ${literal(wanted)}`);
         // Mark complete last, and refuse connections from now on so clones never find one.
         await c.query(`ALTER DATABASE ${ident(name)} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false`);
         return { name, built: true, ms: Math.round(performance.now() - t0) };
