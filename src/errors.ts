@@ -27,12 +27,15 @@ export type ErrorCode =
   | 'JESTPG_UPSTREAM_LOST'
   | 'JESTPG_FOREIGN_BACKENDS'
   | 'JESTPG_SANDBOX_STALLED'
-  | 'JESTPG_INTERLEAVED_WRITE';
+  | 'JESTPG_INTERLEAVED_WRITE'
+  | 'JESTPG_GLOBAL_HOOK';
 
 /** One problem found in a `pg` options object. */
 export type OptionProblem =
   | { kind: 'unknown'; key: string; suggestion?: string }
-  | { kind: 'type'; key: string; expected: string; got: unknown; suggestion?: string };
+  | { kind: 'type'; key: string; expected: string; got: unknown; suggestion?: string }
+  /** A valid value in the wrong place: `rule` says what is wrong and what to do. */
+  | { kind: 'misplaced'; key: string; rule: string };
 
 export class JestPgError extends Error {
   readonly code: ErrorCode;
@@ -73,6 +76,7 @@ export const errors = {
     const lines = problems.map((p) => {
       const name = p.key ? `"pg.${p.key}"` : '"pg"';
       if (p.kind === 'unknown') return `  - ${name} is not an option${p.suggestion ? `: did you mean "pg.${p.suggestion}"?` : '.'}`;
+      if (p.kind === 'misplaced') return `  - ${name} ${p.rule}.`;
       const hint = p.suggestion ? ` (did you mean ${JSON.stringify(p.suggestion)}?)` : '';
       return `  - ${name} must be ${p.expected}, but got ${describe(p.got)}${hint}.`;
     });
@@ -80,10 +84,19 @@ export const errors = {
     const err = make(code)(
       `${n} problem${n === 1 ? '' : 's'} in testEnvironmentOptions.pg (your jest config or an @jest-environment-options docblock):\n` +
         lines.join('\n') +
-        `\nAccepted keys: ${known.join(', ')}. Your configuration is at fault: fix ${n === 1 ? 'it' : 'each one'} and re-run.`,
+        `\n${known.length ? `Accepted keys: ${known.join(', ')}. ` : ''}Your configuration is at fault: fix ${n === 1 ? 'it' : 'each one'} and re-run.`,
     );
     return Object.assign(err, { problems });
   },
+  globalHook: (kind: 'globalSetup' | 'globalTeardown', spec: string, detail: string, cause?: unknown) =>
+    make('JESTPG_GLOBAL_HOOK')(
+      `Your ${kind} "${spec}" (option "pg.${kind}", run by jest-environment-pg ${kind === 'globalSetup' ? 'after' : 'before'} its own) failed: ${detail}. ` +
+        `Your hook is at fault: fix it (or the path) and re-run. ` +
+        (kind === 'globalSetup'
+          ? `jest-environment-pg tore its own setup down again, so nothing was left running.`
+          : `jest-environment-pg's own teardown still ran.`),
+      cause,
+    ),
   noBinaries: (looked: string[]) =>
     make('JESTPG_NO_BINARIES')(
       `No PostgreSQL binaries (initdb, postgres) were found, so no throwaway server can be started. Looked in:\n` +

@@ -1,6 +1,7 @@
 /** Jest globalSetup: start the run (server, template, reaper) before any worker exists. */
 import { existsSync } from 'node:fs';
 import { MANIFEST_ENV, readManifest, startRun, teardownRun } from './run';
+import { runProjectSetup } from './user-hooks';
 import { closeWorkerInProcess } from './worker';
 
 interface ProjectConfigLike {
@@ -8,10 +9,11 @@ interface ProjectConfigLike {
   testEnvironmentOptions?: Record<string, unknown>;
 }
 
-export default async function globalSetup(_globalConfig: unknown, projectConfig?: ProjectConfigLike): Promise<void> {
+export default async function globalSetup(globalConfig: unknown, projectConfig?: ProjectConfigLike): Promise<void> {
   const m = await startRun(projectConfig?.testEnvironmentOptions?.pg, process.pid, { rootDir: projectConfig?.rootDir });
   if (m.swept) process.stderr.write(sweptLine(m.swept) + '\n');
   installInterruptHandler();
+  await runProjectSetup(m, globalConfig, projectConfig); // the project's own (pg.globalSetup), after ours
 }
 
 /** "jest-environment-pg: removed 2 databases left by a run that died without teardown (run 1a2b3c4d): …" */

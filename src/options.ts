@@ -21,6 +21,10 @@ export interface PgOptions {
   /** Where the embedded cluster is cached for warm starts; false turns the cache off. Default `<rootDir>/node_modules/.cache/jest-environment-pg`. */
   cacheDir?: string | false;
   prefix: string;
+  /** The project's own globalSetup module, run after ours (Jest runs one globalSetup: the preset's). */
+  globalSetup?: string;
+  /** The project's own globalTeardown module, run before ours. */
+  globalTeardown?: string;
 }
 
 export const defaults: PgOptions = {
@@ -66,12 +70,14 @@ const spec: Record<keyof PgOptions, Spec> = {
   keepDatabases: [bool, 'true or false'],
   cacheDir: [(v) => str(v) || v === false, 'a directory path, or false to turn the cache off'],
   prefix: [(v) => typeof v === 'string' && /^[a-z][a-z0-9]{0,15}$/.test(v), 'lowercase letters and digits, starting with a letter, at most 16 characters'],
+  globalSetup: [str, 'a path (or module name) of your own globalSetup, run after jest-environment-pg\'s'],
+  globalTeardown: [str, 'a path (or module name) of your own globalTeardown, run before jest-environment-pg\'s'],
 };
 
 export const optionKeys = Object.keys(spec) as (keyof PgOptions)[];
 
 /** Keys that shape the run (server, template); a docblock may not change them per file. */
-const runKeys = new Set<keyof PgOptions>(['server', 'binDir', 'migrations', 'seed', 'cacheDir', 'prefix', 'keepDatabases']);
+const runKeys = new Set<keyof PgOptions>(['server', 'binDir', 'migrations', 'seed', 'cacheDir', 'prefix', 'keepDatabases', 'globalSetup', 'globalTeardown']);
 
 /**
  * Validate a raw `pg` options object. Every problem is collected and thrown as one error
@@ -171,7 +177,7 @@ export function fileOverrides(pragmas: Record<string, string | string[]> | undef
   }
   const perRun: OptionProblem[] = Object.keys(out)
     .filter((key) => runKeys.has(key as keyof PgOptions))
-    .map((key) => ({ kind: 'type', key, expected: 'set in the jest config, not per file (it shapes the whole run)', got: out[key] }));
+    .map((key) => ({ kind: 'misplaced', key, rule: 'shapes the whole run, so it must be set in the jest config, not per file' }));
   if (perRun.length) throw errors.options(perRun, optionKeys);
   return out;
 }

@@ -473,6 +473,7 @@ async function attachUncached(projectOptions: unknown, ctx: RunContext, fromEnv:
 }
 
 async function attachEnvironmentOnly(projectOptions: unknown, ctx: RunContext): Promise<RunManifest> {
+  rejectHooksWithoutGlobalSetup(validate(projectOptions));
   const mainPid = jestMainPid();
   const key = `${mainPid}-${startToken(mainPid) ?? 'x'}`;
   const lockDir = path.join(os.tmpdir(), `jest-pg-main-${key}.lock`);
@@ -521,6 +522,16 @@ async function attachEnvironmentOnly(projectOptions: unknown, ctx: RunContext): 
     await sleep(15);
   }
   throw errors.setupTimeout(SETUP_TIMEOUT_MS, 'the first Jest worker to set up the PostgreSQL run (environment-only mode)');
+}
+
+/** pg.globalSetup/globalTeardown are run by our globalSetup/globalTeardown: without them they would be silently skipped. */
+function rejectHooksWithoutGlobalSetup(o: PgOptions): void {
+  const keys = (['globalSetup', 'globalTeardown'] as const).filter((k) => o[k] !== undefined);
+  if (keys.length === 0) return;
+  const rule =
+    "is run by jest-environment-pg's own globalSetup/globalTeardown, which this project does not use: add preset: 'jest-environment-pg' " +
+    "(or globalSetup: 'jest-environment-pg/global-setup' and globalTeardown: 'jest-environment-pg/global-teardown')";
+  throw errors.options(keys.map((key) => ({ kind: 'misplaced', key, rule })), []);
 }
 
 /** Create (or reuse) this worker's database, cloned from the template. */

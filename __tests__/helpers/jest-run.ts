@@ -34,6 +34,8 @@ export interface RunOptions {
   jestBin?: string;
   /** Node flags before the bin, e.g. ['--experimental-vm-modules']. */
   nodeArgs?: string[];
+  /** Run in this directory instead of fixtures/<fixture> (a project assembled by the test). */
+  cwd?: string;
 }
 
 export function privateDir(): string {
@@ -44,7 +46,7 @@ export function privateDir(): string {
 }
 
 export function runJest(fixture: string, opts: RunOptions = {}): Promise<JestRun> {
-  const cwd = path.join(ROOT, 'fixtures', fixture);
+  const cwd = opts.cwd ?? path.join(ROOT, 'fixtures', fixture);
   const sandboxDir = opts.sandboxDir ?? privateDir();
   const env: NodeJS.ProcessEnv = {
     ...process.env,

@@ -50,7 +50,7 @@ test('every problem is reported at once: unknown keys with a "did you mean", bad
   expect(e.message).toMatch(/^2 problems in testEnvironmentOptions\.pg/);
   expect(e.message).toContain('- "pg.migrationz" is not an option: did you mean "pg.migrations"?');
   expect(e.message).toContain('- "pg.isolation" must be "test" or "file", but got the string "sometimes".');
-  expect(e.message).toMatch(/Accepted keys: server, binDir, migrations, seed, isolation, exposeAs, leaks, lateQueries, graceMs, lockWaitMs, resetSequences, keepDatabases, cacheDir, prefix\./);
+  expect(e.message).toMatch(/Accepted keys: server, binDir, migrations, seed, isolation, exposeAs, leaks, lateQueries, graceMs, lockWaitMs, resetSequences, keepDatabases, cacheDir, prefix, globalSetup, globalTeardown\./);
 });
 
 test('bad values alone are JESTPG_OPTION_TYPE, one line each, in the order given', () => {
@@ -92,8 +92,8 @@ test('closest: typos, case, separators and transpositions; nothing when far', ()
 test('a file setting several run-wide keys hears about all of them', () => {
   const e = thrown(() => fileOverrides({ 'jest-environment-options': '{"pg": {"migrations": "./other", "prefix": "x", "isolation": "file"}}' }));
   expect(e.code).toBe('JESTPG_OPTION_TYPE');
-  expect(e.message).toContain('"pg.migrations" must be set in the jest config, not per file');
-  expect(e.message).toContain('"pg.prefix" must be set in the jest config, not per file');
+  expect(e.message).toContain('- "pg.migrations" shapes the whole run, so it must be set in the jest config, not per file.');
+  expect(e.message).toContain('- "pg.prefix" shapes the whole run, so it must be set in the jest config, not per file.');
   expect(e.message).not.toContain('pg.isolation');
 });
 
