@@ -6,7 +6,8 @@
  */
 import type { Client } from 'pg';
 import { dropDatabase, serverVersionNum, terminateBackends, withClient } from './admin';
-import { leaseKey, parseMarker } from './names';
+import { ident, LOCK_NAMESPACE, leaseKey, parseMarker } from './names';
+import { lockKeyFor, useLockKey } from './template';
 
 export async function acquireLease(c: Client, runId: string): Promise<void> {
   const [a, b] = leaseKey(runId);
@@ -84,4 +85,88 @@ export async function sweep(adminUrl: string, prefix: string): Promise<SweepResu
     },
     { applicationName: 'jest-environment-pg sweep' },
   );
+}
+
+/** Hold a template "in use" (shared) on a run's lease connection: the template sweep leaves it alone. */
+export async function holdTemplate(c: Client, template: string): Promise<void> {
+  await c.query('SELECT pg_advisory_lock_shared($1::bigint)', [useLockKey(template)]);
+}
+
+export interface TemplateSweepResult {
+  /** Templates dropped (old, or half-built by a crashed run). */
+  dropped: string[];
+  /** Old templates kept because a live run uses them. */
+  inUse: string[];
+}
+
+/**
+ * Old templates of this prefix: keep `current` and the `keep` most recently used other complete ones;
+ * drop the others unless a live run holds them (their "in use" lock) or one is being built (its
+ * build lock). Only `<prefix>_tpl_<16 hex>` databases with our template marker are considered.
+ * A template stamped by no run (made by a version without stamps) has no "in use" holder either:
+ * it is dropped only when no other run's lease is held on the server.
+ */
+export async function sweepTemplates(c: Client, prefix: string, keep: number, current: string, ownRunId?: string): Promise<TemplateSweepResult> {
+  const result: TemplateSweepResult = { dropped: [], inUse: [] };
+  const pattern = new RegExp(`^${prefix}_tpl_[0-9a-f]{16}$`);
+  const r = await c.query<{ datname: string; complete: boolean; comment: string | null; oid: string }>(
+    `SELECT datname, datistemplate AS complete, shobj_description(oid, 'pg_database') AS comment, oid::int8::text AS oid
+       FROM pg_database WHERE left(datname, length($1)) = $1`,
+    [`${prefix}_tpl_`],
+  );
+  const ours = r.rows
+    .map((row) => ({ ...row, marker: parseMarker(row.comment) }))
+    .filter((row) => pattern.test(row.datname) && row.marker !== undefined && 'template' in row.marker)
+    .map((row) => ({ name: row.datname, complete: row.complete, usedAt: (row.marker as { usedAt?: number }).usedAt, oid: Number(row.oid) }));
+  const ranked = ours.filter((t) => t.complete && t.name !== current).sort((a, b) => (b.usedAt ?? 0) - (a.usedAt ?? 0) || b.oid - a.oid);
+  const kept = new Set([current, ...ranked.slice(0, Math.max(0, keep)).map((t) => t.name)]);
+  const candidates = ours.filter((t) => !kept.has(t.name));
+  if (candidates.length === 0) return result;
+  let otherLeases: number | undefined;
+  const versionNum = await serverVersionNum(c);
+  for (const t of candidates) {
+    if (t.usedAt === undefined && t.complete) {
+      otherLeases ??= await countOtherLeases(c, ownRunId);
+      if (otherLeases > 0) {
+        result.inUse.push(t.name);
+        continue;
+      }
+    }
+    const use = useLockKey(t.name);
+    const build = lockKeyFor(t.name);
+    if (!(await tryLock(c, use))) {
+      result.inUse.push(t.name);
+      continue;
+    }
+    try {
+      if (!(await tryLock(c, build))) continue; // being built right now
+      try {
+        if (t.complete) await c.query(`ALTER DATABASE ${ident(t.name)} WITH IS_TEMPLATE false`);
+        await dropDatabase(c, t.name, versionNum);
+        result.dropped.push(t.name);
+      } catch {
+        // not ours to drop after all (another role owns it): leave it
+      } finally {
+        await c.query('SELECT pg_advisory_unlock($1::bigint)', [build]).catch(() => undefined);
+      }
+    } finally {
+      await c.query('SELECT pg_advisory_unlock($1::bigint)', [use]).catch(() => undefined);
+    }
+  }
+  return result;
+}
+
+async function tryLock(c: Client, key: string): Promise<boolean> {
+  return (await c.query<{ got: boolean }>('SELECT pg_try_advisory_lock($1::bigint) AS got', [key])).rows[0].got;
+}
+
+/** Leases held on the server by runs other than `ownRunId`. */
+async function countOtherLeases(c: Client, ownRunId: string | undefined): Promise<number> {
+  const own = ownRunId ? leaseKey(ownRunId)[1] >>> 0 : -1;
+  const r = await c.query<{ n: number }>(
+    `SELECT count(DISTINCT objid)::int AS n FROM pg_locks
+      WHERE locktype = 'advisory' AND classid::int8 = $1::int8 AND objsubid = 2 AND objid::int8 <> $2::int8 AND granted`,
+    [LOCK_NAMESPACE, own],
+  );
+  return r.rows[0].n;
 }

@@ -38,18 +38,20 @@ export function workerDbName(prefix: string, runId: string, workerId: string): s
 
 /**
  * The COMMENT every database the tool creates carries: the marker on the first line, then (for a
- * template whose migrations commented the database, and its clones) that comment.
+ * template whose migrations commented the database, and its clones) that comment. A template's
+ * marker also says when a run last used it (`used=<unix seconds>`): old templates are swept by it.
  */
-export function marker(runId: string | 'template', note?: string): string {
-  const base = runId === 'template' ? 'jest-environment-pg template' : `jest-environment-pg run=${runId}`;
+export function marker(runId: string | 'template', note?: string, usedAt?: number): string {
+  const base = runId === 'template' ? `jest-environment-pg template${usedAt !== undefined ? ` used=${Math.floor(usedAt)}` : ''}` : `jest-environment-pg run=${runId}`;
   return note ? `${base}\n${note}` : base;
 }
 
 /** Parse a marker back (its first line); undefined when the comment is not ours. */
-export function parseMarker(comment: string | null | undefined): { runId: string } | { template: true } | undefined {
+export function parseMarker(comment: string | null | undefined): { runId: string } | { template: true; usedAt?: number } | undefined {
   if (!comment) return undefined;
   const first = comment.split('\n', 1)[0];
-  if (first === 'jest-environment-pg template') return { template: true };
+  const t = /^jest-environment-pg template(?: used=(\d+))?$/.exec(first);
+  if (t) return t[1] === undefined ? { template: true } : { template: true, usedAt: Number(t[1]) };
   const m = /^jest-environment-pg run=([0-9a-f]{8})$/.exec(first);
   return m ? { runId: m[1] } : undefined;
 }

@@ -21,6 +21,8 @@ export interface PgOptions {
   /** Where the embedded cluster is cached for warm starts; false turns the cache off. Default `<rootDir>/node_modules/.cache/jest-environment-pg`. */
   cacheDir?: string | false;
   prefix: string;
+  /** Old templates kept per prefix on the server (the most recently used; the run's own and those live runs use are always kept). */
+  keepTemplates: number;
   /** The project's own globalSetup module, run after ours (Jest runs one globalSetup: the preset's). */
   globalSetup?: string;
   /** The project's own globalTeardown module, run before ours. */
@@ -37,6 +39,7 @@ export const defaults: PgOptions = {
   resetSequences: true,
   keepDatabases: false,
   prefix: 'jestpg',
+  keepTemplates: 3,
 };
 
 type Check = (v: unknown) => boolean;
@@ -70,6 +73,7 @@ const spec: Record<keyof PgOptions, Spec> = {
   keepDatabases: [bool, 'true or false'],
   cacheDir: [(v) => str(v) || v === false, 'a directory path, or false to turn the cache off'],
   prefix: [(v) => typeof v === 'string' && /^[a-z][a-z0-9]{0,15}$/.test(v), 'lowercase letters and digits, starting with a letter, at most 16 characters'],
+  keepTemplates: [(v) => typeof v === 'number' && Number.isInteger(v) && v >= 0, 'a whole number ≥ 0 (templates kept besides the one in use)'],
   globalSetup: [str, 'a path (or module name) of your own globalSetup, run after jest-environment-pg\'s'],
   globalTeardown: [str, 'a path (or module name) of your own globalTeardown, run before jest-environment-pg\'s'],
 };
@@ -77,7 +81,7 @@ const spec: Record<keyof PgOptions, Spec> = {
 export const optionKeys = Object.keys(spec) as (keyof PgOptions)[];
 
 /** Keys that shape the run (server, template); a docblock may not change them per file. */
-const runKeys = new Set<keyof PgOptions>(['server', 'binDir', 'migrations', 'seed', 'cacheDir', 'prefix', 'keepDatabases', 'globalSetup', 'globalTeardown']);
+const runKeys = new Set<keyof PgOptions>(['server', 'binDir', 'migrations', 'seed', 'cacheDir', 'prefix', 'keepDatabases', 'keepTemplates', 'globalSetup', 'globalTeardown']);
 
 /**
  * Validate a raw `pg` options object. Every problem is collected and thrown as one error

@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import type { Client } from 'pg';
 import { connect } from './admin';
 import { errors, JestPgError, messageOf } from './errors';
-import { acquireLease } from './lease';
+import { acquireLease, holdTemplate } from './lease';
 import { cmdline, isAlive, isSameProcess } from './proc';
 import type { RunManifest } from './run';
 
@@ -121,6 +121,7 @@ export async function reaperMain(manifestPath: string): Promise<void> {
     }
     lease = await connect(m.adminUrl, { applicationName: 'jest-environment-pg reaper' });
     await acquireLease(lease, m.runId);
+    if (m.templateDb) await holdTemplate(lease, m.templateDb); // before "ready": the main process lets go of it then
   } catch (e) {
     const code = (e as { code?: string }).code;
     process.stdout.write(`error ${JSON.stringify({ code: code?.startsWith('JESTPG_') ? code : undefined, message: messageOf(e) })}\n`);
@@ -157,6 +158,7 @@ export async function reaperMain(manifestPath: string): Promise<void> {
             lease = await connect(m.adminUrl, { applicationName: 'jest-environment-pg reaper' });
             lease.on('error', () => (leaseLost = true));
             await acquireLease(lease, m.runId);
+            if (m.templateDb) await holdTemplate(lease, m.templateDb);
             leaseLost = false;
           } catch {
             // keep polling

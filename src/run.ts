@@ -13,7 +13,7 @@ import { findBinaries, type Binaries } from './binaries';
 import { clusterKey, collectDataDir, CorruptCacheError, discard, entryPath, prune, readPack, resolveCacheDir, touch, unpackDataDir, writePack, type Pack } from './cache';
 import { initdbFlags, isPostmasterOf, snapshotCluster, startCluster, stopCluster, versionNumOf, type ClusterInfo } from './cluster';
 import { errors, JestPgError, messageOf, redactUrl, type ErrorCode } from './errors';
-import { acquireLease, sweep } from './lease';
+import { acquireLease, holdTemplate, sweep, sweepTemplates } from './lease';
 import { newRunId, parseMarker, workerDbName } from './names';
 import { validate, type PgOptions } from './options';
 import { isAlive, startToken } from './proc';
@@ -55,7 +55,7 @@ export interface RunManifest {
    */
   phase?: 'setup';
   /** What the start-of-run sweep removed: databases of runs that died without a teardown. */
-  swept?: { dropped: string[]; deadRuns: string[]; terminated: number };
+  swept?: { dropped: string[]; deadRuns: string[]; terminated: number; templates?: string[] };
 }
 
 export interface RunCacheInfo {
@@ -203,28 +203,31 @@ export async function startRun(projectOptions: unknown, mainPid: number, ctx: Ru
     bridge = await connect(adminUrl, { applicationName: 'jest-environment-pg lease' });
     bridge.on('error', () => undefined); // a server going away must not crash Jest's main process
     await acquireLease(bridge, runId);
+    // The template is "in use" by this run (the sweep of old templates leaves it alone) from
+    // before it is looked for; the reaper takes that over with the lease.
+    const tplOpts = { prefix: options.prefix, migrations: options.migrations, seed: options.seed, versionNum, rootDir };
+    const tplName = await templateNameFor(tplOpts);
+    await holdTemplate(bridge, tplName);
     (bridge as unknown as { connection: { stream: import('node:net').Socket } }).connection.stream.unref();
-    const m: RunManifest = { ...manifest(adminUrl, versionNum), cache: cacheInfo };
+    const m: RunManifest = { ...manifest(adminUrl, versionNum), templateDb: tplName, cache: cacheInfo };
     writeManifest(m);
     arm();
     // The template builds while the reaper takes the lease; no run database exists before it holds it.
     const swept = (async () => {
       const ts = performance.now();
       const r = await sweep(adminUrl, options.prefix);
+      // Old templates (best effort: never fails the run).
+      const old = await withClient(adminUrl, (c) => sweepTemplates(c, options.prefix, options.keepTemplates, tplName, runId), {
+        applicationName: 'jest-environment-pg sweep',
+      }).catch(() => undefined);
       lap('sweep', ts);
-      return r;
+      return { ...r, templates: old?.dropped ?? [] };
     })();
     // Local leftovers of runs that died with their reaper (best effort, not awaited by the run).
     void sweepStaleLocal((dead) => teardownRun(dead, { fromReaper: true })).catch(() => undefined);
     const template = (async () => {
       const tt = performance.now();
-      const r = await ensureTemplateDetailed(adminUrl, {
-        prefix: options.prefix,
-        migrations: options.migrations,
-        seed: options.seed,
-        versionNum,
-        rootDir,
-      });
+      const r = await ensureTemplateDetailed(adminUrl, { ...tplOpts, name: tplName });
       lap(r.built ? 'template(built)' : 'template(reused)', tt);
       if (r.built && cacheInfo?.status === 'warm' && cacheInfo.entry) {
         // The restored cluster lacked its template: that entry is bad; the next run rebuilds it.
@@ -237,7 +240,7 @@ export async function startRun(projectOptions: unknown, mainPid: number, ctx: Ru
     if (tpl.status === 'rejected') throw tpl.reason;
     if (reaperFailed) throw reaperFailed;
     if (sw.status === 'rejected') throw sw.reason;
-    if (sw.value.dropped.length) m.swept = sw.value;
+    if (sw.value.dropped.length || sw.value.templates.length) m.swept = sw.value;
     m.reaperPid = reaperPid;
     m.templateDb = tpl.value;
     // Hand the lease over once the reaper holds it; if the reaper fails later, this process keeps it.

@@ -17,6 +17,8 @@ export interface TemplateOptions {
   /** server_version_num of the server the template lives on. */
   versionNum: number;
   rootDir?: string;
+  /** The name, when the caller computed it already (templateNameFor). */
+  name?: string;
 }
 
 export interface TemplateResult {
@@ -52,6 +54,15 @@ export function lockKeyFor(name: string): string {
   return BigInt.asIntN(64, BigInt('0x' + sha256('jest-environment-pg lock', name).slice(0, 16))).toString();
 }
 
+/**
+ * The key of the "in use" advisory lock of a template: every live run holds it shared (on its
+ * lease connection), from before it looks for its template until the run ends; the template sweep
+ * drops only templates whose key it can take exclusively.
+ */
+export function useLockKey(name: string): string {
+  return lockKeyFor(`${name} in use`);
+}
+
 /** Make sure the template exists and is complete; returns its name. */
 export async function ensureTemplate(adminUrl: string, opts: TemplateOptions): Promise<string> {
   return (await ensureTemplateDetailed(adminUrl, opts)).name;
@@ -59,19 +70,23 @@ export async function ensureTemplate(adminUrl: string, opts: TemplateOptions): P
 
 export async function ensureTemplateDetailed(adminUrl: string, opts: TemplateOptions): Promise<TemplateResult> {
   const t0 = performance.now();
-  const name = await templateNameFor(opts);
+  const name = opts.name ?? (await templateNameFor(opts));
   const key = lockKeyFor(name);
   return withClient(
     adminUrl,
     async (c) => {
       const complete = async () =>
         (await c.query<{ t: boolean }>('SELECT datistemplate AS t FROM pg_database WHERE datname = $1', [name])).rows[0];
-      // Fast path without the lock: a complete template is never modified.
-      if ((await complete())?.t) return { name, built: false, ms: Math.round(performance.now() - t0) };
+      const reused = async () => {
+        await stampUsed(c, name);
+        return { name, built: false, ms: Math.round(performance.now() - t0) };
+      };
+      // Fast path without the lock: a complete template is never modified (but its comment).
+      if ((await complete())?.t) return reused();
       await c.query('SELECT pg_advisory_lock($1::bigint)', [key]);
       try {
         const row = await complete();
-        if (row?.t) return { name, built: false, ms: Math.round(performance.now() - t0) };
+        if (row?.t) return reused();
         // A half-built one (a crashed or failed build) is never reused.
         if (row) await dropDatabase(c, name, opts.versionNum);
         // FILE_COPY (15+): copying template1's files beats WAL-logging every page (fsync is off on the embedded server).
@@ -100,7 +115,7 @@ export async function ensureTemplateDetailed(adminUrl: string, opts: TemplateOpt
         // A migration may have commented the database: our marker stays first (it proves the
         // template is ours), the migration's comment follows it (and is carried to every clone).
         const cm = (await c.query<{ comment: string | null }>(`SELECT shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE datname = $1`, [name])).rows[0]?.comment;
-        const wanted = marker('template', noteOf(cm));
+        const wanted = marker('template', noteOf(cm), Date.now() / 1000);
         if (cm !== wanted) await c.query(`COMMENT ON DATABASE ${ident(name)} IS ${literal(wanted)}`);
         // Mark complete last, and refuse connections from now on so clones never find one.
         await c.query(`ALTER DATABASE ${ident(name)} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false`);
@@ -111,4 +126,17 @@ export async function ensureTemplateDetailed(adminUrl: string, opts: TemplateOpt
     },
     { applicationName: 'jest-environment-pg template' },
   );
+}
+
+/**
+ * Mark the template as used now (its comment's first line), so the sweep keeps the recently used
+ * ones. Best effort: a role that may not comment on it only loses that ordering.
+ */
+async function stampUsed(c: import('pg').Client, name: string): Promise<void> {
+  try {
+    const cm = (await c.query<{ comment: string | null }>(`SELECT shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE datname = $1`, [name])).rows[0]?.comment;
+    await c.query(`COMMENT ON DATABASE ${ident(name)} IS ${literal(marker('template', noteOf(cm), Date.now() / 1000))}`);
+  } catch {
+    // not the owner: no stamp
+  }
 }

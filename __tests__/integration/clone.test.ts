@@ -119,7 +119,7 @@ test('the worker database has the template’s settings, owner, privileges, and 
   expect(clone.acl).toEqual(tpl.acl);
   expect(clone.acl).toEqual(expect.arrayContaining([expect.stringMatching(/^app_reader=Tc\/app_owner$/)]));
   expect(clone.acl!.some((a) => a.startsWith('='))).toBe(false); // PUBLIC's CONNECT stays revoked
-  expect(tpl.comment).toBe("jest-environment-pg template\nThe app's database");
+  expect(tpl.comment).toMatch(/^jest-environment-pg template used=\d+\nThe app's database$/);
   expect(clone.comment).toBe(`jest-environment-pg run=${manifest.runId}\nThe app's database`);
   expect(parseMarker(clone.comment)).toEqual({ runId: manifest.runId });
   // A role-specific setting applies to that role's own logins.

@@ -57,6 +57,11 @@ test('markers: the first line proves ownership, the rest is the user\'s comment'
   expect(parseMarker('jest-environment-pg run=0123abcd\nx')).toEqual({ runId: '0123abcd' });
   expect(parseMarker('jest-environment-pg template\nx')).toEqual({ template: true });
   expect(parseMarker('x\njest-environment-pg template')).toBeUndefined();
+  // A template's marker says when a run last used it.
+  expect(marker('template', 'x', 1767225600.7)).toBe('jest-environment-pg template used=1767225600\nx');
+  expect(parseMarker('jest-environment-pg template used=1767225600\nx')).toEqual({ template: true, usedAt: 1767225600 });
+  expect(parseMarker('jest-environment-pg template used=soon')).toBeUndefined();
+  expect(noteOf('jest-environment-pg template used=1\nx')).toBe('x');
   expect(noteOf('jest-environment-pg template')).toBeUndefined();
   expect(noteOf('jest-environment-pg template\nx\ny')).toBe('x\ny');
   expect(noteOf('my own comment')).toBe('my own comment');

@@ -50,7 +50,7 @@ test('every problem is reported at once: unknown keys with a "did you mean", bad
   expect(e.message).toMatch(/^2 problems in testEnvironmentOptions\.pg/);
   expect(e.message).toContain('- "pg.migrationz" is not an option: did you mean "pg.migrations"?');
   expect(e.message).toContain('- "pg.isolation" must be "test" or "file", but got the string "sometimes".');
-  expect(e.message).toMatch(/Accepted keys: server, binDir, migrations, seed, isolation, exposeAs, leaks, lateQueries, graceMs, lockWaitMs, resetSequences, keepDatabases, cacheDir, prefix, globalSetup, globalTeardown\./);
+  expect(e.message).toMatch(/Accepted keys: server, binDir, migrations, seed, isolation, exposeAs, leaks, lateQueries, graceMs, lockWaitMs, resetSequences, keepDatabases, cacheDir, prefix, keepTemplates, globalSetup, globalTeardown\./);
 });
 
 test('bad values alone are JESTPG_OPTION_TYPE, one line each, in the order given', () => {
@@ -101,4 +101,11 @@ test('not an object at all', () => {
   const e = thrown(() => validate('file'));
   expect(e.code).toBe('JESTPG_OPTION_TYPE');
   expect(e.message).toContain('- "pg" must be an object, but got the string "file".');
+});
+
+test('keepTemplates: a whole number, set for the whole run', () => {
+  expect(validate(undefined).keepTemplates).toBe(3);
+  expect(validate({ keepTemplates: 0 }).keepTemplates).toBe(0);
+  expect(thrown(() => validate({ keepTemplates: 1.5 })).message).toContain('"pg.keepTemplates" must be a whole number');
+  expect(thrown(() => fileOverrides({ 'pg-keep-templates': '1' })).message).toContain('"pg.keepTemplates" shapes the whole run');
 });
