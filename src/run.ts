@@ -208,7 +208,8 @@ export async function startRun(projectOptions: unknown, mainPid: number, ctx: Ru
     const tplOpts = { prefix: options.prefix, migrations: options.migrations, seed: options.seed, versionNum, rootDir };
     const tplName = await templateNameFor(tplOpts);
     await holdTemplate(bridge, tplName);
-    (bridge as unknown as { connection: { stream: import('node:net').Socket } }).connection.stream.unref();
+    // Not keeping Jest's main process alive (a pg internal: absent in some pg 8.x, then skipped).
+    (bridge as unknown as { connection?: { stream?: { unref?: () => void } } }).connection?.stream?.unref?.();
     const m: RunManifest = { ...manifest(adminUrl, versionNum), templateDb: tplName, cache: cacheInfo };
     writeManifest(m);
     arm();

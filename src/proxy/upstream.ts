@@ -5,8 +5,8 @@
  * ReadyForQuery are routed by that unit: forwarded to its sink (a client) or swallowed.
  */
 import net from 'node:net';
-import pg from 'pg';
 import { B, F } from './codes';
+import { connect, type Connected } from './connect';
 import { Framer } from './framer';
 import { cancelRequest, close, commandComplete, query, readFields, shiftPosition, syncFrame, writer } from './messages';
 import { errors, messageOf } from '../errors';
@@ -106,35 +106,26 @@ export class Upstream {
   /** '' = the session's defaults (a fresh connection); undefined = unknown (after a rollback). */
   appliedSettings: string | undefined = '';
 
-  private constructor(client: pg.Client, socket: net.Socket, cancelTarget: net.NetConnectOpts) {
+  private constructor(c: Connected) {
+    const socket = c.socket;
     this.socket = socket;
-    const c = client as unknown as { processID: number; secretKey: number };
-    this.backendPid = c.processID;
+    this.backendPid = c.backendPid;
     this.secretKey = c.secretKey;
-    this.cancelTarget = cancelTarget;
+    this.cancelTarget = c.cancelTarget;
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (err) => this.die(err));
     socket.on('close', () => this.die(new Error('connection closed')));
+    socket.resume(); // connect() hands it over paused, right after the first ReadyForQuery
   }
 
-  /**
-   * Connect with node-postgres (which handles TLS and every auth method), then take over
-   * its socket: from here on the bytes are ours.
-   */
+  /** Connect, authenticate and take the socket (see connect.ts): from here on the bytes are ours. */
   static async connect(url: string, applicationName: string): Promise<Upstream> {
-    const client = new pg.Client({ connectionString: url, application_name: applicationName });
     try {
-      await client.connect();
+      return new Upstream(await connect(url, { applicationName }));
     } catch (e) {
       throw errors.serverUnreachable(url, e);
     }
-    const conn = (client as unknown as { connection: { stream: net.Socket } }).connection;
-    const socket = conn.stream;
-    for (const ev of ['data', 'end', 'close', 'error']) socket.removeAllListeners(ev);
-    const cp = client as unknown as { host: string; port: number };
-    const target: net.NetConnectOpts = cp.host.startsWith('/') ? { path: `${cp.host}/.s.PGSQL.${cp.port}` } : { host: cp.host, port: cp.port };
-    return new Upstream(client, socket, target);
   }
 
   // ---- ownership ----
