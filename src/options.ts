@@ -27,6 +27,11 @@ export interface PgOptions {
   globalSetup?: string;
   /** The project's own globalTeardown module, run before ours. */
   globalTeardown?: string;
+  /**
+   * 'transaction': now() & co. are each client transaction's own time, as on a real server
+   * (src/clock-template.ts); 'file': Postgres' own, the file transaction's start.
+   */
+  time: 'transaction' | 'file';
 }
 
 export const defaults: PgOptions = {
@@ -40,6 +45,7 @@ export const defaults: PgOptions = {
   keepDatabases: false,
   prefix: 'jestpg',
   keepTemplates: 3,
+  time: 'transaction',
 };
 
 type Check = (v: unknown) => boolean;
@@ -76,12 +82,13 @@ const spec: Record<keyof PgOptions, Spec> = {
   keepTemplates: [(v) => typeof v === 'number' && Number.isInteger(v) && v >= 0, 'a whole number ≥ 0 (templates kept besides the one in use)'],
   globalSetup: [str, 'a path (or module name) of your own globalSetup, run after jest-environment-pg\'s'],
   globalTeardown: [str, 'a path (or module name) of your own globalTeardown, run before jest-environment-pg\'s'],
+  time: oneOf('transaction', 'file'),
 };
 
 export const optionKeys = Object.keys(spec) as (keyof PgOptions)[];
 
 /** Keys that shape the run (server, template); a docblock may not change them per file. */
-const runKeys = new Set<keyof PgOptions>(['server', 'binDir', 'migrations', 'seed', 'cacheDir', 'prefix', 'keepDatabases', 'keepTemplates', 'globalSetup', 'globalTeardown']);
+const runKeys = new Set<keyof PgOptions>(['server', 'binDir', 'migrations', 'seed', 'cacheDir', 'prefix', 'keepDatabases', 'keepTemplates', 'globalSetup', 'globalTeardown', 'time']);
 
 /**
  * Validate a raw `pg` options object. Every problem is collected and thrown as one error

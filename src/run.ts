@@ -205,7 +205,7 @@ export async function startRun(projectOptions: unknown, mainPid: number, ctx: Ru
     await acquireLease(bridge, runId);
     // The template is "in use" by this run (the sweep of old templates leaves it alone) from
     // before it is looked for; the reaper takes that over with the lease.
-    const tplOpts = { prefix: options.prefix, migrations: options.migrations, seed: options.seed, versionNum, rootDir };
+    const tplOpts = { prefix: options.prefix, migrations: options.migrations, seed: options.seed, versionNum, rootDir, time: options.time };
     const tplName = await templateNameFor(tplOpts);
     await holdTemplate(bridge, tplName);
     // Not keeping Jest's main process alive (a pg internal: absent in some pg 8.x, then skipped).
@@ -300,7 +300,7 @@ async function startCachedCluster(
 ): Promise<{ cluster: ClusterInfo; info: RunCacheInfo }> {
   const versionNum = versionNumOf(bins.version);
   const key = clusterKey(bins, initdbFlags(Math.floor(versionNum / 10000)).join(' '));
-  const tplOpts = { prefix: options.prefix, migrations: options.migrations, seed: options.seed, versionNum, rootDir };
+  const tplOpts = { prefix: options.prefix, migrations: options.migrations, seed: options.seed, versionNum, rootDir, time: options.time };
   const tplName = await templateNameFor(tplOpts);
   const entry = entryPath(dir, key, tplName);
   const baseEntry = entryPath(dir, key, 'base');

@@ -19,6 +19,8 @@ export interface TemplateOptions {
   rootDir?: string;
   /** The name, when the caller computed it already (templateNameFor). */
   name?: string;
+  /** 'transaction' (default): install the moving clock (src/clock-template.ts). */
+  time?: 'transaction' | 'file';
 }
 
 export interface TemplateResult {
@@ -46,7 +48,7 @@ export function packageVersion(): string {
 export async function templateNameFor(opts: TemplateOptions): Promise<string> {
   const contents = await hashMigrations(opts.migrations, opts.seed, { rootDir: opts.rootDir });
   const major = Math.floor(opts.versionNum / 10000);
-  return templateName(opts.prefix, sha256(contents, `pg${major}`, `jest-environment-pg@${packageVersion()}`, 'clock1'));
+  return templateName(opts.prefix, sha256(contents, `pg${major}`, `jest-environment-pg@${packageVersion()}`, opts.time === 'file' ? 'clock0' : 'clock1'));
 }
 
 /** A 64-bit advisory lock key derived from a name (single-key form; the leases use the two-key form). */
@@ -97,7 +99,7 @@ export async function ensureTemplateDetailed(adminUrl: string, opts: TemplateOpt
           await runMigrations(opts.migrations, url, { rootDir: opts.rootDir });
           await runMigrations(opts.seed, url, { rootDir: opts.rootDir });
           // now() per client transaction, not per file (src/clock-template.ts).
-          await withClient(url, installMovingClock, { applicationName: 'jest-environment-pg template' });
+          if (opts.time !== 'file') await withClient(url, installMovingClock, { applicationName: 'jest-environment-pg template' });
         } catch (e) {
           // Not marked complete; drop it so no half-built database lingers (the next run rebuilds it).
           await dropDatabase(c, name, opts.versionNum).catch(() => undefined);
