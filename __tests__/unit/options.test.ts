@@ -50,7 +50,7 @@ test('every problem is reported at once: unknown keys with a "did you mean", bad
   expect(e.message).toMatch(/^2 problems in testEnvironmentOptions\.pg/);
   expect(e.message).toContain('- "pg.migrationz" is not an option: did you mean "pg.migrations"?');
   expect(e.message).toContain('- "pg.isolation" must be "test" or "file", but got the string "sometimes".');
-  expect(e.message).toMatch(/Accepted keys: server, binDir, migrations, seed, isolation, exposeAs, leaks, lateQueries, graceMs, lockWaitMs, resetSequences, keepDatabases, cacheDir, prefix, keepTemplates, globalSetup, globalTeardown\./);
+  expect(e.message).toMatch(/Accepted keys: server, binDir, migrations, seed, isolation, exposeAs, leaks, lateQueries, graceMs, lockWaitMs, resetSequences, keepDatabases, cacheDir, prefix, keepTemplates, globalSetup, globalTeardown, time\./);
 });
 
 test('bad values alone are JESTPG_OPTION_TYPE, one line each, in the order given', () => {
