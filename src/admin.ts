@@ -5,8 +5,15 @@ import { ident } from './names';
 
 export const APP_NAME = 'jest-environment-pg';
 
+export interface ConnectOptions {
+  applicationName?: string;
+  timeoutMs?: number;
+  /** When it aborts (a setup step's bound), the connection is ended: what runs on it fails. */
+  signal?: AbortSignal;
+}
+
 /** Connect, or throw JESTPG_SERVER_UNREACHABLE naming the (redacted) URL. */
-export async function connect(url: string, opts: { applicationName?: string; timeoutMs?: number } = {}): Promise<Client> {
+export async function connect(url: string, opts: ConnectOptions = {}): Promise<Client> {
   const client = new Client({
     connectionString: url,
     application_name: opts.applicationName ?? `${APP_NAME} admin`,
@@ -14,20 +21,30 @@ export async function connect(url: string, opts: { applicationName?: string; tim
   });
   // An admin connection that dies (server stopped, backend terminated) must not crash the process.
   client.on('error', () => undefined);
+  const signal = opts.signal;
+  if (signal) {
+    signal.throwIfAborted();
+    const stop = () => void client.end().catch(() => undefined);
+    signal.addEventListener('abort', stop, { once: true });
+    client.once('end', () => signal.removeEventListener('abort', stop));
+  }
   try {
     await client.connect();
   } catch (e) {
     await client.end().catch(() => undefined);
+    if (signal?.aborted) throw signal.reason;
     throw errors.serverUnreachable(url, e);
   }
   return client;
 }
 
 /** Run `fn` with a fresh connection, always closed afterwards. */
-export async function withClient<T>(url: string, fn: (c: Client) => Promise<T>, opts?: { applicationName?: string }): Promise<T> {
+export async function withClient<T>(url: string, fn: (c: Client) => Promise<T>, opts?: ConnectOptions): Promise<T> {
   const c = await connect(url, opts);
   try {
     return await fn(c);
+  } catch (e) {
+    throw opts?.signal?.aborted ? opts.signal.reason : e;
   } finally {
     await c.end().catch(() => undefined);
   }

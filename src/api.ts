@@ -17,6 +17,7 @@ import type { ConnectionInfo, FileReport, ForeignBackend, Problem } from './prox
 import { SandboxThread } from './proxy/remote';
 import { formatFileReport } from './report';
 import { JestPgError, type ErrorCode } from './errors';
+import { atMost, guardSetup, raceAbort, step } from './settle';
 import type { PgOptions } from './options';
 
 export type { PgOptions, MigrationSource } from './options';
@@ -303,21 +304,37 @@ export interface SandboxHandle {
  * ```
  */
 export async function startSandbox(options: StartSandboxOptions = {}): Promise<SandboxHandle> {
-  const { rootDir, setEnv, label, onWarning, ...raw } = options;
+  // Settles, whatever fails or stalls (see settle.ts): the run and the sandbox are bounded steps,
+  // and a failure tears down whatever was started before the error (with its code) is thrown.
+  const { manifest, run } = await guardSetup('starting the sandbox', () => openSandbox(options));
+  return sandboxHandle(manifest, run, options);
+}
+
+async function openSandbox(options: StartSandboxOptions): Promise<{ manifest: RunManifest; run: RunSandbox }> {
+  const { rootDir, setEnv: _setEnv, label, onWarning: _onWarning, ...raw } = options;
   const manifest = await startRun(raw, process.pid, { rootDir: rootDir ?? process.cwd() });
   let rs: RunSandbox | undefined;
   try {
-    // Not unref'd: its listening sockets keep the process alive until close() (awaits on an unref'd
-    // upstream would let a test runner's process exit in the middle of a hook).
-    rs = await openRunSandbox(manifest, { workerId: '1', unref: false, label: 'jest-environment-pg sandbox' });
-    rs.sandbox.currentFile = label ?? 'the sandbox';
-    await rs.sandbox.beginFile();
+    await step('opening the sandbox', async (signal) => {
+      // Not unref'd: its listening sockets keep the process alive until close() (awaits on an unref'd
+      // upstream would let a test runner's process exit in the middle of a hook).
+      const opening = openRunSandbox(manifest, { workerId: '1', unref: false, label: 'jest-environment-pg sandbox' });
+      // Timed out: the sandbox may still open; close it when it does (the run is torn down below).
+      signal.addEventListener('abort', () => void opening.then((r) => r.close()).catch(() => undefined), { once: true });
+      rs = await raceAbort(opening, signal);
+      rs.sandbox.currentFile = label ?? 'the sandbox';
+      await raceAbort(rs.sandbox.beginFile(), signal);
+    });
   } catch (e) {
-    await rs?.close().catch(() => undefined);
-    await teardownRun(manifest).catch(() => undefined);
+    if (rs) await atMost(rs.close(), 5000);
+    await atMost(teardownRun(manifest), 30_000);
     throw e;
   }
-  const run = rs;
+  return { manifest, run: rs! };
+}
+
+function sandboxHandle(manifest: RunManifest, run: RunSandbox, options: StartSandboxOptions): SandboxHandle {
+  const { setEnv, label, onWarning } = options;
   const opts = manifest.options;
   const env = sandboxEnv(run.info, opts.exposeAs);
   const previous = new Map<string, string | undefined>();

@@ -9,7 +9,7 @@ import type { Client } from 'pg';
 import { connect, withClient } from './admin';
 import { findBinaries, hasBinaries, postgresVersion, resolvePackageDir, systemDirs, type Binaries } from './binaries';
 import { pickRoot, serverOsUser, startCluster, stopCluster, type ClusterInfo } from './cluster';
-import { messageOf, redactUrl } from './errors';
+import { codedMessage, messageOf, redactUrl } from './errors';
 import { isLeaseHeld, listRunDatabases, sweep } from './lease';
 import { reaperScript } from './reaper';
 import { teardownRun } from './run';
@@ -168,8 +168,21 @@ export interface Io {
 }
 const stdio: Io = { out: (s) => process.stdout.write(s + '\n'), err: (s) => process.stderr.write(s + '\n') };
 
-/** Run the CLI; resolves with the exit code. */
+/**
+ * Run the CLI; resolves with the exit code. Until it does, a ref'd timer holds the event loop:
+ * an await on something unref'd can never let Node exit 0 in the middle of a command (starting
+ * the sandbox is bounded step by step: see settle.ts).
+ */
 export async function main(argv: string[], io: Io = stdio): Promise<number> {
+  const hold = setInterval(() => undefined, 60_000);
+  try {
+    return await dispatch(argv, io);
+  } finally {
+    clearInterval(hold);
+  }
+}
+
+async function dispatch(argv: string[], io: Io): Promise<number> {
   const [cmd, ...args] = argv;
   try {
     switch (cmd) {
@@ -197,7 +210,7 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
       io.err(`jest-environment-pg: ${e.message}\n\n${USAGE}`);
       return 2;
     }
-    io.err(`jest-environment-pg: ${messageOf(e)}`);
+    io.err(`jest-environment-pg: ${codedMessage(e)}`);
     return 1;
   }
 }
@@ -255,7 +268,7 @@ async function runCommand(args: string[], io: Io): Promise<number> {
     try {
       sb = await startSandbox({ ...(options as object), rootDir: process.cwd(), label });
     } catch (e) {
-      io.err(`jest-environment-pg: could not start the sandbox: ${messageOf(e)}`);
+      io.err(`jest-environment-pg: could not start the sandbox: ${codedMessage(e)}`);
       return pending ? signalExit(pending) : 1;
     }
     let code: number;

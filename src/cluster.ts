@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import { hydrateSymlinks, missingSymlinks, reachableBy } from './binaries';
 import { errors } from './errors';
 import { isAlive } from './proc';
+import { step } from './settle';
 
 export interface ClusterInfo {
   /** The postmaster's pid. */
@@ -140,14 +141,16 @@ export async function startCluster(opts: StartClusterOptions): Promise<ClusterIn
 
     let afterInitdb: number | undefined;
     if (opts.populate) {
-      await opts.populate(dataDir, osUser);
+      const populate = opts.populate;
+      await step('restoring the cluster from the cache', async () => populate(dataDir, osUser));
     } else {
       const password = randomBytes(18).toString('base64url');
       const pwfile = path.join(baseDir, 'pwfile');
       await fsp.writeFile(pwfile, password + '\n', { mode: 0o600 });
       if (osUser) await fsp.chown(pwfile, osUser.uid, osUser.gid);
       const initArgs = ['-D', dataDir, ...initdbFlags(major), `--pwfile=${pwfile}`];
-      const init = await runToEnd(path.join(binDir, 'initdb'), initArgs, { env, cwd: baseDir, osUser });
+      // Bounded: a hung initdb is killed and reported (JESTPG_SETUP_TIMEOUT), its dir removed below.
+      const init = await step('initdb', (signal) => runToEnd(path.join(binDir, 'initdb'), initArgs, { env, cwd: baseDir, osUser, signal }));
       await fsp.rm(pwfile, { force: true });
       if (init.code !== 0) throw errors.initdbFailed(`initdb ${initArgs.join(' ')} exited with ${init.code}:\n${init.output}`);
       // Kept inside the data dir (private, and part of a cached snapshot) for the admin URL.
@@ -165,7 +168,7 @@ export async function startCluster(opts: StartClusterOptions): Promise<ClusterIn
     let lastLog = '';
     for (let attempt = 0; attempt < 8; attempt++) {
       const port = await freePort();
-      const r = await startPostmaster({ binDir, dataDir, baseDir, port, env, osUser, major, settings: opts.settings });
+      const r = await step('starting the server', (signal) => startPostmaster({ binDir, dataDir, baseDir, port, env, osUser, major, settings: opts.settings, signal }));
       if ('pid' in r) {
         const tEnd = performance.now();
         return {
@@ -240,20 +243,25 @@ function childEnv(baseDir: string): NodeJS.ProcessEnv {
 function runToEnd(
   file: string,
   args: string[],
-  o: { env: NodeJS.ProcessEnv; cwd: string; osUser?: ClusterInfo['osUser'] },
+  o: { env: NodeJS.ProcessEnv; cwd: string; osUser?: ClusterInfo['osUser']; signal?: AbortSignal },
 ): Promise<{ code: number; output: string }> {
   return new Promise((resolve) => {
     let output = '';
     let child: ChildProcess;
     try {
-      child = spawn(file, args, { env: o.env, cwd: o.cwd, uid: o.osUser?.uid, gid: o.osUser?.gid, stdio: ['ignore', 'pipe', 'pipe'] });
+      // An abort (the step's bound) kills it: nothing of a hung initdb outlives the setup.
+      child = spawn(file, args, { env: o.env, cwd: o.cwd, uid: o.osUser?.uid, gid: o.osUser?.gid, stdio: ['ignore', 'pipe', 'pipe'], signal: o.signal, killSignal: 'SIGKILL' });
     } catch (e) {
       resolve({ code: -1, output: String(e) });
       return;
     }
     child.stdout!.on('data', (d) => (output += d));
     child.stderr!.on('data', (d) => (output += d));
-    child.on('error', (e) => resolve({ code: -1, output: output + String(e) }));
+    child.on('error', (e) => {
+      // Aborted: it is being killed; resolve on 'close', once it is gone (its dir is removed next).
+      if (e.name === 'AbortError' && child.pid !== undefined && child.exitCode === null && child.signalCode === null) return;
+      resolve({ code: -1, output: output + String(e) });
+    });
     child.on('close', (code, signal) => resolve({ code: code ?? (signal ? 128 : -1), output }));
   });
 }
@@ -315,6 +323,8 @@ async function startPostmaster(o: {
   osUser?: ClusterInfo['osUser'];
   major: number;
   settings?: Record<string, string>;
+  /** Stop waiting (and stop the server) when it aborts. */
+  signal?: AbortSignal;
 }): Promise<{ pid: number } | { log: string; portInUse: boolean }> {
   const logPath = path.join(o.baseDir, 'server.log');
   const fd = openSync(logPath, 'a', 0o644);
@@ -341,7 +351,7 @@ async function startPostmaster(o: {
   const pidFile = path.join(o.dataDir, 'postmaster.pid');
   const deadline = Date.now() + 30_000;
   while (Date.now() < deadline) {
-    if (exited || child.pid === undefined) break;
+    if (exited || child.pid === undefined || o.signal?.aborted) break;
     try {
       const lines = readFileSync(pidFile, 'utf8').split('\n');
       // Line 8 is the postmaster status (PG 10+): "ready" once it accepts connections.

@@ -17,6 +17,8 @@ export type ErrorCode =
   | 'JESTPG_MIGRATION_FAILED'
   | 'JESTPG_RUN_NOT_FOUND'
   | 'JESTPG_SETUP_TIMEOUT'
+  | 'JESTPG_SETUP_INTERRUPTED'
+  | 'JESTPG_REAPER_FAILED'
   | 'JESTPG_LATE_QUERY'
   | 'JESTPG_LEAKED_CONNECTION'
   | 'JESTPG_LOCK_WAIT'
@@ -43,7 +45,9 @@ export class JestPgError extends Error {
   readonly sqlState: string;
   constructor(code: ErrorCode, message: string, sqlState = 'XX000', options?: { cause?: unknown }) {
     super(message, options as never);
-    this.name = 'JestPgError';
+    // Node's convention for coded errors ("TypeError [ERR_X]: …"): the code reaches whatever
+    // prints the error (Jest's "Got error running globalSetup", a failed test suite, a stack).
+    this.name = `JestPgError [${code}]`;
     this.code = code;
     this.sqlState = sqlState;
   }
@@ -138,6 +142,23 @@ export const errors = {
     make('JESTPG_RUN_NOT_FOUND')(`The jest-environment-pg run this worker belongs to is gone: ${detail}. This usually means global teardown ran early or the run was killed; re-run Jest.`),
   setupTimeout: (ms: number, what: string) =>
     make('JESTPG_SETUP_TIMEOUT')(`Waited ${ms} ms for ${what}. Another Jest worker started setting up the database and did not finish; check its output for the first error and re-run.`),
+  stepTimeout: (step: string, ms: number, blame: string, variable: string) =>
+    make('JESTPG_SETUP_TIMEOUT')(
+      `Setting up the PostgreSQL run stalled: ${step} did not finish within ${ms} ms, so it was stopped and everything the run had started was removed before anything ran against it. ` +
+        `${blame} If it is only slow, raise ${variable} (in ms).`,
+    ),
+  setupInterrupted: (steps: string, how: string) =>
+    make('JESTPG_SETUP_INTERRUPTED')(
+      `The process ${how} while jest-environment-pg was still setting up (${steps}), so nothing ran against it. ` +
+        `If a migration or seed module calls process.exit(), that is at fault: export a function that resolves instead. ` +
+        `The run's throwaway server and files were removed (the reaper, if it started, drops the rest); exit code set to 1.`,
+    ),
+  reaperFailed: (detail: string, cause?: unknown) =>
+    make('JESTPG_REAPER_FAILED')(
+      `The reaper process did not start: ${detail}. It is what tears the run down if Jest is killed, so the run stops here rather than risk leaving databases and servers behind; everything it had started was removed. ` +
+        `The installation or the machine is at fault, not your tests: reinstall jest-environment-pg (its dist/reaper-main.js must run with this node, ${process.execPath}), check that this process may start child processes, and run \`npx jest-environment-pg doctor\`.`,
+      cause,
+    ),
   lateQuery: (testName: string, sql: string) =>
     make('JESTPG_LATE_QUERY', '25000')(
       `Late query: ${quoteSql(sql)} arrived after test "${testName}" had ended, so it was rejected to keep it out of the next test. ` +
@@ -176,6 +197,12 @@ export const errors = {
   upstreamLost: (detail: string) =>
     make('JESTPG_UPSTREAM_LOST', '08006')(`The sandbox lost its connection to PostgreSQL: ${detail}. Something terminated the backend (a pg_terminate_backend, a server restart); the file's work is lost and the file fails.`),
 };
+
+/** "JESTPG_X: message" for our errors, the message for others (for output that is not a stack). */
+export function codedMessage(e: unknown): string {
+  const code = (e as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' && code.startsWith('JESTPG_') ? `${code}: ${messageOf(e)}` : messageOf(e);
+}
 
 export function messageOf(e: unknown): string {
   if (e instanceof Error) return e.message || String((e as { code?: string }).code ?? e.name);

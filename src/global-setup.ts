@@ -12,6 +12,8 @@ interface ProjectConfigLike {
 export default async function globalSetup(globalConfig: unknown, projectConfig?: ProjectConfigLike): Promise<void> {
   const m = await startRun(projectConfig?.testEnvironmentOptions?.pg, process.pid, { rootDir: projectConfig?.rootDir });
   if (m.swept) process.stderr.write(sweptLine(m.swept) + '\n');
+  // A damaged cache entry never fails a run: it is deleted, the run starts without it, and says so.
+  for (const d of m.cache?.discarded ?? []) process.stderr.write(`\njest-environment-pg: ${d}.\n`);
   installInterruptHandler();
   await runProjectSetup(m, globalConfig, projectConfig); // the project's own (pg.globalSetup), after ours
 }

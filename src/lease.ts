@@ -170,3 +170,42 @@ async function countOtherLeases(c: Client, ownRunId: string | undefined): Promis
   );
   return r.rows[0].n;
 }
+
+/** How long dropAbandonedTemplate waits for a template's build lock. */
+const ABANDONED_LOCK_WAIT_MS = 2000;
+
+/**
+ * The template a run was building when its process exited in the middle (a migration module
+ * calling process.exit()): dropped at that run's teardown when it is still incomplete, carries our
+ * marker, and nobody is building it (its build lock, waited for briefly: the dead builder's session
+ * may not have ended yet; a live build keeps it longer and is left alone). The template sweep of a
+ * later run would drop it too; on a server that outlives the run, this does it now.
+ */
+export async function dropAbandonedTemplate(c: Client, name: string, versionNum: number): Promise<boolean> {
+  const incomplete = async () => {
+    const r = await c.query<{ comment: string | null }>(
+      `SELECT shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE datname = $1 AND NOT datistemplate`,
+      [name],
+    );
+    const m = r.rows[0] ? parseMarker(r.rows[0].comment) : undefined;
+    return m !== undefined && 'template' in m;
+  };
+  if (!(await incomplete())) return false;
+  const key = lockKeyFor(name);
+  try {
+    await c.query(`SET lock_timeout = '${ABANDONED_LOCK_WAIT_MS}ms'`);
+    await c.query('SELECT pg_advisory_lock($1::bigint)', [key]);
+  } catch (e) {
+    if ((e as { code?: string }).code === '55P03') return false; // lock_not_available: being built right now
+    throw e;
+  } finally {
+    await c.query('RESET lock_timeout');
+  }
+  try {
+    if (!(await incomplete())) return false;
+    await dropDatabase(c, name, versionNum);
+    return true;
+  } finally {
+    await c.query('SELECT pg_advisory_unlock($1::bigint)', [key]).catch(() => undefined);
+  }
+}

@@ -12,6 +12,7 @@ import { pgEnv, withClient } from './admin';
 import { errors, messageOf, redactUrl } from './errors';
 import { sha256 } from './names';
 import type { MigrationSource } from './options';
+import { raceAbort } from './settle';
 
 export type Resolved =
   | { kind: 'none' }
@@ -22,6 +23,11 @@ export type Resolved =
 export interface MigrationOptions {
   /** Relative paths are resolved against this (Jest's rootDir); default process.cwd(). */
   rootDir?: string;
+  /**
+   * Stop when it aborts (the setup step's bound): a command is killed, the SQL connection
+   * ended; a module's promise cannot be stopped and is abandoned. Rejects with the signal's reason.
+   */
+  signal?: AbortSignal;
 }
 
 /** Work out what a source is; throws JESTPG_MIGRATIONS_NOT_FOUND for a missing path. */
@@ -118,34 +124,47 @@ async function hashTree(dir: string, limit = 5000): Promise<(string | Buffer)[]>
 export async function runMigrations(source: MigrationSource | undefined, url: string, opts: MigrationOptions = {}): Promise<void> {
   const r = await resolveSource(source, opts);
   const rootDir = opts.rootDir ?? process.cwd();
+  const { signal } = opts;
+  signal?.throwIfAborted();
   switch (r.kind) {
     case 'none':
       return;
     case 'sql':
-      return runSqlFiles(r.files, url, rootDir);
+      return raceAbort(runSqlFiles(r.files, url, rootDir, signal), signal);
     case 'module':
-      return runModule(r.file, url, rootDir);
+      return raceAbort(runModule(r.file, url, rootDir), signal);
     case 'command':
-      return runCommand(r.command, r.cwd, url);
+      return runCommand(r.command, r.cwd, url, signal);
   }
 }
 
-async function runSqlFiles(files: string[], url: string, rootDir: string): Promise<void> {
+async function runSqlFiles(files: string[], url: string, rootDir: string, signal?: AbortSignal): Promise<void> {
   if (files.length === 0) return;
   await withClient(
     url,
     async (c) => {
-      for (const file of files) {
-        const text = await fsp.readFile(file, 'utf8');
-        try {
-          await c.query(text); // no parameters: one simple Query, multi-statement allowed
-        } catch (e) {
-          throw sqlError(e, text, path.relative(rootDir, file) || file);
-        }
+      // Aborted: end the connection (the statement it runs fails; the template is dropped WITH (FORCE)).
+      const stop = () => void c.end().catch(() => undefined);
+      signal?.addEventListener('abort', stop, { once: true });
+      try {
+        await runEach(c);
+      } finally {
+        signal?.removeEventListener('abort', stop);
       }
     },
     { applicationName: 'jest-environment-pg migrations' },
   );
+
+  async function runEach(c: import('pg').Client): Promise<void> {
+    for (const file of files) {
+      const text = await fsp.readFile(file, 'utf8');
+      try {
+        await c.query(text); // no parameters: one simple Query, multi-statement allowed
+      } catch (e) {
+        throw sqlError(e, text, path.relative(rootDir, file) || file);
+      }
+    }
+  }
 }
 
 interface PgError {
@@ -289,7 +308,7 @@ function findTranspiler(from: string[]): Transpile | undefined {
   return undefined;
 }
 
-function runCommand(command: string, cwd: string, url: string): Promise<void> {
+function runCommand(command: string, cwd: string, url: string, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     let output = '';
     const child = spawn(command, {
@@ -298,6 +317,16 @@ function runCommand(command: string, cwd: string, url: string): Promise<void> {
       env: { ...process.env, ...pgEnv(url) },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    // Aborted (the step's bound): kill it and settle once it is gone.
+    const stop = () => {
+      try {
+        child.kill('SIGKILL');
+      } catch {
+        // gone already
+      }
+    };
+    signal?.addEventListener('abort', stop, { once: true });
+    child.on('close', () => signal?.removeEventListener('abort', stop));
     const keep = (d: Buffer) => {
       output += d.toString();
       if (output.length > 20_000) output = output.slice(-8000);
@@ -305,13 +334,14 @@ function runCommand(command: string, cwd: string, url: string): Promise<void> {
     child.stdout.on('data', keep);
     child.stderr.on('data', keep);
     child.on('error', (e) => reject(errors.migrationFailed(`command "${command}"`, `could not start it: ${e.message}`, e)));
-    child.on('close', (code, signal) => {
+    child.on('close', (code, sig) => {
+      if (signal?.aborted) return reject(signal.reason);
       if (code === 0) return resolve();
       const tail = output.trim().split('\n').slice(-40).join('\n');
       reject(
         errors.migrationFailed(
           `command "${command}" (run in ${cwd})`,
-          `it exited with ${signal ? `signal ${signal}` : `code ${code}`}${tail ? `. Its output:\n${redact(tail, url)}` : ' and printed nothing.'}`,
+          `it exited with ${sig ? `signal ${sig}` : `code ${code}`}${tail ? `. Its output:\n${redact(tail, url)}` : ' and printed nothing.'}`,
         ),
       );
     });

@@ -7,7 +7,11 @@ if (typeof (globalThis as { navigator?: unknown }).navigator === 'undefined') {
   Object.defineProperty(globalThis, 'navigator', { value: { userAgent: `Node.js/${process.versions.node}` }, configurable: true, writable: true });
 }
 
-// Required after the line above (an import would be hoisted above it).
+// Our stdout and stderr are pipes the parent closes once we are ready: a late write must not crash us.
+process.stdout.on('error', () => undefined);
+process.stderr.on('error', () => undefined);
+
+// Required after the lines above (an import would be hoisted above them).
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { reaperMain } = require('./reaper') as typeof import('./reaper');
 

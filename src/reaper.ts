@@ -9,7 +9,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Client } from 'pg';
 import { connect } from './admin';
-import { errors, JestPgError, messageOf } from './errors';
+import { errors, messageOf } from './errors';
 import { acquireLease, holdTemplate } from './lease';
 import { cmdline, isAlive, isSameProcess } from './proc';
 import type { RunManifest } from './run';
@@ -24,28 +24,45 @@ export function reaperScript(): string {
 }
 
 /**
- * Spawn the reaper for a written manifest; resolves with its pid once it holds the lease.
- * The timeout counts from `armed` (default: now): setup may take long before the final manifest
- * exists (migrations), and the reaper only takes the lease after that.
+ * Spawn the reaper for a written manifest; resolves with its pid once it holds the lease, rejects
+ * with JESTPG_REAPER_FAILED (what went wrong in its message) if it cannot be started, exits or
+ * says something else first, or is not ready `timeoutMs` after `armed` (default: now): setup may
+ * take long before the final manifest exists (migrations), and the reaper only takes the lease after that.
  */
 export function startReaper(manifestPath: string, timeoutMs = 120_000, armed?: Promise<unknown>, onSpawn?: (pid: number) => void): Promise<number> {
+  return spawnReaper(manifestPath, timeoutMs, armed, onSpawn).catch((e: unknown) => {
+    throw (e as { code?: string }).code === 'JESTPG_REAPER_FAILED' ? e : errors.reaperFailed(messageOf(e), e);
+  });
+}
+
+function spawnReaper(manifestPath: string, timeoutMs: number, armed?: Promise<unknown>, onSpawn?: (pid: number) => void): Promise<number> {
   return new Promise((resolve, reject) => {
     const env = { ...process.env };
     delete env.NODE_OPTIONS; // no inspector, loaders or test hooks in the reaper
     const child = spawn(process.execPath, [reaperScript(), manifestPath], {
       detached: true,
-      stdio: ['ignore', 'pipe', 'ignore'],
+      stdio: ['ignore', 'pipe', 'pipe'],
       env,
       windowsHide: true,
     });
     if (child.pid) onSpawn?.(child.pid);
     let out = '';
+    // What it printed on stderr before it was ready (a crash's stack), for the error message.
+    let errText = '';
+    child.stderr!.on('data', (d: Buffer) => (errText = (errText + d.toString()).slice(-2000)));
+    const stderrTail = () => {
+      // A crash prints "<file>:<line>\n<source>\n^\n\nError: …\n    at …": keep the error line.
+      const lines = errText.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('at ') && !/^Node\.js v/.test(l));
+      const line = lines.find((l) => /^[A-Za-z]*Error\b/.test(l)) ?? lines[lines.length - 1];
+      return line ? ` (its stderr: ${line.slice(0, 300)})` : '';
+    };
     let settled = false;
     const done = (err?: Error) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
       child.stdout!.destroy();
+      child.stderr!.destroy();
       child.unref();
       if (err) {
         if (child.pid && isAlive(child.pid)) child.kill('SIGKILL');
@@ -54,7 +71,7 @@ export function startReaper(manifestPath: string, timeoutMs = 120_000, armed?: P
     };
     let timer: NodeJS.Timeout | undefined;
     const arm = () => {
-      if (!settled) timer = setTimeout(() => done(errors.setupTimeout(timeoutMs, 'the reaper process to take the run lease')), timeoutMs);
+      if (!settled) timer = setTimeout(() => done(new Error(`it did not take the run's lease within ${timeoutMs} ms`)), timeoutMs);
     };
     if (armed) armed.then(arm, arm);
     else arm();
@@ -65,12 +82,17 @@ export function startReaper(manifestPath: string, timeoutMs = 120_000, armed?: P
       const line = out.slice(0, nl);
       if (line === 'ready') done();
       else if (line.startsWith('error ')) {
-        const e = JSON.parse(line.slice(6)) as { code?: string; message: string };
-        done(e.code ? new JestPgError(e.code as never, e.message) : new Error(`jest-environment-pg reaper: ${e.message}`));
-      } else done(new Error(`jest-environment-pg reaper said: ${line}`));
+        let e: { code?: string; message?: string } = {};
+        try {
+          e = JSON.parse(line.slice(6)) as typeof e;
+        } catch {
+          e = { message: line.slice(6) };
+        }
+        done(new Error(`it failed before taking the run's lease: ${e.code ? `${e.code}: ` : ''}${e.message ?? '(no message)'}`));
+      } else done(new Error(`it printed ${JSON.stringify(line.slice(0, 200))} instead of "ready"`));
     });
-    child.on('error', (e) => done(e));
-    child.on('exit', (code) => done(new Error(`jest-environment-pg reaper exited with code ${code} before taking the lease`)));
+    child.on('error', (e) => done(new Error(`${process.execPath} could not be started: ${messageOf(e)}`)));
+    child.on('close', (code, sig) => done(new Error(`it exited ${sig ? `on signal ${sig}` : `with code ${code}`} before taking the run's lease${stderrTail()}`)));
   });
 }
 

@@ -3,8 +3,9 @@
  * startRun (globalSetup, or the first worker in environment-only mode) → attachRun (each worker)
  * → ensureWorkerDatabase (per worker, lazily) → teardownRun (globalTeardown, or the reaper).
  */
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, promises as fsp, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, promises as fsp, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { cloneDatabase } from './clone';
@@ -13,12 +14,13 @@ import { findBinaries, type Binaries } from './binaries';
 import { clusterKey, collectDataDir, CorruptCacheError, discard, entryPath, prune, readPack, resolveCacheDir, touch, unpackDataDir, writePack, type Pack } from './cache';
 import { initdbFlags, isPostmasterOf, snapshotCluster, startCluster, stopCluster, versionNumOf, type ClusterInfo } from './cluster';
 import { errors, JestPgError, messageOf, redactUrl, type ErrorCode } from './errors';
-import { acquireLease, holdTemplate, sweep, sweepTemplates } from './lease';
+import { acquireLease, dropAbandonedTemplate, holdTemplate, sweep, sweepTemplates } from './lease';
 import { newRunId, parseMarker, workerDbName } from './names';
 import { validate, type PgOptions } from './options';
 import { isAlive, startToken } from './proc';
 import { startReaper, stopReaper } from './reaper';
 import { sweepStaleLocal } from './stale';
+import { atMost, guardSetup, raceAbort, setupBudgetMs, step, stepTimeoutMs, type SetupGuard } from './settle';
 import { ensureTemplateDetailed, packageVersion, templateNameFor } from './template';
 
 export interface RunManifest {
@@ -52,8 +54,10 @@ export interface RunManifest {
   /**
    * "setup": the embedded cluster runs but the run is not ready (its template is being built and
    * cached). The reaper takes no lease yet but cleans up if the main process dies.
+   * "template": the lease is taken and the template (`templateDb`) is being looked for or built;
+   * a teardown now (the main process died) also drops that template if it was left half-built.
    */
-  phase?: 'setup';
+  phase?: 'setup' | 'template';
   /** What the start-of-run sweep removed: databases of runs that died without a teardown. */
   swept?: { dropped: string[]; deadRuns: string[]; terminated: number; templates?: string[] };
 }
@@ -75,6 +79,8 @@ export interface RunCacheInfo {
   saved?: boolean;
   /** Why the cache is off, an entry was ignored or not saved. */
   note?: string;
+  /** Entries found damaged or unusable and deleted (the run went on without them), as sentences: printed at start. */
+  discarded?: string[];
 }
 
 export interface TeardownSummary {
@@ -97,7 +103,6 @@ export interface RunContext {
 }
 
 export const MANIFEST_ENV = 'JEST_PG_MANIFEST';
-const SETUP_TIMEOUT_MS = Number(process.env.JEST_PG_SETUP_TIMEOUT_MS) || 180_000;
 
 function writeManifest(m: RunManifest): void {
   const tmp = `${m.manifestPath}.${process.pid}.tmp`;
@@ -111,8 +116,17 @@ export function readManifest(file: string): RunManifest {
   return m;
 }
 
-/** Set up a run: server, sweep, template, run dir + manifest, reaper. Sets process.env.JEST_PG_MANIFEST. */
-export async function startRun(projectOptions: unknown, mainPid: number, ctx: RunContext = {}): Promise<RunManifest> {
+/**
+ * Set up a run: server, sweep, template, run dir + manifest, reaper. Sets process.env.JEST_PG_MANIFEST.
+ * Always settles (see settle.ts): every step is bounded, the event loop is held open until it is
+ * done, and on any failure nothing of the run is left (cluster stopped, its dir and the run dir
+ * removed, no reaper) before the error — with its JESTPG_ code — is thrown.
+ */
+export function startRun(projectOptions: unknown, mainPid: number, ctx: RunContext = {}): Promise<RunManifest> {
+  return guardSetup('setting up the PostgreSQL run', (guard) => startRunGuarded(projectOptions, mainPid, ctx, guard));
+}
+
+async function startRunGuarded(projectOptions: unknown, mainPid: number, ctx: RunContext, guard: SetupGuard): Promise<RunManifest> {
   const t0 = performance.now();
   const timings: Record<string, number> = {};
   const lap = (k: string, since: number) => (timings[k] = Math.round(performance.now() - since));
@@ -146,22 +160,25 @@ export async function startRun(projectOptions: unknown, mainPid: number, ctx: Ru
     rootDir,
     lockFiles: ctx.lockFiles,
   });
+  // If the process exits in the middle (a migration module calling process.exit()): a reaper that
+  // has the manifest tears the run down once this process is gone (it drops what the run left on
+  // the server too); without one, stop what we can now, synchronously.
+  const dropExitCleanup = guard.onExit(() => {
+    if (reaperPid && isAlive(reaperPid) && existsSync(manifestPath)) return;
+    stopReaper(reaperPid);
+    if (cluster && isPostmasterOf(cluster.pid, cluster.dataDir)) process.kill(cluster.pid, 'SIGQUIT');
+    if (cluster) rmSync(cluster.baseDir, { recursive: true, force: true });
+    rmSync(runDir, { recursive: true, force: true });
+  });
   // The reaper's timeout starts once the final manifest is written (setup may be long before it).
   let arm!: () => void;
   const armed = new Promise<void>((r) => (arm = r));
   // The reaper starts now (node boots while initdb runs) and takes the lease once the manifest exists.
   const tReaper = performance.now();
-  let reaperFailed: unknown;
-  const reaper = startReaper(manifestPath, undefined, armed, (pid) => (reaperPid = pid)).then(
-    (pid) => {
-      lap('reaper', tReaper);
-      return pid;
-    },
-    (e) => {
-      reaperFailed = e;
-      throw e;
-    },
-  );
+  const reaper = startReaper(manifestPath, stepTimeoutMs('starting the reaper'), armed, (pid) => (reaperPid = pid)).then((pid) => {
+    lap('reaper', tReaper);
+    return pid;
+  });
   reaper.catch(() => undefined);
   let bridge: import('pg').Client | undefined;
   try {
@@ -171,7 +188,7 @@ export async function startRun(projectOptions: unknown, mainPid: number, ctx: Ru
       adminUrl = server;
     } else {
       const t = performance.now();
-      const bins = await findBinaries({ binDir: options.binDir, resolveFrom: [rootDir] });
+      const bins = await step('finding the PostgreSQL binaries', (signal) => raceAbort(findBinaries({ binDir: options.binDir, resolveFrom: [rootDir] }), signal));
       lap('binaries', t);
       const loc = resolveCacheDir(options.cacheDir, rootDir);
       if (loc.dir) {
@@ -192,89 +209,101 @@ export async function startRun(projectOptions: unknown, mainPid: number, ctx: Ru
       adminUrl = cluster.url;
     }
     let t = performance.now();
-    const versionNum = await withClient(adminUrl, async (c) => {
-      await checkCreateDb(c, adminUrl);
-      return serverVersionNum(c);
-    });
+    const versionNum = await step('connecting to the server', (signal) =>
+      withClient(
+        adminUrl,
+        async (c) => {
+          await checkCreateDb(c, adminUrl);
+          return serverVersionNum(c);
+        },
+        { signal },
+      ),
+    );
     lap('connect', t);
-    // The lease, held from here by this process until the reaper (still booting: ~0.1-0.3 s
-    // of node start-up) holds it too. Both hold it shared; a sweep takes it exclusive. So the
-    // run never waits for its reaper, and no run database ever exists without a lease.
-    bridge = await connect(adminUrl, { applicationName: 'jest-environment-pg lease' });
-    bridge.on('error', () => undefined); // a server going away must not crash Jest's main process
-    await acquireLease(bridge, runId);
-    // The template is "in use" by this run (the sweep of old templates leaves it alone) from
-    // before it is looked for; the reaper takes that over with the lease.
+    // The lease, held from here by this process until the reaper (booted meanwhile) holds it too;
+    // both hold it shared, a sweep takes it exclusive. The template is "in use" by this run (the
+    // sweep of old templates leaves it alone) from before it is looked for; the reaper takes that
+    // over with the lease. startRun returns only once it has: no run database exists without it.
+    t = performance.now();
     const tplOpts = { prefix: options.prefix, migrations: options.migrations, seed: options.seed, versionNum, rootDir, time: options.time };
     const tplName = await templateNameFor(tplOpts);
-    await holdTemplate(bridge, tplName);
+    bridge = await step('taking the run lease', async (signal) => {
+      const b = await connect(adminUrl, { applicationName: 'jest-environment-pg lease', signal });
+      b.on('error', () => undefined); // a server going away must not crash Jest's main process
+      try {
+        await acquireLease(b, runId);
+        await holdTemplate(b, tplName);
+      } catch (e) {
+        await atMost(b.end(), 2000);
+        throw signal.aborted ? signal.reason : e;
+      }
+      return b;
+    });
     // Not keeping Jest's main process alive (a pg internal: absent in some pg 8.x, then skipped).
     (bridge as unknown as { connection?: { stream?: { unref?: () => void } } }).connection?.stream?.unref?.();
-    const m: RunManifest = { ...manifest(adminUrl, versionNum), templateDb: tplName, cache: cacheInfo };
+    lap('lease', t);
+    // phase "template": if this process dies before the end, the teardown drops the template it was building.
+    const m: RunManifest = { ...manifest(adminUrl, versionNum), templateDb: tplName, cache: cacheInfo, phase: 'template' };
     writeManifest(m);
     arm();
-    // The template builds while the reaper takes the lease; no run database exists before it holds it.
-    const swept = (async () => {
+    const swept = step('sweeping databases of dead runs', async (signal) => {
       const ts = performance.now();
-      const r = await sweep(adminUrl, options.prefix);
+      const r = await raceAbort(sweep(adminUrl, options.prefix), signal);
       // Old templates (best effort: never fails the run).
       const old = await withClient(adminUrl, (c) => sweepTemplates(c, options.prefix, options.keepTemplates, tplName, runId), {
         applicationName: 'jest-environment-pg sweep',
+        signal,
       }).catch(() => undefined);
       lap('sweep', ts);
       return { ...r, templates: old?.dropped ?? [] };
-    })();
+    });
     // Local leftovers of runs that died with their reaper (best effort, not awaited by the run).
     void sweepStaleLocal((dead) => teardownRun(dead, { fromReaper: true })).catch(() => undefined);
-    const template = (async () => {
+    const template = step('building the template (migrations)', async (signal) => {
       const tt = performance.now();
-      const r = await ensureTemplateDetailed(adminUrl, { ...tplOpts, name: tplName });
+      const r = await ensureTemplateDetailed(adminUrl, { ...tplOpts, name: tplName, signal });
       lap(r.built ? 'template(built)' : 'template(reused)', tt);
       if (r.built && cacheInfo?.status === 'warm' && cacheInfo.entry) {
         // The restored cluster lacked its template: that entry is bad; the next run rebuilds it.
         discard(cacheInfo.entry);
         cacheInfo.note = `${path.basename(cacheInfo.entry)} had no complete template; discarded`;
+        cacheInfo.discarded = [...(cacheInfo.discarded ?? []), `the cache entry ${cacheInfo.note} (the next run saves a fresh one)`];
       }
       return r.name;
-    })();
-    const [tpl, sw] = await Promise.allSettled([template, swept]);
+    });
+    // The run does not start without its reaper: if Jest were killed, nothing else would clean up.
+    const ready = step('starting the reaper', (signal) => raceAbort(reaper, signal));
+    const [tpl, sw, rp] = await Promise.allSettled([template, swept, ready]);
     if (tpl.status === 'rejected') throw tpl.reason;
-    if (reaperFailed) throw reaperFailed;
+    if (rp.status === 'rejected') throw rp.reason;
     if (sw.status === 'rejected') throw sw.reason;
     if (sw.value.dropped.length || sw.value.templates.length) m.swept = sw.value;
     m.reaperPid = reaperPid;
     m.templateDb = tpl.value;
-    // Hand the lease over once the reaper holds it; if the reaper fails later, this process keeps it.
-    const held = bridge;
-    bridges.set(runId, held);
-    reaper.then(
-      () => {
-        if (bridges.get(runId) === held) bridges.delete(runId);
-        void held.end().catch(() => undefined);
-      },
-      (e) => {
-        // Torn down already (the reaper was stopped while it booted): nothing to say.
-        if (bridges.get(runId) === held) process.stderr.write(`jest-environment-pg: the reaper did not start (${messageOf(e)}); this process holds the run's lease instead.\n`);
-      },
-    );
+    delete m.phase;
+    // The reaper holds the lease and the template now: this process lets go of them.
+    void bridge?.end().catch(() => undefined);
+    bridge = undefined;
     // A cache entry still being written finishes while the tests run (teardownRun waits for it).
     for (const w of cacheWrites) trackBackground(w);
     lap('total', t0);
     m.timings = timings;
     writeManifest(m);
+    dropExitCleanup();
     process.env[MANIFEST_ENV] = manifestPath;
     return m;
   } catch (e) {
     arm();
-    await Promise.allSettled(cacheWrites); // no temp file of a save left behind
-    // Leave nothing behind: the reaper (if it started), the cluster, the run dir.
+    // Leave nothing behind: the reaper (if it started), the cluster, the run dir. Each step is
+    // bounded, so a server that stopped answering cannot hold the error back.
+    await atMost(Promise.allSettled(cacheWrites), 30_000); // no temp file of a save left behind
     // Removing the run dir makes a reaper that is still waiting for the manifest exit by itself.
-    if (existsSync(manifestPath)) await fsp.rm(manifestPath, { force: true });
     await fsp.rm(runDir, { recursive: true, force: true }).catch(() => undefined);
     stopReaper(reaperPid);
-    await bridge?.end().catch(() => undefined);
+    if (bridge) await atMost(bridge.end(), 2000);
     if (cluster) await stopCluster(cluster).catch(() => undefined);
     await fsp.rm(runDir, { recursive: true, force: true }).catch(() => undefined);
+    dropExitCleanup();
     throw e;
   }
 }
@@ -307,12 +336,17 @@ async function startCachedCluster(
   const clusterOpts = { binDir: bins.binDir, version: bins.version, nativeDir: bins.nativeDir };
   const notes: string[] = [];
   const note = () => (notes.length ? notes.join('; ') : undefined);
+  /** Entries deleted because they were damaged or would not start: said at the start of the run. */
+  const discarded: string[] = [];
   const load = (file: string): Pack | undefined => {
     try {
       return readPack(file);
     } catch (e) {
       notes.push(`ignored ${messageOf(e)}`);
-      if (e instanceof CorruptCacheError) discard(file);
+      if (e instanceof CorruptCacheError) {
+        discard(file);
+        discarded.push(`the cache entry ${messageOf(e)}; it was deleted and this run started without it (a fresh entry is saved)`);
+      }
       return undefined;
     }
   };
@@ -325,8 +359,13 @@ async function startCachedCluster(
       return c;
     } catch (e) {
       // startCluster removed its dir. Bad data, or an environment problem the cold path will report.
+      // A step that timed out is not the entry's fault: keep it, and let the error end the run.
+      if ((e as { code?: string }).code === 'JESTPG_SETUP_TIMEOUT') throw e;
       notes.push(`ignored ${path.basename(file)}: ${messageOf(e).split('\n')[0]}`);
       discard(file, pack.ino);
+      const lines = messageOf(e).split('\n');
+      const why = (lines.find((l) => /\b(PANIC|FATAL|ERROR):/.test(l)) ?? lines[0]).trim();
+      discarded.push(`the server did not start from the cache entry ${path.basename(file)} (${why}); it was deleted and this run started without it (a fresh entry is saved)`);
       return undefined;
     }
   };
@@ -336,7 +375,7 @@ async function startCachedCluster(
     const c = await restore(entry, warmPack);
     if (c) {
       setCluster(c);
-      return { cluster: c, info: { status: 'warm', dir, entry, note: note() } };
+      return { cluster: c, info: { status: 'warm', dir, entry, note: note(), discarded } };
     }
   }
 
@@ -375,7 +414,8 @@ async function startCachedCluster(
   setCluster(c);
 
   const tt = performance.now();
-  const tpl = await ensureTemplateDetailed(c.url, tplOpts);
+  const url = c.url;
+  const tpl = await step('building the template (migrations)', (signal) => ensureTemplateDetailed(url, { ...tplOpts, signal }));
   timings[tpl.built ? 'template(built)' : 'template(reused)'] = Math.round(performance.now() - tt);
 
   const ts = performance.now();
@@ -391,7 +431,7 @@ async function startCachedCluster(
     { applicationName: 'jest-environment-pg cache' },
   );
   const extra = dbs.filter((d) => !['template0', 'template1', 'postgres', tplName].includes(d));
-  const info: RunCacheInfo = { status, dir, entry };
+  const info: RunCacheInfo = { status, dir, entry, discarded: discarded.length ? discarded : undefined };
   let saved: Promise<boolean> | undefined;
   if (extra.length) {
     notes.push(`not saved: the cluster holds more than its template (${extra.join(', ')})`);
@@ -439,9 +479,6 @@ function trackBackground(p: Promise<unknown>): void {
   background.add(done);
 }
 
-/** Lease connections of runs this process started whose reaper has not taken the lease over yet. */
-const bridges = new Map<string, import('pg').Client>();
-
 let attached: { key: string; promise: Promise<RunManifest> } | undefined;
 
 /**
@@ -476,13 +513,20 @@ async function attachUncached(projectOptions: unknown, ctx: RunContext, fromEnv:
   return attachEnvironmentOnly(projectOptions, ctx);
 }
 
-async function attachEnvironmentOnly(projectOptions: unknown, ctx: RunContext): Promise<RunManifest> {
+function attachEnvironmentOnly(projectOptions: unknown, ctx: RunContext): Promise<RunManifest> {
+  return guardSetup('setting up the PostgreSQL run (environment-only mode)', (guard) => attachEnvironmentOnlyGuarded(projectOptions, ctx, guard));
+}
+
+async function attachEnvironmentOnlyGuarded(projectOptions: unknown, ctx: RunContext, guard: SetupGuard): Promise<RunManifest> {
   rejectHooksWithoutGlobalSetup(validate(projectOptions));
   const mainPid = jestMainPid();
-  const key = `${mainPid}-${startToken(mainPid) ?? 'x'}`;
+  const mainStart = startToken(mainPid);
+  const key = `${mainPid}-${mainStart ?? 'x'}`;
   const lockDir = path.join(os.tmpdir(), `jest-pg-main-${key}.lock`);
   const infoFile = path.join(os.tmpdir(), `jest-pg-main-${key}.json`);
-  const deadline = Date.now() + SETUP_TIMEOUT_MS;
+  // Every step of the first worker's setup is bounded; this only bounds a first worker stuck outside them.
+  const budget = setupBudgetMs();
+  const deadline = Date.now() + budget;
   while (Date.now() < deadline) {
     const info = readJson(infoFile) as { manifestPath?: string; error?: { code?: string; message: string } } | undefined;
     if (info?.error) {
@@ -508,12 +552,19 @@ async function attachEnvironmentOnly(projectOptions: unknown, ctx: RunContext): 
     }
     if (owner) {
       writeFileSync(path.join(lockDir, 'owner'), String(process.pid));
+      // This worker exiting in the middle (process.exit() in a migration): the others must not try again.
+      guard.onExit(() => {
+        writeJsonAtomic(infoFile, { error: { code: 'JESTPG_SETUP_INTERRUPTED', message: `the Jest worker that was setting up the run (pid ${process.pid}) exited in the middle; see its output` } });
+        removeWhenGone(mainPid, mainStart, [lockDir, infoFile]);
+      });
       try {
         const m = await startRun(projectOptions, mainPid, { ...ctx, lockFiles: [lockDir, infoFile] });
         writeJsonAtomic(infoFile, { manifestPath: m.manifestPath });
         return m;
       } catch (e) {
+        // The other workers read the error from here (and fail the same way, without trying again).
         writeJsonAtomic(infoFile, { error: { code: (e as { code?: string }).code, message: messageOf(e) } });
+        removeWhenGone(mainPid, mainStart, [lockDir, infoFile]);
         throw e;
       }
     }
@@ -525,7 +576,31 @@ async function attachEnvironmentOnly(projectOptions: unknown, ctx: RunContext): 
     }
     await sleep(15);
   }
-  throw errors.setupTimeout(SETUP_TIMEOUT_MS, 'the first Jest worker to set up the PostgreSQL run (environment-only mode)');
+  throw errors.setupTimeout(budget, 'the first Jest worker to set up the PostgreSQL run (environment-only mode)');
+}
+
+/**
+ * Environment-only mode, after a failed setup: the lock and the error file must outlive this
+ * worker (the others read the error from it) but not the Jest run. No reaper is left to remove
+ * them, so a tiny detached node process does once the Jest main process is gone.
+ */
+function removeWhenGone(pid: number, start: string | undefined, files: string[]): void {
+  const script =
+    "const [proc, pid, start, ...files] = process.argv.slice(1); const { isSameProcess } = require(proc); const fs = require('fs');" +
+    "setInterval(() => { if (isSameProcess(Number(pid), start || undefined)) return; for (const f of files) fs.rmSync(f, { recursive: true, force: true }); process.exit(0); }, 250);";
+  try {
+    const procJs = [path.join(__dirname, 'proc.js'), path.join(__dirname, '..', 'dist', 'proc.js')].find((f) => existsSync(f));
+    if (!procJs) return;
+    const child = spawn(process.execPath, ['-e', script, procJs, String(pid), start ?? '', ...files], {
+      detached: true,
+      stdio: 'ignore',
+      windowsHide: true,
+    });
+    child.on('error', () => undefined); // the next run's local sweep removes them instead
+    child.unref();
+  } catch {
+    // same
+  }
 }
 
 /** pg.globalSetup/globalTeardown are run by our globalSetup/globalTeardown: without them they would be silently skipped. */
@@ -609,9 +684,6 @@ const torn = new Set<string>();
  */
 export async function teardownRun(m: RunManifest, opts: { fromReaper?: boolean } = {}): Promise<TeardownSummary> {
   const t0 = performance.now();
-  const bridge = bridges.get(m.runId);
-  bridges.delete(m.runId);
-  await bridge?.end().catch(() => undefined);
   const summary = (dropped: string[], terminated: number, report: string, kept?: string[]): TeardownSummary => {
     const ms = Math.round(performance.now() - t0);
     const keptText = kept?.length ? `, kept ${kept.length} (keepDatabases)` : '';
@@ -678,6 +750,9 @@ export async function teardownRun(m: RunManifest, opts: { fromReaper?: boolean }
             await dropDatabase(c, name, m.versionNum);
             dropped.push(name);
           }
+          // The template this run's process was building when it died (it exited mid-migration):
+          // on a server that outlives the run, dropped now rather than by a later run's sweep.
+          if (!m.cluster && m.phase === 'template' && m.templateDb && (await dropAbandonedTemplate(c, m.templateDb, m.versionNum))) dropped.push(m.templateDb);
         }
       } finally {
         await c.end().catch(() => undefined);

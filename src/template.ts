@@ -21,6 +21,8 @@ export interface TemplateOptions {
   name?: string;
   /** 'transaction' (default): install the moving clock (src/clock-template.ts). */
   time?: 'transaction' | 'file';
+  /** The setup step's bound: waiting for the build lock ends the connection; migrations stop and the half-built template is dropped. */
+  signal?: AbortSignal;
 }
 
 export interface TemplateResult {
@@ -85,7 +87,12 @@ export async function ensureTemplateDetailed(adminUrl: string, opts: TemplateOpt
       };
       // Fast path without the lock: a complete template is never modified (but its comment).
       if ((await complete())?.t) return reused();
+      // Aborted while waiting for another build: nothing of ours exists yet, end the connection.
+      const giveUp = () => void c.end().catch(() => undefined);
+      opts.signal?.addEventListener('abort', giveUp, { once: true });
       await c.query('SELECT pg_advisory_lock($1::bigint)', [key]);
+      opts.signal?.removeEventListener('abort', giveUp);
+      opts.signal?.throwIfAborted();
       try {
         const row = await complete();
         if (row?.t) return reused();
@@ -96,10 +103,10 @@ export async function ensureTemplateDetailed(adminUrl: string, opts: TemplateOpt
         await c.query(`COMMENT ON DATABASE ${ident(name)} IS ${literal(marker('template'))}`);
         const url = withDatabase(adminUrl, name);
         try {
-          await runMigrations(opts.migrations, url, { rootDir: opts.rootDir });
-          await runMigrations(opts.seed, url, { rootDir: opts.rootDir });
+          await runMigrations(opts.migrations, url, { rootDir: opts.rootDir, signal: opts.signal });
+          await runMigrations(opts.seed, url, { rootDir: opts.rootDir, signal: opts.signal });
           // now() per client transaction, not per file (src/clock-template.ts).
-          if (opts.time !== 'file') await withClient(url, installMovingClock, { applicationName: 'jest-environment-pg template' });
+          if (opts.time !== 'file') await withClient(url, installMovingClock, { applicationName: 'jest-environment-pg template', signal: opts.signal });
         } catch (e) {
           // Not marked complete; drop it so no half-built database lingers (the next run rebuilds it).
           await dropDatabase(c, name, opts.versionNum).catch(() => undefined);
