@@ -364,7 +364,8 @@ async function startCachedCluster(
       notes.push(`ignored ${path.basename(file)}: ${messageOf(e).split('\n')[0]}`);
       discard(file, pack.ino);
       const lines = messageOf(e).split('\n');
-      const why = (lines.find((l) => /\b(PANIC|FATAL|ERROR):/.test(l)) ?? lines[0]).trim();
+      // The server's own words: its FATAL/PANIC line, else the first line of its output.
+      const why = (lines.find((l) => /\b(PANIC|FATAL|ERROR):/.test(l)) ?? lines.slice(1).find((l) => l.trim()) ?? lines[0]).trim();
       discarded.push(`the server did not start from the cache entry ${path.basename(file)} (${why}); it was deleted and this run started without it (a fresh entry is saved)`);
       return undefined;
     }
