@@ -30,7 +30,8 @@ export type ErrorCode =
   | 'JESTPG_FOREIGN_BACKENDS'
   | 'JESTPG_SANDBOX_STALLED'
   | 'JESTPG_INTERLEAVED_WRITE'
-  | 'JESTPG_GLOBAL_HOOK';
+  | 'JESTPG_GLOBAL_HOOK'
+  | 'JESTPG_VIRTUAL_BACKEND';
 
 /** One problem found in a `pg` options object. */
 export type OptionProblem =
@@ -43,6 +44,13 @@ export class JestPgError extends Error {
   readonly code: ErrorCode;
   /** SQLSTATE used when the error is sent to a client over the wire. */
   readonly sqlState: string;
+  /**
+   * For the few errors the sandbox raises in a backend's place (a terminated or cancelled virtual
+   * backend): the message clients read, in Postgres' own words, since drivers and tests match on
+   * it. Our explanation then goes in `detail`.
+   */
+  wire?: string;
+  detail?: string;
   constructor(code: ErrorCode, message: string, sqlState = 'XX000', options?: { cause?: unknown }) {
     super(message, options as never);
     // Node's convention for coded errors ("TypeError [ERR_X]: …"): the code reaches whatever
@@ -194,6 +202,23 @@ export const errors = {
     make('JESTPG_AUTH_FAILED', '28P01')(`Password authentication failed for user "${user}" on the jest-environment-pg sandbox. Connect with the credentials in DATABASE_URL / PGPASSWORD of the test process.`),
   fileEnded: (testFile: string) =>
     make('JESTPG_FILE_ENDED', '57P01')(`The test file ${testFile} ended, so jest-environment-pg closed this connection. Close pools in afterAll to avoid this message.`),
+  terminated: () => {
+    const e = make('JESTPG_VIRTUAL_BACKEND', '57P01')(
+      `pg_terminate_backend() was called with this connection's backend pid (a virtual one: each client of the sandbox has its own), so the sandbox closed this connection, as Postgres closes a terminated backend's. ` +
+        `The code that called pg_terminate_backend is responsible; reconnect to go on. The sandbox's own connection to Postgres was not touched.`,
+    );
+    e.wire = 'terminating connection due to administrator command';
+    e.detail = `jest-environment-pg: ${e.message}`;
+    return e;
+  },
+  queryCanceled: () => {
+    const e = make('JESTPG_VIRTUAL_BACKEND', '57014')(
+      `The statement was cancelled (a cancel request with this connection's key, or pg_cancel_backend of its virtual pid) while it waited for the sandbox connection, before it ran. Whoever cancelled it is responsible; send it again if it is still wanted.`,
+    );
+    e.wire = 'canceling statement due to user request';
+    e.detail = `jest-environment-pg: ${e.message}`;
+    return e;
+  },
   upstreamLost: (detail: string) =>
     make('JESTPG_UPSTREAM_LOST', '08006')(`The sandbox lost its connection to PostgreSQL: ${detail}. Something terminated the backend (a pg_terminate_backend, a server restart); the file's work is lost and the file fails.`),
 };

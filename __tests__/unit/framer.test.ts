@@ -56,10 +56,10 @@ test('messages round-trip: error fields and cstrings', () => {
   expect(c.readInt32BE(4)).toBe(80877102);
 });
 
-test('shiftPosition moves the P field back and keeps every other field', () => {
+test('shiftPosition maps the P field back and keeps every other field', () => {
   const e = Buffer.concat([Buffer.from('E'), Buffer.alloc(4), Buffer.from('SERROR\0C42703\0Mcolumn "nope" does not exist\0P33\0\0')]);
   e.writeInt32BE(e.length - 1, 1);
-  const shifted = m.shiftPosition(e, 0, e.length, 25);
+  const shifted = m.shiftPosition(e, 0, e.length, (p) => p - 25);
   expect(m.readFields(shifted, 0, shifted.length)).toEqual({ S: 'ERROR', C: '42703', M: 'column "nope" does not exist', P: '8' });
   expect(shifted.readInt32BE(1)).toBe(shifted.length - 1);
 });

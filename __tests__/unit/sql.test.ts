@@ -1,4 +1,4 @@
-import { statements } from '../../src/proxy/sql';
+import { lex, statements } from '../../src/proxy/sql';
 
 const kinds = (sql: string) => statements(sql).map((s) => s.kind);
 
@@ -67,4 +67,61 @@ test('tags and names', () => {
 
 test('positional parameters and dollar signs in identifiers are not dollar quotes', () => {
   expect(kinds('SELECT $1, a$b FROM t; COMMIT')).toEqual(['other', 'commit']);
+});
+
+describe('what the sandbox rewrites per client', () => {
+  const refs = (sql: string) => (lex(sql).refs ?? []).map((r) => [r.kind, sql.slice(r.start, r.end)]);
+
+  test('virtual-backend names: calls and the relation, bare or pg_catalog-qualified, never in strings or comments', () => {
+    expect(refs('SELECT pg_backend_pid()')).toEqual([['backendPid', 'pg_backend_pid()']]);
+    expect(refs('select PG_CATALOG.PG_BACKEND_PID ( )')).toEqual([['backendPid', 'PG_CATALOG.PG_BACKEND_PID ( )']]);
+    expect(refs("SELECT pid, (SELECT pg_terminate_backend(pid)) FROM pg_stat_activity a WHERE state = $1")).toEqual([
+      ['terminate', 'pg_terminate_backend'],
+      ['statActivity', 'pg_stat_activity'],
+    ]);
+    expect(refs('SELECT pg_catalog.pg_cancel_backend($1)')).toEqual([['cancel', 'pg_catalog.pg_cancel_backend']]);
+    expect(refs("SELECT 'pg_backend_pid()', \"pg_backend_pid\"() /* pg_stat_activity */ -- pg_cancel_backend(1)\n")).toEqual([]);
+    expect(refs('SELECT pg_stat_activity.pid FROM other.pg_stat_activity, myschema.pg_backend_pid()')).toEqual([]);
+    expect(refs('SELECT $$ pg_backend_pid() $$')).toEqual([]);
+    expect(refs('CREATE VIEW v AS SELECT pg_backend_pid()')).toEqual([]);
+    const l = lex('SELECT pg_terminate_backend(1)');
+    expect([l.kill, l.activity]).toEqual([true, true]);
+    expect(lex('SELECT * FROM pg_stat_activity').activity).toBe(true);
+    expect(lex('SELECT pg_backend_pid()').activity).toBe(false);
+  });
+
+  test('SQL-level PREPARE, EXECUTE and DEALLOCATE names, with where they are', () => {
+    const at = (sql: string, r?: [number, number]) => (r ? sql.slice(r[0], r[1]) : undefined);
+    let sql = 'PREPARE Foo (int) AS SELECT $1';
+    let [s] = statements(sql);
+    expect([s.kind, s.name, at(sql, s.nameAt)]).toEqual(['prepare', 'foo', 'Foo']);
+    sql = 'prepare "Mixed" as select 1';
+    [s] = statements(sql);
+    expect([s.kind, s.name, at(sql, s.nameAt)]).toEqual(['prepare', 'Mixed', '"Mixed"']);
+    for (const q of ['EXECUTE foo(1)', 'EXPLAIN (ANALYZE, COSTS OFF) EXECUTE foo(1)', 'CREATE TEMP TABLE t AS EXECUTE foo(1)']) {
+      [s] = statements(q);
+      expect([s.exec?.name, at(q, s.exec?.at)]).toEqual(['foo', 'foo']);
+    }
+    expect(statements('CREATE TRIGGER t AFTER INSERT ON x FOR EACH ROW EXECUTE FUNCTION f()')[0].exec).toBeUndefined();
+    expect(statements('GRANT EXECUTE ON FUNCTION f() TO r')[0].exec).toBeUndefined();
+    expect(statements('DEALLOCATE "Q"')[0].name).toBe('Q');
+    expect(kinds('PREPARE TRANSACTION \'x\'')).toEqual(['nonTx']);
+    expect(kinds('DISCARD TEMP; discard temporary')).toEqual(['discardTemp', 'discardTemp']);
+  });
+
+  test('statements that may create temporary objects or change session settings', () => {
+    expect(lex('CREATE TEMP TABLE person (id int)').temp).toBe(true);
+    expect(lex('create temporary sequence s').temp).toBe(true);
+    expect(lex('CREATE TABLE pg_temp.x (a int)').temp).toBe(true);
+    expect(lex('CREATE VIEW v AS SELECT 1').temp).toBe(true);
+    expect(lex('SELECT 1 AS a INTO TEMP t').temp).toBe(true);
+    expect(lex('SELECT temp FROM weather').temp).toBe(false);
+    expect(lex('INSERT INTO t VALUES (1)').temp).toBe(false);
+    expect(lex('SET search_path = x').sets).toBe(true);
+    expect(lex('RESET ALL').sets).toBe(true);
+    expect(lex("SELECT set_config('a.b', 'c', false)").sets).toBe(true);
+    expect(lex('SET LOCAL a.b = 1').sets).toBe(false);
+    expect(lex('SET TRANSACTION READ ONLY').sets).toBe(false);
+    expect(lex('UPDATE t SET a = 1').sets).toBe(false);
+  });
 });

@@ -121,13 +121,13 @@ export function readFields(buf: Buffer, start: number, end: number): Record<stri
   return out;
 }
 
-/** The same ErrorResponse with its position field ('P') moved back by `shift` characters. */
-export function shiftPosition(buf: Buffer, start: number, end: number, shift: number): Buffer {
+/** The same ErrorResponse with its position field ('P') mapped back to the client's text. */
+export function shiftPosition(buf: Buffer, start: number, end: number, map: (p: number) => number): Buffer {
   let off = start + 5;
   while (off < end && buf[off] !== 0) {
     const k = buf[off];
     const [v, next] = readCString(buf, off + 1, end);
-    if (k === 0x50) writer.byte(k).cstring(String(Math.max(1, Number(v) - shift)));
+    if (k === 0x50) writer.byte(k).cstring(String(Math.max(1, map(Number(v)))));
     else writer.byte(k).bytes(buf, off + 1, next);
     off = next;
   }

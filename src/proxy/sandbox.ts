@@ -12,6 +12,8 @@ import { randomInt } from 'node:crypto';
 import { GUARD, Session, type SessionHost } from './session';
 import { newUnit, Upstream, type Owner } from './upstream';
 import { query } from './messages';
+import { readMarker, stateSql } from './backends';
+import { TempObjects } from './temp';
 import { errors, JestPgError } from '../errors';
 
 export interface SandboxOptions {
@@ -278,6 +280,92 @@ export class Sandbox implements SessionHost {
     if (s && s.key === key) s.cancel();
   }
 
+  // ---- virtual backends ----
+
+  /** The side connection: runs a kill statement while the upstream is busy (opened on first need). */
+  private sideConn: Upstream | undefined;
+  private sideOpening: Promise<void> | undefined;
+  private sideWaiters: (() => void)[] = [];
+  private sideFailedAt = 0;
+
+  side(): Upstream | undefined {
+    const s = this.sideConn;
+    return s && !s.lost ? s : undefined;
+  }
+
+  whenSide(cb: () => void): boolean {
+    if (this.side()) return false;
+    const url = this.opts.upstreamUrl;
+    if (this.closing || !url || Date.now() - this.sideFailedAt < 1000) return false;
+    this.sideWaiters.push(cb);
+    this.sideOpening ??= Upstream.connect(url, `${this.opts.label} side`).then(
+      (side) => {
+        side.isSide = true;
+        side.onNotice = this.onNotice;
+        if (this.opts.unref) side.socket.unref();
+        this.opts.onUpstream?.(side.backendPid);
+        if (this.closing) void side.close();
+        else this.sideConn = side;
+      },
+      () => {
+        this.sideFailedAt = Date.now();
+      },
+    ).finally(() => {
+      this.sideOpening = undefined;
+      const waiters = this.sideWaiters;
+      this.sideWaiters = [];
+      for (const w of waiters) w();
+    });
+    return true;
+  }
+
+  /** What the virtual-backend functions need: the sandbox's own pids (hidden) and every client's row. */
+  backendState(current: Session): string {
+    const hidden = [this.upstream?.backendPid ?? 0];
+    if (this.sideConn) hidden.push(this.sideConn.backendPid);
+    const rows = [];
+    for (const s of this.sessions) if (s.phase === 'ready' || s === current) rows.push(s.activityRow(s === current));
+    return stateSql(hidden, rows);
+  }
+
+  /** The marker of a kill function called with one of our virtual pids (on either connection). */
+  private readonly onNotice = (fields: Record<string, string>): boolean => {
+    const mark = readMarker(fields);
+    if (!mark) return false;
+    const target = this.byPid.get(mark.pid);
+    if (target && target.phase === 'ready') {
+      if (mark.action === 'terminate') target.terminate();
+      else target.cancel();
+    }
+    return true;
+  };
+
+  // ---- session-scoped objects ----
+
+  private readonly temp = new TempObjects();
+
+  scanTemp(session: Session, up: Upstream): Promise<void> {
+    return this.temp.scan(session, up);
+  }
+
+  hasTemp(session: Session): boolean {
+    return this.temp.has(session);
+  }
+
+  dropTempSql(session: Session): string | undefined {
+    return this.temp.dropSql(session);
+  }
+
+  captureSettings(session: Session, up: Upstream, custom: ReadonlySet<string>): void {
+    const named = custom.size
+      ? ` UNION ALL SELECT n, pg_catalog.current_setting(n, true) FROM pg_catalog.unnest(ARRAY[${[...custom].map(lit).join(', ')}]::text[]) n WHERE pg_catalog.current_setting(n, true) IS NOT NULL`
+      : '';
+    up.rows(SESSION_SETTINGS + named).then(
+      (rows) => session.settingsCaptured(rows.map(([k, v]) => [k, v] as [string, string])),
+      () => undefined,
+    );
+  }
+
   closed(session: Session): void {
     this.sessions.delete(session);
     this.byPid.delete(session.pid);
@@ -442,6 +530,8 @@ export class Sandbox implements SessionHost {
     if (!this.upstream || this.upstream.lost) {
       if (!this.opts.upstreamUrl) throw new Error('jest-environment-pg: the sandbox has no upstream database yet (setUpstream)');
       this.upstream = await Upstream.connect(this.opts.upstreamUrl, this.opts.label);
+      this.upstream.onNotice = this.onNotice;
+      this.temp.clear();
       if (this.opts.unref) this.upstream.socket.unref();
       this.opts.onUpstream?.(this.upstream.backendPid);
       if (this.serverParams.size === 0) await this.readServerParams();
@@ -647,7 +737,7 @@ export class Sandbox implements SessionHost {
         // The rollback and the look for backends around the sandbox, pipelined.
         const rolledBack = up.exec('ROLLBACK');
         const listed = up.rows(
-          `SELECT pid, coalesce(application_name, ''), coalesce(host(client_addr), 'local socket'), coalesce(state, ''), left(coalesce(query, ''), 300) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'`,
+          `SELECT pid, coalesce(application_name, ''), coalesce(host(client_addr), 'local socket'), coalesce(state, ''), left(coalesce(query, ''), 300) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND pid <> ${this.sideConn?.backendPid ?? 0}`,
         );
         const [rbErr, rows] = await Promise.all([rolledBack, listed]);
         if (rbErr) throw new JestPgError('JESTPG_UPSTREAM_LOST', `ROLLBACK of the file transaction failed: ${rbErr.M}`);
@@ -673,8 +763,10 @@ export class Sandbox implements SessionHost {
   /** Disconnect the upstream (e.g. before the worker database is rebuilt). */
   async disconnect(): Promise<void> {
     const up = this.upstream;
+    const side = this.sideConn;
     this.upstream = undefined;
-    if (up) await up.close();
+    this.sideConn = undefined;
+    await Promise.allSettled([up?.close(), side?.close(), this.sideOpening]);
   }
 
   /** Stop listening, close every client and the upstream. Idempotent. */
@@ -700,6 +792,8 @@ const lateFrame = query(`SAVEPOINT ${LATE}`);
 const releaseGuardThenLate = query(`RELEASE SAVEPOINT ${GUARD}; SAVEPOINT ${LATE}`);
 const rollbackLate = query(`ROLLBACK TO SAVEPOINT ${LATE}; RELEASE SAVEPOINT ${LATE}`);
 const releaseGuardThenSavepoint = query(`RELEASE SAVEPOINT ${GUARD}; SAVEPOINT ${SAVEPOINT}`);
+/** Settings a client changed (SET, set_config, its startup packet's): read after it did, put back whenever it runs. */
+const SESSION_SETTINGS = `SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session' AND name NOT LIKE 'jestpg.%'`;
 const READ_SEQUENCES = `SELECT format('%I.%I', schemaname, sequencename), last_value, start_value FROM pg_catalog.pg_sequences`;
 
 /**

@@ -18,9 +18,11 @@ import type net from 'node:net';
 import { F, StartupCode, TxStatus } from './codes';
 import { FrameError, Framer } from './framer';
 import * as m from './messages';
-import { statements, type Statement } from './sql';
+import { lex, type Lexed, type Statement } from './sql';
 import { clockRewrite } from './clock';
 import { countInjected, countSent, Kind, newUnit, type Owner, type Sink, type Unit, type Upstream } from './upstream';
+import { refText, type VirtualRow } from './backends';
+import { applyEdits, positionMap, sortEdits, type Edit } from './rewrite';
 import { checkMd5, newSalt } from './auth';
 import { errors, JestPgError } from '../errors';
 import { ident } from '../names';
@@ -78,6 +80,22 @@ export interface SessionHost {
   warn(message: string): void;
   /** The database has the moving clock (now() per client transaction). */
   readonly clockMoves: boolean;
+  /**
+   * The side connection (for a kill statement while the upstream is busy), or undefined while it
+   * is being opened (then `whenSide` calls back) or cannot be (then the upstream is used).
+   */
+  side(): Upstream | undefined;
+  whenSide(cb: () => void): boolean;
+  /** The statement that gives the virtual-backend functions the current clients (`current` is running). */
+  backendState(current: Session): string;
+  /** After a cycle that may have created temporary objects: look for them (pipelined, before the upstream is released). */
+  scanTemp(session: Session, up: Upstream): Promise<void>;
+  /** The statement that drops this client's temporary objects, or undefined when it has none. */
+  dropTempSql(session: Session): string | undefined;
+  /** After a cycle that may have changed session settings: read them (and these custom ones), for the frame that restores them. */
+  captureSettings(session: Session, up: Upstream, custom: ReadonlySet<string>): void;
+  /** The client has temporary objects on the upstream. */
+  hasTemp(session: Session): boolean;
 }
 
 type Frame = [Buffer, number, number, number];
@@ -85,8 +103,8 @@ type Frame = [Buffer, number, number, number];
 /** Startup parameters that are not settings. */
 const NOT_SETTINGS = new Set(['user', 'database', 'options', 'replication']);
 
-const DROP_ONE: (string | null | undefined)[] = [null];
-const DROP_TWO: (string | null | undefined)[] = [null, null];
+/** Tags of the statements the sandbox put before the client's (dropped), by their number. */
+const DROPS: (string | null | undefined)[][] = [[], [null], [null, null], [null, null, null]];
 
 const FRONTEND = new Set<number>([F.Bind, F.Close, F.CopyData, F.CopyDone, F.CopyFail, F.Describe, F.Execute, F.Flush, F.FunctionCall, F.Parse, F.Query, F.Sync, F.Terminate]);
 
@@ -107,7 +125,19 @@ export class Session implements Sink, Owner {
   inTx = false;
   /** The current cycle (or transaction) started between tests: it runs in the sandbox's late savepoint. */
   late = false;
-  private txFailed = false;
+  txFailed = false;
+  txStartedAt: Date | undefined;
+  /** The connection the current cycle runs on (the upstream, or the side connection). */
+  private conn: Upstream | undefined;
+  /** Statements parsed for the side connection: their Parse, as the side's unnamed statement. */
+  private readonly sideStatements = new Map<string, Buffer>();
+  /** Statements that need the clients' list when they run (pg_stat_activity, kill functions). */
+  private readonly activityStatements = new Set<string>();
+  /** A cycle of this client's transaction may have created temporary objects / changed settings. */
+  private tempPending = false;
+  private setsPending = false;
+  /** Closed by the sandbox (terminated, file ended): nothing more reaches the client. */
+  private silenced = false;
   private guardOpen = false;
   /** Units (Query/Sync) sent and not yet answered. */
   inflight = 0;
@@ -151,6 +181,8 @@ export class Session implements Sink, Owner {
   /** Puts the upstream session's settings where this client expects them (RESET ALL first: no other client's settings leak in). */
   private settingsFrame!: Buffer;
   private settingsKey = 'unset';
+  /** The settings of its startup packet (what RESET ALL / DISCARD ALL go back to). */
+  private startupSettings: [string, string][] = [];
   readonly viaUnix: boolean;
 
   constructor(private readonly socket: net.Socket, private readonly host: SessionHost, viaUnix: boolean) {
@@ -159,6 +191,33 @@ export class Session implements Sink, Owner {
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', () => this.gone());
     socket.on('close', () => this.gone());
+  }
+
+  /** This client as a row of pg_stat_activity (`current`: the one whose statement asks). */
+  activityRow(current: boolean): VirtualRow {
+    const active = current || this.inflight > 0 || this.cycleOpen || this.waiting;
+    const state = active ? 'active' : this.inTx ? (this.txFailed ? 'idle in transaction (aborted)' : 'idle in transaction') : 'idle';
+    const iso = (d: Date | undefined) => (d ? d.toISOString() : null);
+    const addr = this.viaUnix ? null : (this.socket.remoteAddress ?? null);
+    return {
+      pid: this.pid,
+      application_name: this.params.application_name ?? '',
+      backend_start: this.openedAt.toISOString(),
+      xact_start: this.inTx ? iso(this.txStartedAt) : active ? iso(this.lastSqlAt) : null,
+      query_start: iso(this.lastSqlAt),
+      state_change: iso(this.lastSqlAt ?? this.openedAt),
+      state,
+      query: this.lastSql,
+      wait_event_type: active ? null : 'Client',
+      wait_event: active ? null : 'ClientRead',
+      client_addr: addr?.startsWith('::ffff:') ? addr.slice(7) : addr,
+      client_hostname: null,
+      client_port: this.viaUnix ? -1 : (this.socket.remotePort ?? -1),
+      backend_xid: null,
+      backend_xmin: null,
+      leader_pid: null,
+      query_id: null,
+    };
   }
 
   get applicationName(): string {
@@ -275,13 +334,18 @@ export class Session implements Sink, Owner {
     }
     for (const [k, v] of parseOptions(this.params.options ?? '')) settings.push([k, v]);
     this.settingsKey = JSON.stringify(settings);
-    // Each in its own exception block: a bad value is ignored instead of aborting the file's
-    // transaction (a real server would have refused the connection).
-    this.settingsFrame = m.query(
-      'DO $jestpg$BEGIN RESET ALL; ' +
-        settings.map(([k, v]) => `BEGIN PERFORM pg_catalog.set_config(${lit(k)}, ${lit(v)}, false); EXCEPTION WHEN others THEN NULL; END; `).join('') +
-        'END$jestpg$',
-    );
+    this.startupSettings = settings;
+    this.settingsFrame = m.query(settingsSql(settings));
+  }
+
+  /**
+   * The client's session settings as read after it changed them (SET, RESET, set_config): from
+   * now on they are its own, put back whenever it takes the upstream and never seen by another
+   * client. The key is this client's alone.
+   */
+  settingsCaptured(settings: [string, string][]): void {
+    this.settingsKey = `client ${this.id}`;
+    this.settingsFrame = m.query(settingsSql(settings));
   }
 
   private password(buf: Buffer, code: number, start: number, end: number): void {
@@ -317,9 +381,8 @@ export class Session implements Sink, Owner {
   }
 
   private pumpFrames(): void {
-    const up = this.host.upstream;
     if (this.phase !== 'ready' && this.phase !== 'closing') return;
-    let corked = false;
+    let corked: Upstream | undefined;
     while (this.pending.length > 0) {
       const frame = this.pending[0];
       const code = frame[1];
@@ -334,6 +397,7 @@ export class Session implements Sink, Owner {
         this.gone();
         break;
       }
+      let conn: Upstream | undefined = this.conn;
       if (starts) {
         const admitted = this.host.admit(this);
         if (admitted === 'wait') break;
@@ -342,33 +406,86 @@ export class Session implements Sink, Owner {
           this.rejectSent = false;
           continue;
         }
+        const up = this.host.upstream;
+        if (!up || up.lost) {
+          this.rejecting = up?.lost instanceof JestPgError ? up.lost : errors.upstreamLost(up?.lost?.message ?? 'not connected');
+          continue;
+        }
+        conn = this.route(frame, up);
+        if (conn === undefined) break; // the side connection is being opened: pumped again when it is
+        // Answers come back in order only from one connection: finish the other's cycles first.
+        if (conn !== this.conn && this.inflight > 0) break;
       }
-      if (!up || up.lost) {
-        this.rejecting = up?.lost instanceof JestPgError ? up.lost : errors.upstreamLost(up?.lost?.message ?? 'not connected');
+      if (!conn || conn.lost) {
+        this.rejecting = conn?.lost instanceof JestPgError ? conn.lost : errors.upstreamLost(conn?.lost?.message ?? 'not connected');
         continue;
       }
-      if (up.owner !== this) {
-        this.wait(up);
+      if (conn.owner !== this) {
+        this.wait(conn);
         break;
       }
       if (starts) {
         const steady = this.inTx && this.txControlInflight === 0;
         if (!steady && this.inflight > 0) break;
+        // A cancel on its way must not hit this cycle (see Upstream.cancel); the temporary objects
+        // of its last cycle are known before the next one (DISCARD TEMP, a disconnect) needs them.
+        const wait = conn.cancelling ?? this.tempScan;
+        if (wait) {
+          void wait.then(() => this.pump());
+          break;
+        }
       }
       if ((code === F.Query || code === F.Execute) && this.inflight > 0 && this.isTxControl(frame)) break;
-      if (!corked) {
-        up.socket.cork();
-        corked = true;
+      if (corked !== conn) {
+        corked?.socket.uncork();
+        conn.socket.cork();
+        corked = conn;
       }
       this.pending.shift();
-      if (starts && code !== F.Sync) this.beginCycle(up, frame);
-      this.handle(up, frame);
+      if (starts) {
+        this.conn = conn;
+        if (code !== F.Sync) this.beginCycle(conn, frame);
+      }
+      this.handle(conn, frame);
     }
-    if (corked) up!.socket.uncork();
-    // Granted, but everything pending was rejected (late, lock wait): hand the upstream on.
-    if (up && up.owner === this && this.pending.length === 0 && this.inflight === 0 && !this.cycleOpen && !this.inTx && !this.copyIn) {
-      up.release(this);
+    corked?.socket.uncork();
+    // Granted, but everything pending was rejected (late, lock wait): hand the connections on.
+    if (this.pending.length === 0 && this.inflight === 0 && !this.cycleOpen && !this.copyIn) {
+      const up = this.host.upstream;
+      if (up && up.owner === this && !this.inTx) up.release(this);
+      const side = this.host.side();
+      if (side && side.owner === this) side.release(this);
     }
+  }
+
+  /**
+   * Where a cycle runs: on the upstream, except a statement about backends (it terminates or
+   * cancels one, or reads pg_stat_activity) while another client holds the upstream (that client
+   * may be the one it cancels): the side connection, outside the file's transaction, runs it.
+   * Cheap for every other cycle: no look at the SQL unless the upstream is busy.
+   */
+  private route(frame: Frame, up: Upstream): Upstream | undefined {
+    const [buf, code, start, end] = frame;
+    if (this.sideStatements.size > 0 && (code === F.Bind || code === F.Describe)) {
+      const off = code === F.Bind ? m.readCString(buf, start + 5, end)[1] : start + 6;
+      const [name] = m.readCString(buf, off, end);
+      if (this.sideStatements.has(this.prefix + (name || 'u'))) return this.sideOr(up);
+      return up;
+    }
+    if (up.owner === this || up.owner === undefined || this.inTx) return up;
+    if (code !== F.Query && code !== F.Parse) return up;
+    if (!contains(buf, '_backend', start, end) && !contains(buf, '_BACKEND', start, end) && !contains(buf, 'stat_activity', start, end) && !contains(buf, 'STAT_ACTIVITY', start, end)) return up;
+    const sql = code === F.Query ? m.readCString(buf, start + 5, end)[0] : m.readCString(buf, m.readCString(buf, start + 5, end)[1], end)[0];
+    const lexed = this.lex(sql);
+    if (!lexed.activity || lexed.stmts.some((st) => st.kind !== 'other' || st.sets) || lexed.temp) return up;
+    return this.sideOr(up);
+  }
+
+  private sideOr(up: Upstream): Upstream | undefined {
+    const side = this.host.side();
+    if (side && !side.lost) return side;
+    // Being opened: pumped again when it is; cannot be opened: the upstream, in turn.
+    return this.host.whenSide(() => this.pump()) ? undefined : up;
   }
 
   /** Waiting for the upstream when its test ended: the queued cycle is answered with this error. */
@@ -389,6 +506,7 @@ export class Session implements Sink, Owner {
       this.waitTimer = undefined;
     }
     up?.withdraw(this);
+    this.host.side()?.withdraw(this);
     if (this.pending.length === 0) return;
     this.rejecting = err;
     this.rejectSent = false;
@@ -402,7 +520,7 @@ export class Session implements Sink, Owner {
       return this.txPortals.has(portal ? this.prefix + portal : '');
     }
     const sql = m.readCString(buf, start + 5, end)[0];
-    return this.lex(sql).some((s) => s.kind === 'begin' || s.kind === 'commit' || s.kind === 'rollback');
+    return this.lex(sql).stmts.some((s) => s.kind === 'begin' || s.kind === 'commit' || s.kind === 'rollback');
   }
 
   private wait(up: Upstream): void {
@@ -432,10 +550,7 @@ export class Session implements Sink, Owner {
       this.finish();
       return;
     }
-    if (this.pending.length === 0 && !this.busy) {
-      this.host.upstream?.release(this);
-      return;
-    }
+    // Nothing to do after all: pumpFrames hands the connection on.
     this.pump();
   }
 
@@ -443,6 +558,7 @@ export class Session implements Sink, Owner {
     const code = frame[1];
     this.cycleOpen = true;
     this.cycles++;
+    if (up.isSide) return; // no transaction and no guard there
     this.host.beforeCycle(up, this, () => frameSql(frame));
     if (up.appliedSettings !== this.settingsKey) {
       up.send(this.settingsFrame, newUnit(undefined));
@@ -481,9 +597,12 @@ export class Session implements Sink, Owner {
         const [name, a] = m.readCString(buf, start + 5, end);
         const [sql, b] = m.readCString(buf, a, end);
         this.noteSql(sql);
+        // CURRENT_TIMESTAMP & co. onto the moving clock (src/proxy/clock.ts).
+        const text = this.host.clockMoves ? clockRewrite(sql) : sql;
         const key = this.prefix + (name || 'u');
-        const target = name ? key : '';
-        const tx = statements(sql);
+        const target = name && !up.isSide ? key : '';
+        const lexed = this.lex(text);
+        const tx = lexed.stmts;
         const kind = tx.length === 1 ? tx[0].kind : 'other';
         let frame: Buffer;
         if (kind === 'setLocal') this.localSettings.add(tx[0].name!);
@@ -508,16 +627,35 @@ export class Session implements Sink, Owner {
           frame = m.writer.cstring(target).cstring(ROLLBACK_GUARD).bytes(buf, b, end).flush(F.Parse);
         } else {
           if (this.txStatements.size) this.txStatements.delete(key);
-          const moved = this.host.clockMoves ? clockRewrite(sql) : sql;
-          // The unnamed statement stays unnamed upstream (no rewrite, no copy); it is re-created
-          // from this frame if anything replaced it before the client uses it again.
-          if (moved !== sql) frame = m.writer.cstring(target).cstring(moved).bytes(buf, b, end).flush(F.Parse);
-          else frame = name ? m.writer.cstring(target).bytes(buf, a, end).flush(F.Parse) : buf.subarray(start, end);
+          const edits = this.edits(lexed);
+          if (edits || text !== sql) {
+            // Rewritten: per-client names, virtual-backend functions, the moving clock.
+            frame = m.writer.cstring(target).cstring(edits ? applyEdits(text, edits) : text).bytes(buf, b, end).flush(F.Parse);
+            if (edits) unit.positionMap = positionMap(0, edits);
+            if (kind === 'prepare') this.prepared.add(this.prefix + tx[0].name);
+          } else {
+            // The unnamed statement stays unnamed upstream (no rewrite, no copy); it is re-created
+            // from this frame if anything replaced it before the client uses it again.
+            frame = name ? m.writer.cstring(target).bytes(buf, a, end).flush(F.Parse) : buf.subarray(start, end);
+          }
         }
-        if (name) this.prepared.add(key);
-        else {
-          this.unnamedParse = frame;
+        if (lexed.activity) this.activityStatements.add(key);
+        else if (this.activityStatements.size) this.activityStatements.delete(key);
+        if (up.isSide) {
+          // Nothing of a client stays on the side connection: its statements are the side's
+          // unnamed one, parsed again whenever another replaced it.
+          this.sideStatements.set(key, Buffer.from(frame));
           up.unnamedOwner = this;
+          this.sideCurrent = key;
+        } else {
+          if (this.sideStatements.size) this.sideStatements.delete(key);
+          if (lexed.temp) this.tempPending = true;
+          if (lexed.sets) this.noteSettings(sql, tx);
+          if (name) this.prepared.add(key);
+          else {
+            this.unnamedParse = frame;
+            up.unnamedOwner = this;
+          }
         }
         up.socket.write(frame);
         countSent(unit, Kind.Parse);
@@ -527,11 +665,20 @@ export class Session implements Sink, Owner {
         const unit = this.extUnit(up);
         const [portal, a] = m.readCString(buf, start + 5, end);
         const [stmt, b] = m.readCString(buf, a, end);
-        const p = portal ? this.prefix + portal : '';
         const key = this.prefix + (stmt || 'u');
+        if (up.isSide) {
+          if (this.activityStatements.has(key)) this.injectState(up, unit);
+          this.onSide(up, unit, key);
+          up.socket.write(m.writer.cstring('').cstring('').bytes(buf, b, end).flush(F.Bind));
+          countSent(unit, Kind.Bind);
+          return;
+        }
+        const p = portal ? this.prefix + portal : '';
         const tx = this.txStatements.get(key);
         if (tx) this.txPortals.set(p, tx);
         else if (this.txPortals.size) this.txPortals.delete(p);
+        // The virtual-backend functions learn the current clients before the statement runs.
+        if (this.activityStatements.size && this.activityStatements.has(key)) this.injectState(up, unit);
         if (!stmt) this.ensureUnnamed(up, unit);
         if (!portal && !stmt) up.socket.write(buf.subarray(start, end));
         else up.socket.write(m.writer.cstring(p).cstring(stmt ? key : '').bytes(buf, b, end).flush(F.Bind));
@@ -542,7 +689,10 @@ export class Session implements Sink, Owner {
         const unit = this.extUnit(up);
         const kind = buf[start + 5];
         const [name] = m.readCString(buf, start + 6, end);
-        if (!name) {
+        if (up.isSide) {
+          if (kind === 0x53) this.onSide(up, unit, this.prefix + (name || 'u'));
+          up.socket.write(m.writer.byte(kind).cstring('').flush(F.Describe));
+        } else if (!name) {
           if (kind === 0x53) this.ensureUnnamed(up, unit);
           up.socket.write(buf.subarray(start, end));
         } else up.socket.write(m.writer.byte(kind).cstring(this.prefix + name).flush(F.Describe));
@@ -551,10 +701,11 @@ export class Session implements Sink, Owner {
       case F.Execute: {
         const unit = this.extUnit(up);
         const [portal, a] = m.readCString(buf, start + 5, end);
-        const p = portal ? this.prefix + portal : '';
-        const tx = this.txPortals.size ? this.txPortals.get(p) : undefined;
+        const p = portal && !up.isSide ? this.prefix + portal : '';
+        const tx = this.txPortals.size && !up.isSide ? this.txPortals.get(p) : undefined;
         if (tx) return this.txExecute(up, unit, tx);
-        if (portal) up.socket.write(m.writer.cstring(p).bytes(buf, a, end).flush(F.Execute));
+        if (p) up.socket.write(m.writer.cstring(p).bytes(buf, a, end).flush(F.Execute));
+        else if (portal) up.socket.write(m.writer.cstring('').bytes(buf, a, end).flush(F.Execute));
         else up.socket.write(buf.subarray(start, end));
         this.executes++;
         return;
@@ -564,10 +715,14 @@ export class Session implements Sink, Owner {
         const kind = buf[start + 5];
         const [name] = m.readCString(buf, start + 6, end);
         let target: string;
-        if (kind === 0x53) {
+        if (up.isSide) {
+          if (kind === 0x53) this.sideStatements.delete(this.prefix + (name || 'u'));
+          target = '';
+        } else if (kind === 0x53) {
           const key = this.prefix + (name || 'u');
           this.prepared.delete(key);
           this.txStatements.delete(key);
+          this.sideStatements.delete(key);
           if (name) target = key;
           else {
             // Close the upstream's unnamed statement only if it is this client's.
@@ -615,14 +770,34 @@ export class Session implements Sink, Owner {
   }
 
   /** The statements of a query's text; the last one is kept, since a held-back Query is lexed when checked and again when sent. */
-  private lex(sql: string): Statement[] {
+  private lex(sql: string): Lexed {
     const last = this.lexed;
-    if (last && last.sql === sql) return last.stmts;
-    const stmts = statements(sql);
-    this.lexed = { sql, stmts };
-    return stmts;
+    if (last && last.sql === sql) return last.lexed;
+    const lexed = lex(sql);
+    this.lexed = { sql, lexed };
+    return lexed;
   }
-  private lexed: { sql: string; stmts: Statement[] } | undefined;
+  private lexed: { sql: string; lexed: Lexed } | undefined;
+
+  /** Which of this client's statements the side connection's unnamed statement is (see onSide). */
+  private sideCurrent: string | undefined;
+
+  /** On the side connection, the statement `key` must be its unnamed one: parse it again if not. */
+  private onSide(side: Upstream, unit: Unit, key: string): void {
+    if (side.unnamedOwner === this && this.sideCurrent === key) return;
+    const parse = this.sideStatements.get(key);
+    if (parse === undefined) return; // unknown to us: the server answers as it would
+    side.socket.write(parse);
+    countInjected(unit, Kind.Parse);
+    side.unnamedOwner = this;
+    this.sideCurrent = key;
+  }
+
+  /** The clients' list for the virtual-backend functions, as a statement of ours inside the client's cycle. */
+  private injectState(up: Upstream, unit: Unit): void {
+    this.executeInjected(up, unit, this.host.backendState(this));
+    (unit.tags ??= [])[this.executes++] = null;
+  }
 
   /** The upstream's unnamed statement is someone else's now: parse ours again first. */
   private ensureUnnamed(up: Upstream, unit: Unit): void {
@@ -651,6 +826,10 @@ export class Session implements Sink, Owner {
   /** Parse, Bind (unnamed portal), Execute and Close one statement of ours inside the client's cycle; only its result reaches the client. */
   private executeInjected(up: Upstream, unit: Unit, sql: string): void {
     const name = this.prefix + '$tx';
+    // Closed first: after an error in its cycle the Close at the end never ran, and the name
+    // would still be taken (42P05) the next time.
+    up.socket.write(m.close('S', name));
+    countInjected(unit, Kind.Close);
     up.socket.write(m.writer.cstring(name).cstring(sql).int16(0).flush(F.Parse));
     countInjected(unit, Kind.Parse);
     up.socket.write(m.writer.cstring('').cstring(name).int16(0).int16(0).int16(0).flush(F.Bind));
@@ -695,6 +874,7 @@ export class Session implements Sink, Owner {
       this.inTx = true;
       this.txFailed = false;
       this.lentWrites = [];
+      this.txStartedAt = new Date();
     } else if (effect === 'end') {
       if (this.rollingBack) this.lentWritesLost();
       this.rollingBack = false;
@@ -718,16 +898,18 @@ export class Session implements Sink, Owner {
       start = 0;
       end = buf.length;
     }
-    const stmts = this.lex(sql);
-    let prefix = this.guardPrefix;
+    const lexed = this.lex(sql);
+    const stmts = lexed.stmts;
+    let guard = this.guardPrefix;
     this.guardPrefix = '';
-    if (prefix && stmts.length === 0) {
-      // An empty query must still answer EmptyQueryResponse: its guard goes separately.
-      up.send(prefix === GUARD_RENEW_SQL ? guardRenewFrame : guardOpenFrame, newUnit(undefined));
-      prefix = '';
-    }
+    const sendGuard = () => {
+      if (guard) up.send(guard === GUARD_RENEW_SQL ? guardRenewFrame : guardOpenFrame, newUnit(undefined));
+      guard = '';
+    };
+    // An empty query must still answer EmptyQueryResponse: its guard goes separately.
+    if (stmts.length === 0) sendGuard();
     const refuse = (err: JestPgError) => {
-      if (prefix) up.send(prefix === GUARD_RENEW_SQL ? guardRenewFrame : guardOpenFrame, newUnit(undefined));
+      sendGuard();
       this.reject(up, err);
     };
     const endsTx = stmts[0]?.kind === 'commit' || stmts[0]?.kind === 'rollback' || stmts[0]?.kind === 'rollbackTo';
@@ -740,26 +922,36 @@ export class Session implements Sink, Owner {
         // PREPARE TRANSACTION ends the client's transaction even when it fails, as in Postgres.
         if (s.what === 'PREPARE TRANSACTION' && this.inTx) {
           this.effect('end');
-          if (prefix) up.send(prefix === GUARD_RENEW_SQL ? guardRenewFrame : guardOpenFrame, newUnit(undefined));
+          sendGuard();
           return this.reject(up, errors.unsupportedStatement(s.what), true);
         }
         return refuse(errors.unsupportedStatement(s.what!));
       }
       if (s.kind === 'setLocal') this.localSettings.add(s.name!);
       else if (this.inTx || s.kind === 'other') this.noteSetConfig(sql, s.start, s.end);
-      if (s.kind === 'begin' || s.kind === 'commit' || s.kind === 'rollback' || s.kind === 'deallocate' || s.kind === 'discardAll' || s.kind === 'setTransaction') rewrite = true;
-      if (s.kind === 'setLocal' && !this.inTx) rewrite = true;
+      if (s.kind === 'begin' || s.kind === 'commit' || s.kind === 'rollback' || s.kind === 'deallocate' || s.kind === 'discardAll' || s.kind === 'discardTemp' || s.kind === 'setTransaction') rewrite = true;
+      else if (s.kind === 'setLocal' && !this.inTx) rewrite = true;
+      else if (s.kind === 'prepare') this.prepared.add(this.prefix + s.name);
     }
+    if (!up.isSide) {
+      if (lexed.temp) this.tempPending = true;
+      if (lexed.sets) this.noteSettings(sql, stmts);
+    }
+    const edits = this.edits(lexed);
+    // What the virtual-backend functions need to know, in the same message.
+    const state = lexed.activity ? this.host.backendState(this) + ';\n' : '';
+    const prefix = guard + state;
     this.inflight++;
-    const skip = prefix === GUARD_RENEW_SQL ? 2 : prefix ? 1 : 0;
+    const skip = (guard === GUARD_RENEW_SQL ? 2 : guard ? 1 : 0) + (state ? 1 : 0);
     if (!rewrite) {
-      if (!prefix) {
+      if (!prefix && !edits) {
         up.send(buf.subarray(start, end), unit);
         return;
       }
-      unit.tags = skip === 2 ? DROP_TWO : DROP_ONE;
-      unit.positionShift = prefix.length;
-      up.send(m.query(prefix + sql), unit);
+      if (skip) unit.tags = DROPS[skip];
+      if (edits) unit.positionMap = positionMap(prefix.length, edits);
+      else unit.positionShift = prefix.length;
+      up.send(m.query(prefix + (edits ? applyEdits(sql, edits) : sql)), unit);
       return;
     }
     // Rewrite statement by statement, simulating the transaction state: a statement that
@@ -767,8 +959,8 @@ export class Session implements Sink, Owner {
     let inTx = this.inTx;
     let failed = this.txFailed;
     const parts: string[] = [];
-    const tags: (string | null | undefined)[] = skip === 2 ? [null, null] : skip === 1 ? [null] : [];
-    const effects: ('begin' | 'end' | undefined)[] = skip === 2 ? [undefined, undefined] : skip === 1 ? [undefined] : [];
+    const tags: (string | null | undefined)[] = [...DROPS[skip]];
+    const effects: ('begin' | 'end' | undefined)[] = new Array<undefined>(skip).fill(undefined);
     for (const s of stmts) {
       if (s.kind === 'begin' || s.kind === 'commit' || s.kind === 'rollback') {
         const [text, tag, effect] = this.txRewrite(s, inTx, failed);
@@ -791,23 +983,36 @@ export class Session implements Sink, Owner {
         parts.push(NOOP);
         tags.push('SET');
         effects.push(undefined);
+      } else if (s.kind === 'discardTemp') {
+        // This client's temporary objects, not those of every client of the shared session.
+        parts.push(this.host.dropTempSql(this) ?? NOOP);
+        tags.push('DISCARD TEMP');
+        effects.push(undefined);
+      } else if (s.kind === 'deallocate' && s.name !== undefined) {
+        this.prepared.delete(this.prefix + s.name);
+        parts.push(`DEALLOCATE ${ident(this.prefix + s.name)}`);
+        tags.push('DEALLOCATE');
+        effects.push(undefined);
       } else if (s.kind === 'deallocate' || s.kind === 'discardAll') {
-        const names = s.kind === 'deallocate' && s.name !== undefined ? [this.prefix + s.name] : [...this.prepared];
-        if (s.kind === 'discardAll' || s.name === undefined) this.prepared.clear();
-        else this.prepared.delete(this.prefix + s.name);
-        const tag = s.kind === 'discardAll' ? 'DISCARD ALL' : s.name === undefined ? 'DEALLOCATE ALL' : 'DEALLOCATE';
-        if (names.length === 0) {
-          parts.push(NOOP);
-          tags.push(tag);
+        // This client's statements only (protocol and SQL level: they share the namespace).
+        if (s.kind === 'discardAll') {
+          // Also its temporary objects, and its settings back to those of its startup packet.
+          const temp = this.host.dropTempSql(this);
+          if (temp) {
+            parts.push(temp);
+            tags.push(null);
+            effects.push(undefined);
+          }
+          parts.push(settingsSql(this.startupSettings));
+          tags.push(null);
           effects.push(undefined);
         }
-        names.forEach((n, i) => {
-          parts.push(`DEALLOCATE ${ident(n)}`);
-          tags.push(i === 0 ? tag : null);
-          effects.push(undefined);
-        });
+        this.prepared.clear();
+        parts.push(deallocateAll(this.prefix));
+        tags.push(s.kind === 'discardAll' ? 'DISCARD ALL' : 'DEALLOCATE ALL');
+        effects.push(undefined);
       } else {
-        parts.push(sql.slice(s.start, s.end));
+        parts.push(edits ? applyEdits(sql, edits, s.start, s.end) : sql.slice(s.start, s.end));
         tags.push(undefined);
         effects.push(undefined);
       }
@@ -816,6 +1021,30 @@ export class Session implements Sink, Owner {
     unit.onCommand = (i) => this.effect(effects[i]);
     if (unit.txControl) this.txControlInflight++;
     up.send(m.query(prefix + parts.join(';\n')), unit);
+  }
+
+  /** Per-client names (SQL PREPARE/EXECUTE) and the virtual-backend functions, as edits of the client's text. */
+  private edits(lexed: Lexed): Edit[] | undefined {
+    let edits: Edit[] | undefined;
+    if (lexed.refs) for (const r of lexed.refs) (edits ??= []).push({ start: r.start, end: r.end, text: refText(r, this.pid) });
+    for (const s of lexed.stmts) {
+      if (s.kind === 'prepare' && s.nameAt) (edits ??= []).push({ start: s.nameAt[0], end: s.nameAt[1], text: ident(this.prefix + s.name) });
+      else if (s.exec) (edits ??= []).push({ start: s.exec.at[0], end: s.exec.at[1], text: ident(this.prefix + s.exec.name) });
+    }
+    return edits && sortEdits(edits);
+  }
+
+  /** A statement may change session settings: read them after its cycle; note the custom names it sets. */
+  private noteSettings(sql: string, stmts: Statement[]): void {
+    this.setsPending = true;
+    let match: RegExpExecArray | null;
+    const call = /set_config\s*\(\s*'((?:[^']|'')+)'/gi;
+    while ((match = call.exec(sql))) if (match[1].includes('.')) this.customSettings.add(match[1].replace(/''/g, "'"));
+    for (const st of stmts) {
+      if (!st.sets) continue;
+      const set = /^\s*(?:set|reset)\s+(?:session\s+)?((?:"[^"]+"|[A-Za-z_][\w$]*)\s*\.\s*(?:"[^"]+"|[A-Za-z_][\w$]*))/i.exec(sql.slice(st.start, st.end));
+      if (set) this.customSettings.add(set[1].split('.').map((part) => (part.trim().startsWith('"') ? part.trim().slice(1, -1) : part.trim().toLowerCase())).join('.'));
+    }
   }
 
   /** set_config('name', …, true) with a literal name: the same as SET LOCAL for the client's COMMIT. */
@@ -834,7 +1063,7 @@ export class Session implements Sink, Owner {
 
   /** Answer a whole simple Query with an error without sending it upstream. */
   private reject(up: Upstream, err: JestPgError, rollBackGuard = false): void {
-    this.out(m.errorResponse({ code: err.sqlState, message: `${err.code}: ${err.message}` }));
+    this.out(m.errorResponse({ code: err.sqlState, message: wireMessage(err), detail: err.detail }));
     this.cycleOpen = false;
     // Inside a client transaction an error aborts it, as in Postgres: until COMMIT/ROLLBACK,
     // its statements are answered 25P02 (the upstream itself never saw the error).
@@ -847,7 +1076,7 @@ export class Session implements Sink, Owner {
   private discard(code: number): void {
     if (!this.rejectSent) {
       const err = this.rejecting!;
-      this.out(m.errorResponse({ code: err.sqlState, message: `${err.code}: ${err.message}` }));
+      this.out(m.errorResponse({ code: err.sqlState, message: wireMessage(err), detail: err.detail }));
       this.rejectSent = true;
     }
     if (code === F.Query || code === F.Sync || code === F.FunctionCall) {
@@ -864,7 +1093,7 @@ export class Session implements Sink, Owner {
   // ---- output (Sink) ----
 
   out(buf: Buffer, start = 0, end = buf.length): void {
-    if (this.phase === 'closed') return;
+    if (this.phase === 'closed' || this.silenced) return;
     if (buf === this.lastOut && start === this.lastEnd) {
       this.lastEnd = end;
       return;
@@ -898,12 +1127,11 @@ export class Session implements Sink, Owner {
     }
   }
 
-  ready(unit: Unit, status: number, buf?: Buffer, start?: number): void {
+  ready(unit: Unit, status: number, buf: Buffer | undefined, start: number, from: Upstream): void {
     this.inflight--;
     if (unit.txControl) this.txControlInflight--;
     if (unit.endsTxOnError && unit.error && this.inTx) this.effect('end');
-    const up = this.host.upstream!;
-    this.afterCycle(up, status, false, buf, start);
+    this.afterCycle(from, status, false, buf, start);
     if (this.pending.length) this.pump();
     else if (this.phase === 'closing' && this.inflight === 0 && !this.cycleOpen) this.finish();
     this.host.changed();
@@ -912,7 +1140,12 @@ export class Session implements Sink, Owner {
   /** A cycle's ReadyForQuery: resolve the guard, answer the client, maybe hand the upstream on. */
   private afterCycle(up: Upstream, status: number, synthetic: boolean, buf?: Buffer, start = 0): void {
     let client: 'I' | 'T' | 'E';
-    if (this.inTx) {
+    if (up.isSide) {
+      // The client's transaction is on the upstream, untouched; an error here aborts it all the
+      // same, as it would in Postgres (25P02 from the sandbox until ROLLBACK).
+      if (this.inTx && status === TxStatus.Failed && !synthetic) this.txFailed = this.abortedHere = true;
+      client = !this.inTx ? 'I' : this.txFailed ? 'E' : 'T';
+    } else if (this.inTx) {
       if (!synthetic) this.txFailed = status === TxStatus.Failed;
       client = this.txFailed ? 'E' : 'T';
     } else {
@@ -938,9 +1171,13 @@ export class Session implements Sink, Owner {
       buf[start + 5] = client.charCodeAt(0);
       this.out(buf, start, start + 6);
     } else this.out(m.readyForQuery(client));
-    if (!this.inTx && this.inflight === 0 && !this.cycleOpen && !this.copyIn && up.owner === this) {
-      up.release(this);
-    } else if (up.owner === this && this.idleInTx()) up.lendIdle();
+    if (this.inflight === 0 && !this.cycleOpen && !this.copyIn && up.owner === this) {
+      if (up.isSide) up.release(this);
+      else if (!this.inTx) {
+        this.afterWork(up);
+        up.release(this);
+      } else if (this.idleInTx()) up.lendIdle();
+    }
   }
 
   // ---- lending: another client's cycle inside this client's idle transaction ----
@@ -966,7 +1203,7 @@ export class Session implements Sink, Owner {
   private startsTx([buf, code, start, end]: Frame): boolean {
     if (code === F.Query || code === F.Parse) {
       const sql = code === F.Query ? m.readCString(buf, start + 5, end)[0] : m.readCString(buf, m.readCString(buf, start + 5, end)[1], end)[0];
-      return this.lex(sql).some((s) => s.kind === 'begin' || s.kind === 'commit' || s.kind === 'rollback');
+      return this.lex(sql).stmts.some((s) => s.kind === 'begin' || s.kind === 'commit' || s.kind === 'rollback');
     }
     if (code === F.Bind) {
       const [, a] = m.readCString(buf, start + 5, end);
@@ -994,6 +1231,37 @@ export class Session implements Sink, Owner {
     this.lentWrites = [];
   }
 
+  /**
+   * Outside its transaction again, with the upstream still held: look for the temporary objects
+   * and read the settings its last cycles may have made (pipelined; the next client's cycle is
+   * written after them, so what they find is this client's).
+   */
+  private afterWork(up: Upstream): void {
+    if (this.tempPending) {
+      this.tempPending = false;
+      if (!up.lost) {
+        const scan = this.host.scanTemp(this, up);
+        this.tempScan = scan;
+        void scan.then(() => {
+          if (this.tempScan === scan) this.tempScan = undefined;
+        });
+      }
+    }
+    if (this.setsPending) {
+      this.setsPending = false;
+      if (up.lost) return;
+      // From now on the upstream's settings are this client's own: every other client puts
+      // its own back before it runs (RESET ALL first), and this one gets what is read here.
+      this.settingsKey = up.appliedSettings = `client ${this.id}.${++this.settingsVersion}`;
+      this.host.captureSettings(this, up, this.customSettings);
+    }
+  }
+  private settingsVersion = 0;
+  /** Custom settings (app.user_id) it set: Postgres lists them nowhere, so they are read by name. */
+  private readonly customSettings = new Set<string>();
+  /** A look for its temporary objects still on its way (awaited before they are dropped). */
+  private tempScan: Promise<void> | undefined;
+
   // ---- end of life ----
 
   /** The sandbox ends this client's transaction (end of test): its savepoints are gone. */
@@ -1005,16 +1273,35 @@ export class Session implements Sink, Owner {
     this.guardOpen = false;
   }
 
-  cancel(): void {
-    if (this.owning && (this.inflight > 0 || this.cycleOpen)) void this.host.upstream?.cancel();
+  /** Running on the upstream now (not queued, not on the side connection). */
+  private get running(): boolean {
+    const up = this.host.upstream;
+    return up !== undefined && up.owner === this && this.conn === up && (this.inflight > 0 || this.cycleOpen);
   }
 
-  /** Close with a FATAL error (protocol violation, end of file). */
+  /**
+   * Cancel what the client runs (a CancelRequest with its key, or pg_cancel_backend of its pid):
+   * a statement running on the upstream is cancelled there (57014 from Postgres); a cycle still
+   * queued for the upstream is answered 57014 at once.
+   */
+  cancel(): void {
+    if (this.running) void this.host.upstream!.cancel();
+    else if (this.waiting) this.abandonWait(errors.queryCanceled());
+  }
+
+  /** pg_terminate_backend of its pid: FATAL 57P01, as a real backend ends; what it runs is cancelled first. */
+  terminate(): void {
+    if (this.running) void this.host.upstream!.cancel();
+    this.fatal(errors.terminated());
+  }
+
+  /** Close with a FATAL error (protocol violation, end of file, terminated). */
   fatal(err: JestPgError): void {
     if (this.phase === 'closed') return;
     this.flushOut();
+    this.silenced = true;
     if (!this.socket.destroyed) {
-      this.socket.end(m.errorResponse({ severity: 'FATAL', code: err.sqlState, message: `${err.code}: ${err.message}` }));
+      this.socket.end(m.errorResponse({ severity: 'FATAL', code: err.sqlState, message: wireMessage(err), detail: err.detail }));
     }
     this.gone();
   }
@@ -1028,32 +1315,50 @@ export class Session implements Sink, Owner {
     this.pending.length = 0;
     this.rejecting = undefined;
     const up = this.host.upstream;
+    this.host.side()?.withdraw(this);
     if (!wasReady || !up || up.lost) return this.closedNow();
     up.withdraw(this);
-    if (up.owner === this) {
+    const conn = this.conn;
+    if (conn && conn.owner === this && !conn.lost) {
+      // Its cycle ends first (an open extended cycle gets its Sync); finish() follows at its ReadyForQuery.
       if (this.copyIn) this.copyInStarted();
       if (this.cycleOpen && this.unit) {
         this.cycleOpen = false;
         this.inflight++;
         this.unit = undefined;
-        up.send(m.syncFrame, undefined);
+        conn.send(m.syncFrame, undefined);
       }
       if (this.inflight === 0) this.finish();
       return;
     }
-    if (this.prepared.size > 0 || this.inTx) up.acquire(this);
+    if (this.leftBehind) up.acquire(this);
     else this.closedNow();
+  }
+
+  /** Something of this client stays on the upstream until it is cleaned up: a transaction, statements, temporary objects. */
+  private get leftBehind(): boolean {
+    return this.inTx || this.prepared.size > 0 || this.tempScan !== undefined || this.host.hasTemp(this);
   }
 
   /** Owning the upstream with nothing in flight: roll back what the client left, close its statements. */
   private finish(): void {
     const up = this.host.upstream;
     if (this.phase === 'closed') return;
-    if (up && !up.lost && up.owner !== this && this.prepared.size > 0) {
+    const side = this.host.side();
+    if (side && side.owner === this) side.release(this);
+    if (up && !up.lost && up.owner !== this && this.leftBehind) {
       up.acquire(this);
       return;
     }
     if (up && !up.lost && up.owner === this) {
+      // A cancel on its way (this client's statement was cancelled) must not hit what follows;
+      // the objects its last cycle made must be known before they are dropped.
+      const wait = up.cancelling ?? this.tempScan;
+      if (wait) {
+        if (wait === this.tempScan) this.tempScan = undefined;
+        void wait.then(() => this.finish());
+        return;
+      }
       if (this.inTx || this.guardOpen) {
         if (this.inTx) this.lentWritesLost();
         up.send(guardRollbackFrame, newUnit(undefined));
@@ -1073,6 +1378,9 @@ export class Session implements Sink, Owner {
         up.socket.uncork();
         this.prepared.clear();
       }
+      // Its temporary objects go with it, as they do when a real session ends.
+      const drop = this.host.dropTempSql(this);
+      if (drop) up.send(m.query(drop), newUnit(undefined));
       up.release(this);
     }
     this.closedNow();
@@ -1098,6 +1406,14 @@ function raising(err: JestPgError): string {
   return `DO $jestpg$BEGIN RAISE EXCEPTION USING MESSAGE = $m$${text.replace(/\$m\$/g, '')}$m$, ERRCODE = '${err.sqlState}'; END$jestpg$`;
 }
 
+/** DEALLOCATE every prepared statement whose name starts with `prefix` (one client's). */
+function deallocateAll(prefix: string): string {
+  return (
+    `DO $jestpg$DECLARE r record; BEGIN FOR r IN SELECT name FROM pg_catalog.pg_prepared_statements WHERE pg_catalog.starts_with(name, ${lit(prefix)}) ` +
+    `LOOP EXECUTE 'DEALLOCATE ' || pg_catalog.quote_ident(r.name); END LOOP; END$jestpg$`
+  );
+}
+
 /** Put settings changed with SET LOCAL back to their session values, for the rest of the file's transaction. */
 function resetLocals(names: Set<string>): string {
   const list = [...names].map((n) => lit(n)).join(', ');
@@ -1105,6 +1421,18 @@ function resetLocals(names: Set<string>): string {
   return (
     `DO $jestpg$BEGIN PERFORM pg_catalog.set_config(n, coalesce((SELECT s.reset_val FROM pg_catalog.pg_settings s WHERE s.name = n), ''), true) ` +
     `FROM unnest(ARRAY[${list}]::text[]) AS n; END$jestpg$`
+  );
+}
+
+/**
+ * RESET ALL, then each setting in its own exception block: a bad value is ignored instead of
+ * aborting the file's transaction (a real server would have refused the connection).
+ */
+function settingsSql(settings: [string, string][]): string {
+  return (
+    'DO $jestpg$BEGIN RESET ALL; ' +
+    settings.map(([k, v]) => `BEGIN PERFORM pg_catalog.set_config(${lit(k)}, ${lit(v)}, false); EXCEPTION WHEN others THEN NULL; END; `).join('') +
+    'END$jestpg$'
   );
 }
 
@@ -1119,6 +1447,16 @@ function parseOptions(options: string): [string, string][] {
   let match: RegExpExecArray | null;
   while ((match = re.exec(options))) out.push([match[1].replace(/-/g, '_'), match[2].replace(/\\(.)/g, '$1')]);
   return out;
+}
+
+/** What a client reads: `JESTPG_…: message`, or Postgres' own words for an error the sandbox raises in its place. */
+function wireMessage(err: JestPgError): string {
+  return err.wire ?? `${err.code}: ${err.message}`;
+}
+
+function contains(buf: Buffer, text: string, start: number, end: number): boolean {
+  const i = buf.indexOf(text, start);
+  return i >= 0 && i < end;
 }
 
 function oneLine(sql: string): string {

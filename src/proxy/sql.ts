@@ -2,7 +2,10 @@
  * A small SQL lexer: splits a simple-query string into statements the way the server
  * does (quotes, dollar quotes, comments, nested block comments) and classifies each by
  * its leading keywords. Only what the sandbox must see is classified: transaction
- * control, statement deallocation, and statements that cannot run in a transaction.
+ * control, statement deallocation, SQL-level PREPARE/EXECUTE names, session settings,
+ * statements that cannot run in a transaction, and the names the sandbox answers for
+ * its virtual backends (pg_backend_pid, pg_stat_activity, pg_terminate_backend,
+ * pg_cancel_backend).
  */
 
 export type StatementKind =
@@ -14,6 +17,8 @@ export type StatementKind =
   | 'rollbackTo'
   | 'deallocate'
   | 'discardAll'
+  | 'discardTemp'
+  | 'prepare'
   | 'nonTx'
   | 'setTransaction'
   | 'setLocal'
@@ -25,10 +30,37 @@ export interface Statement {
   end: number;
   /** The command tag Postgres would report for begin/commit/rollback. */
   tag?: string;
-  /** DEALLOCATE's target: a name, or undefined for ALL. */
+  /** DEALLOCATE's or PREPARE's target (case-folded unless quoted), or undefined for DEALLOCATE ALL. */
   name?: string;
+  /** Where that name is in the SQL text (to rename it per client). */
+  nameAt?: [number, number];
+  /** EXECUTE name (also in EXPLAIN … EXECUTE and CREATE TABLE … AS EXECUTE): the name and where it is. */
+  exec?: { name: string; at: [number, number] };
   /** For nonTx: what it is, for the error message. */
   what?: string;
+  /** SET (not LOCAL), RESET, DISCARD ALL: changes a session setting. */
+  sets?: boolean;
+}
+
+/** A name the sandbox answers for its virtual backends, and the text [start, end) it replaces. */
+export interface Ref {
+  kind: 'backendPid' | 'statActivity' | 'terminate' | 'cancel';
+  start: number;
+  end: number;
+}
+
+export interface Lexed {
+  stmts: Statement[];
+  /** Virtual-backend names, in text order; undefined when there are none. */
+  refs: Ref[] | undefined;
+  /** Calls pg_terminate_backend or pg_cancel_backend. */
+  kill: boolean;
+  /** Needs the sandbox's list of clients when it runs (pg_stat_activity, or a kill). */
+  activity: boolean;
+  /** A statement may create a temporary object (CREATE or SELECT INTO naming TEMP, TEMPORARY, pg_temp or VIEW). */
+  temp: boolean;
+  /** A statement may change a session setting (SET, RESET, DISCARD ALL, set_config). */
+  sets: boolean;
 }
 
 const enum Ch {
@@ -39,19 +71,42 @@ const enum Ch {
 const isWordStart = (c: number) => (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || c === 95 || c >= 128;
 const isWord = (c: number) => isWordStart(c) || (c >= 48 && c <= 57) || c === Ch.Dollar;
 
+/** Words kept per statement for classification (with their positions). */
+const WORDS = 12;
+
 /** Split and classify. Empty statements (only whitespace/comments) are left out, as the server does. */
 export function statements(sql: string): Statement[] {
+  return lex(sql).stmts;
+}
+
+export function lex(sql: string): Lexed {
   const out: Statement[] = [];
   const n = sql.length;
   let i = 0;
   let stmtStart = -1;
   let words: string[] = [];
+  let at: number[] = [];
   let concurrently = false;
+  let refs: Ref[] | undefined;
+  let kill = false;
+  let activity = false;
+  let temp = false;
+  let sets = false;
+  let mentionsTemp = false;
+  let into = false;
   const finish = (end: number) => {
-    if (stmtStart >= 0) out.push(classify(words, concurrently, stmtStart, end));
+    if (stmtStart >= 0) {
+      const s = classify(words, at, concurrently, stmtStart, end);
+      if (s.sets) sets = true;
+      if (mentionsTemp && (words[0] === 'create' || (into && (words[0] === 'select' || words[0] === 'with')))) temp = true;
+      out.push(s);
+    }
     stmtStart = -1;
     words = [];
+    at = [];
     concurrently = false;
+    mentionsTemp = false;
+    into = false;
   };
   while (i < n) {
     const c = sql.charCodeAt(i);
@@ -86,8 +141,12 @@ export function statements(sql: string): Statement[] {
       continue;
     }
     if (c === Ch.Dq) {
-      i = skipQuoted(sql, i + 1, Ch.Dq, false);
-      if (words.length < 6) words.push('"');
+      const j = skipQuoted(sql, i + 1, Ch.Dq, false);
+      if (words.length < WORDS) {
+        words.push('"' + sql.slice(i + 1, j - 1).replace(/""/g, '"'));
+        at.push(i, j);
+      }
+      i = j;
       continue;
     }
     if (c === Ch.Dollar) {
@@ -109,15 +168,83 @@ export function statements(sql: string): Statement[] {
         continue;
       }
       const w = sql.slice(i, j).toLowerCase();
-      if (words.length < 6) words.push(w);
-      if (w === 'concurrently') concurrently = true;
+      if (words.length < WORDS) {
+        words.push(w);
+        at.push(i, j);
+      }
+      switch (w) {
+        case 'concurrently':
+          concurrently = true;
+          break;
+        case 'temp':
+        case 'temporary':
+        case 'pg_temp':
+        case 'view':
+          mentionsTemp = true;
+          break;
+        case 'set_config':
+          sets = true;
+          break;
+        case 'into':
+          into = true;
+          break;
+        case 'pg_backend_pid':
+        case 'pg_stat_activity':
+        case 'pg_terminate_backend':
+        case 'pg_cancel_backend': {
+          const r = virtualRef(sql, w, i, j, words);
+          if (r) {
+            (refs ??= []).push(r);
+            if (r.kind === 'terminate' || r.kind === 'cancel') kill = activity = true;
+            else if (r.kind === 'statActivity') activity = true;
+          }
+          break;
+        }
+        default:
+          break;
+      }
       i = j;
       continue;
     }
     i++;
   }
   finish(n);
-  return out;
+  return { stmts: out, refs, kill, activity, temp, sets };
+}
+
+const skipSpace = (sql: string, i: number, step: 1 | -1): number => {
+  while (i >= 0 && i < sql.length && /\s/.test(sql[i])) i += step;
+  return i;
+};
+
+/**
+ * pg_backend_pid(), pg_terminate_backend(…), pg_cancel_backend(…) as calls and pg_stat_activity as
+ * a relation, bare or qualified with pg_catalog; not in statements that store SQL for later
+ * (CREATE VIEW/FUNCTION/RULE/TRIGGER: those would depend on the sandbox's temporary functions).
+ */
+function virtualRef(sql: string, w: string, start: number, end: number, words: string[]): Ref | undefined {
+  if (words[0] === 'create' && words.some((x) => x === 'view' || x === 'function' || x === 'procedure' || x === 'rule' || x === 'trigger')) return undefined;
+  // Qualified: only pg_catalog.<name> is Postgres' own.
+  const before = skipSpace(sql, start - 1, -1);
+  if (before >= 0 && sql[before] === '.') {
+    const q = skipSpace(sql, before - 1, -1);
+    if (q < 9 || sql.slice(q - 9, q + 1).toLowerCase() !== 'pg_catalog' || (q >= 10 && isWord(sql.charCodeAt(q - 10)))) return undefined;
+    start = q - 9;
+  }
+  const next = skipSpace(sql, end, 1);
+  const ch = sql[next];
+  if (w === 'pg_stat_activity') {
+    // A relation, not a column qualifier (pg_stat_activity.pid) or a call.
+    if (ch === '.' || ch === '(') return undefined;
+    return { kind: 'statActivity', start, end };
+  }
+  if (ch !== '(') return undefined;
+  if (w === 'pg_backend_pid') {
+    const close = skipSpace(sql, next + 1, 1);
+    if (sql[close] !== ')') return undefined;
+    return { kind: 'backendPid', start, end: close + 1 };
+  }
+  return { kind: w === 'pg_terminate_backend' ? 'terminate' : 'cancel', start, end };
 }
 
 function skipQuoted(sql: string, i: number, q: number, backslash: boolean): number {
@@ -134,7 +261,14 @@ function skipQuoted(sql: string, i: number, q: number, backslash: boolean): numb
   return n;
 }
 
-function classify(w: string[], concurrently: boolean, start: number, end: number): Statement {
+/** The name token at word index k (case-folded unless quoted) and its position. */
+function nameAt(w: string[], at: number[], k: number): { name: string; at: [number, number] } | undefined {
+  const x = w[k];
+  if (x === undefined) return undefined;
+  return { name: x.startsWith('"') ? x.slice(1) : x, at: [at[2 * k], at[2 * k + 1]] };
+}
+
+function classify(w: string[], at: number[], concurrently: boolean, start: number, end: number): Statement {
   const s = (kind: StatementKind, extra?: Partial<Statement>): Statement => ({ kind, start, end, ...extra });
   const [a, b, c] = w;
   switch (a) {
@@ -159,18 +293,37 @@ function classify(w: string[], concurrently: boolean, start: number, end: number
       // is a savepoint deep inside the file's, so its characteristics cannot be set.
       if (b === 'transaction' || (b === 'session' && c === 'characteristics')) return s('setTransaction');
       // SET LOCAL x: undone by the client's ROLLBACK, but its COMMIT (a kept savepoint) must undo it too.
-      if (b === 'local' && c !== undefined && c !== '"') return s('setLocal', { name: c });
-      return s('other');
+      if (b === 'local' && c !== undefined && !c.startsWith('"')) return s('setLocal', { name: c });
+      if (b === 'constraints') return s('other');
+      return s('other', { sets: true });
+    case 'reset':
+      return s('other', { sets: true });
     case 'release':
       return s('release');
-    case 'prepare':
-      return b === 'transaction' ? s('nonTx', { what: 'PREPARE TRANSACTION' }) : s('other');
+    case 'prepare': {
+      if (b === 'transaction') return s('nonTx', { what: 'PREPARE TRANSACTION' });
+      const n = nameAt(w, at, 1);
+      return n ? s('prepare', { name: n.name, nameAt: n.at }) : s('other');
+    }
+    case 'execute': {
+      const n = nameAt(w, at, 1);
+      return n ? s('other', { exec: n }) : s('other');
+    }
+    case 'explain': {
+      const k = w.indexOf('execute');
+      const n = k > 0 ? nameAt(w, at, k + 1) : undefined;
+      return n ? s('other', { exec: n }) : s('other');
+    }
     case 'deallocate': {
-      const name = b === 'prepare' ? c : b;
-      return s('deallocate', { name: name === 'all' || name === undefined ? undefined : name });
+      const k = b === 'prepare' ? 2 : 1;
+      const n = nameAt(w, at, k);
+      if (n === undefined || n.name === 'all') return s('deallocate');
+      return s('deallocate', { name: n.name, nameAt: n.at });
     }
     case 'discard':
-      return b === 'all' ? s('discardAll') : s('other');
+      if (b === 'all') return s('discardAll', { sets: true });
+      if (b === 'temp' || b === 'temporary') return s('discardTemp');
+      return s('other');
     case 'vacuum':
       return s('nonTx', { what: 'VACUUM' });
     case 'cluster':
@@ -188,6 +341,14 @@ function classify(w: string[], concurrently: boolean, start: number, end: number
       if (a === 'alter' && b === 'system') return s('nonTx', { what: 'ALTER SYSTEM' });
       if (b === 'subscription' && a !== 'alter') return s('nonTx', { what: `${verb} SUBSCRIPTION` });
       if (concurrently && (b === 'index' || (b === 'unique' && c === 'index'))) return s('nonTx', { what: `${verb} INDEX CONCURRENTLY` });
+      if (a === 'create') {
+        // CREATE TABLE … AS EXECUTE name
+        const k = w.indexOf('execute');
+        if (k > 1 && w[k - 1] === 'as') {
+          const n = nameAt(w, at, k + 1);
+          if (n) return s('other', { exec: n });
+        }
+      }
       return s('other');
     }
     default:

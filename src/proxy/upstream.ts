@@ -9,6 +9,7 @@ import { B, F } from './codes';
 import { connect, type Connected } from './connect';
 import { Framer } from './framer';
 import { cancelRequest, close, commandComplete, query, readFields, shiftPosition, syncFrame, writer } from './messages';
+import { SETUP_SQL } from './backends';
 import { errors, messageOf } from '../errors';
 
 /** Where a unit's responses go. Implemented by a client session. */
@@ -16,8 +17,8 @@ export interface Sink {
   /** Forward bytes [start, end) of buf to the client (coalesced until flushOut). */
   out(buf: Buffer, start?: number, end?: number): void;
   flushOut(): void;
-  /** The unit's ReadyForQuery arrived (frame: the message itself, to forward with the status patched in place). */
-  ready(unit: Unit, status: number, buf?: Buffer, start?: number): void;
+  /** The unit's ReadyForQuery arrived on `from` (frame: the message itself, to forward with the status patched in place). */
+  ready(unit: Unit, status: number, buf: Buffer | undefined, start: number, from: Upstream): void;
   copyInStarted(): void;
 }
 
@@ -42,6 +43,8 @@ export interface Unit {
   txControl?: boolean;
   /** Characters prepended to the client's query: subtracted from error positions. */
   positionShift?: number;
+  /** Or, when the client's text was edited too: the map back to its positions. */
+  positionMap?: (p: number) => number;
   /** An error in this unit ends the client's transaction (a refused PREPARE TRANSACTION). */
   endsTxOnError?: boolean;
 }
@@ -81,7 +84,13 @@ function dropped(unit: Unit, kind: Kind): boolean {
   return unit.drop !== undefined && unit.drop[kind].includes(i);
 }
 
+let generations = 0;
+
 export class Upstream {
+  /** The side connection: runs a kill statement while the upstream is busy; no transaction, no guard. */
+  isSide = false;
+  /** Tells upstreams apart (a client's prepared statements live on one; after a reconnect they are parsed again). */
+  readonly gen = ++generations;
   readonly socket: net.Socket;
   readonly backendPid: number;
   private readonly secretKey: number;
@@ -105,6 +114,13 @@ export class Upstream {
   /** Identifies the per-client settings last applied to the upstream session. */
   /** '' = the session's defaults (a fresh connection); undefined = unknown (after a rollback). */
   appliedSettings: string | undefined = '';
+  /**
+   * A cancel request is on its way to Postgres: no new cycle may start until it has been
+   * delivered, or it could cancel that cycle (another client's, or the sandbox's own guard).
+   */
+  cancelling: Promise<void> | undefined;
+  /** Notices are offered here first; true swallows one (the marker of a virtual pg_terminate_backend). */
+  onNotice: ((fields: Record<string, string>) => boolean) | undefined;
 
   private constructor(c: Connected) {
     const socket = c.socket;
@@ -121,11 +137,19 @@ export class Upstream {
 
   /** Connect, authenticate and take the socket (see connect.ts): from here on the bytes are ours. */
   static async connect(url: string, applicationName: string): Promise<Upstream> {
+    let up: Upstream;
     try {
-      return new Upstream(await connect(url, { applicationName }));
+      up = new Upstream(await connect(url, { applicationName }));
     } catch (e) {
       throw errors.serverUnreachable(url, e);
     }
+    // The virtual-backend functions, for the life of this connection (outside any transaction).
+    const err = await up.exec(SETUP_SQL).catch((e: Error) => ({ M: e.message }) as Record<string, string>);
+    if (err) {
+      await up.close();
+      throw errors.serverUnreachable(url, new Error(`setting up the virtual-backend functions failed: ${err.M}`));
+    }
+    return up;
   }
 
   // ---- ownership ----
@@ -293,13 +317,24 @@ export class Upstream {
     });
   }
 
-  /** Ask Postgres to cancel whatever the upstream runs now. */
+  /**
+   * Ask Postgres to cancel whatever the upstream runs now. Until Postgres has taken the request
+   * (it closes the cancel connection after signalling the backend), `cancelling` is set and no
+   * new cycle starts: a signal that arrives while the backend reads its next message is ignored,
+   * one that arrives while it runs the next statement would cancel that one.
+   */
   cancel(): Promise<void> {
-    return new Promise((resolve) => {
+    if (this.cancelling) return this.cancelling;
+    const done = new Promise<void>((resolve) => {
       const s = net.connect(this.cancelTarget, () => s.end(cancelRequest(this.backendPid, this.secretKey)));
       s.on('close', () => resolve());
       s.on('error', () => resolve());
     });
+    this.cancelling = done;
+    void done.then(() => {
+      if (this.cancelling === done) this.cancelling = undefined;
+    });
+    return done;
   }
 
   get busy(): boolean {
@@ -332,7 +367,7 @@ export class Upstream {
         const status = buf[start + 5];
         if (sink) {
           this.touch(sink);
-          sink.ready(unit, status, buf, start);
+          sink.ready(unit, status, buf, start, this);
         }
         unit.done?.(status, unit);
         return;
@@ -365,11 +400,15 @@ export class Upstream {
         break;
       case B.ErrorResponse:
         if (unit.error === undefined) unit.error = readFields(buf, start, end);
-        if (unit.positionShift && sink && unit.error.P) {
+        if ((unit.positionShift || unit.positionMap) && sink && unit.error.P) {
           this.touch(sink);
-          sink.out(shiftPosition(buf, start, end, unit.positionShift));
+          const shift = unit.positionShift ?? 0;
+          sink.out(shiftPosition(buf, start, end, unit.positionMap ?? ((p) => p - shift)));
           return;
         }
+        break;
+      case B.NoticeResponse:
+        if (this.onNotice !== undefined && this.onNotice(readFields(buf, start, end))) return;
         break;
       case B.CopyInResponse:
       case B.CopyBothResponse:
@@ -393,13 +432,16 @@ export class Upstream {
     }
   }
 
+  /**
+   * The connection is gone. Internal units fail; the clients whose units were in flight are
+   * told by the sandbox (onLost), which knows what else each of them had here.
+   */
   private die(err: Error): void {
     if (this.lost) return;
     this.lost = this.closed ? err : errors.upstreamLost(err.message);
     const units = this.expect.splice(0);
     for (const u of units) {
       u.error ??= { C: '08006', M: this.lost.message };
-      if (u.sink) u.sink.ready(u, 0x45);
       u.done?.(0x45, u);
     }
     for (const r of this.pendingRejects) r(this.lost);
