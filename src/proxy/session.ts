@@ -340,11 +340,10 @@ export class Session implements Sink, Owner {
 
   /**
    * The client's session settings as read after it changed them (SET, RESET, set_config): from
-   * now on they are its own, put back whenever it takes the upstream and never seen by another
-   * client. The key is this client's alone.
+   * now on they are its own, put back whenever it takes the upstream after another client had
+   * it, and never seen by another client (its key is its own, see afterWork).
    */
   settingsCaptured(settings: [string, string][]): void {
-    this.settingsKey = `client ${this.id}`;
     this.settingsFrame = m.query(settingsSql(settings));
   }
 
