@@ -219,6 +219,13 @@ export const errors = {
     e.detail = `jest-environment-pg: ${e.message}`;
     return e;
   },
+  upstreamReplaced: (detail: string, where: string) =>
+    make('JESTPG_UPSTREAM_LOST', '08006')(
+      `The sandbox lost its connection to PostgreSQL (${detail}) ${where}. Everything written through it until then is gone: its transaction went with it ` +
+        `(rows, temporary tables, SQL-level prepared statements). Clients that were using it were disconnected; the sandbox opened a new connection, in a new transaction, ` +
+        `for what comes next, so the tests after this point start from the template's data. Not the tests' fault unless one of them ended that backend: look for a ` +
+        `pg_terminate_backend run outside the sandbox, or a server restart or crash.`,
+    ),
   upstreamLost: (detail: string) =>
     make('JESTPG_UPSTREAM_LOST', '08006')(`The sandbox lost its connection to PostgreSQL: ${detail}. Something terminated the backend (a pg_terminate_backend, a server restart); the file's work is lost and the file fails.`),
 };

@@ -527,13 +527,9 @@ export class Sandbox implements SessionHost {
   }
 
   private async openFile(): Promise<void> {
+    if (this.reopening) await this.reopening.catch(() => undefined);
     if (!this.upstream || this.upstream.lost) {
-      if (!this.opts.upstreamUrl) throw new Error('jest-environment-pg: the sandbox has no upstream database yet (setUpstream)');
-      this.upstream = await Upstream.connect(this.opts.upstreamUrl, this.opts.label);
-      this.upstream.onNotice = this.onNotice;
-      this.temp.clear();
-      if (this.opts.unref) this.upstream.socket.unref();
-      this.opts.onUpstream?.(this.upstream.backendPid);
+      this.upstream = await this.connectUpstream();
       if (this.serverParams.size === 0) await this.readServerParams();
       const [[moves]] = await this.upstream.rows(`SELECT pg_catalog.to_regprocedure('pg_catalog.jestpg_begin()') IS NOT NULL`);
       this.clockMoves = moves === 't';
@@ -714,6 +710,7 @@ export class Sandbox implements SessionHost {
 
   /** End a test file: close every client, roll back, look for backends that went around the sandbox. */
   async endFile(): Promise<FileReport> {
+    if (this.reopening) await this.reopening.catch(() => undefined);
     if (this.scope.kind === 'test') await this.endTest();
     await this.checkRollback();
     this.scope = { kind: 'between' };
@@ -755,10 +752,100 @@ export class Sandbox implements SessionHost {
       }
     }
     this.fileOpen = false;
+    // The file lost its upstream on the way: its results cannot be trusted, so it fails (once).
+    const lost = this.lostInFile;
+    this.lostInFile = undefined;
+    if (lost) throw lost;
     return { open, late, foreign };
   }
 
   currentFile: string | undefined;
+
+  // ---- losing the upstream ----
+
+  /** The loss of the upstream during the open file, reported (thrown) once by endFile. */
+  private lostInFile: JestPgError | undefined;
+  private reopening: Promise<Upstream> | undefined;
+  private upstreamWaiters: (() => void)[] = [];
+  private reopenFailed: { at: number; err: JestPgError } | undefined;
+
+  private async connectUpstream(): Promise<Upstream> {
+    if (!this.opts.upstreamUrl) throw new Error('jest-environment-pg: the sandbox has no upstream database yet (setUpstream)');
+    const up = await Upstream.connect(this.opts.upstreamUrl, this.opts.label);
+    up.onNotice = this.onNotice;
+    up.onLost = (err) => this.lost(up, err);
+    this.temp.clear();
+    if (this.opts.unref) up.socket.unref();
+    this.opts.onUpstream?.(up.backendPid);
+    return up;
+  }
+
+  /**
+   * The upstream died (terminated from outside, server restart). Said once, clearly; the clients
+   * that were using it are closed as by a dying backend, the others go on with a new upstream,
+   * opened now, in a new file transaction. Never every later client failing for ever.
+   */
+  private lost(up: Upstream, err: Error): void {
+    if (up !== this.upstream || this.closing) return;
+    const where =
+      this.scope.kind === 'test' ? `during test "${this.scope.name}"` : `during ${this.currentFile ?? 'the file'}${this.lastTestName ? `, after test "${this.lastTestName}"` : ''}`;
+    const e = errors.upstreamReplaced(up.lostDetail || err.message, where);
+    if (this.fileOpen) this.lostInFile ??= e;
+    process.stderr.write(`jest-environment-pg warning: ${e.code}: ${e.message}\n`);
+    // What lived on it: the test's savepoint (opened again before the next client cycle), the
+    // last rollback (moot), the sequence-restore statement, the temporary objects.
+    this.savepointOpen = false;
+    this.savepointPending = this.scope.kind === 'test' && this.opts.isolation === 'test';
+    this.lateOpen = false;
+    this.rollbackDone = undefined;
+    this.prepared = undefined;
+    this.temp.clear();
+    for (const s of [...this.sessions]) s.upstreamLost(up, e);
+    if (this.fileOpen) void this.reopen().catch(() => undefined);
+  }
+
+  /** A new upstream (in a new file transaction when a file is open); the clients waiting for it go on. */
+  private reopen(): Promise<Upstream> {
+    this.reopening ??= (async () => {
+      const up = await this.connectUpstream();
+      if (this.fileOpen) {
+        const reset = this.opts.resetSequences !== false && this.pristineSequences ? `; ${this.pristineSequences}` : '';
+        const err = await up.exec(`BEGIN${reset}`);
+        if (err) {
+          await up.close();
+          throw errors.upstreamLost(`BEGIN on the new connection failed: ${err.M}`);
+        }
+      }
+      this.upstream = up;
+      this.reopenFailed = undefined;
+      return up;
+    })()
+      .catch((e: unknown) => {
+        const err = e instanceof JestPgError ? e : errors.upstreamLost(String(e));
+        this.reopenFailed = { at: Date.now(), err };
+        throw err;
+      })
+      .finally(() => {
+        this.reopening = undefined;
+        const waiters = this.upstreamWaiters;
+        this.upstreamWaiters = [];
+        for (const w of waiters) w();
+      });
+    return this.reopening;
+  }
+
+  /**
+   * A client needs the upstream, which is lost: undefined when `cb` will be called once a new one
+   * is open (being opened now), or the error to answer with (no file open, or opening just failed).
+   */
+  whenUpstream(cb: () => void): JestPgError | undefined {
+    if (!this.fileOpen || this.closing) return errors.upstreamLost(this.upstream?.lost?.message ?? 'not connected');
+    const failed = this.reopenFailed;
+    if (failed && !this.reopening && Date.now() - failed.at < 1000) return failed.err;
+    this.upstreamWaiters.push(cb);
+    void this.reopen().catch(() => undefined);
+    return undefined;
+  }
 
   /** Disconnect the upstream (e.g. before the worker database is rebuilt). */
   async disconnect(): Promise<void> {

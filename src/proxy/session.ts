@@ -96,6 +96,8 @@ export interface SessionHost {
   captureSettings(session: Session, up: Upstream, custom: ReadonlySet<string>): void;
   /** The client has temporary objects on the upstream. */
   hasTemp(session: Session): boolean;
+  /** The upstream is lost: undefined when `cb` will be called with a new one open, else the error to answer with. */
+  whenUpstream(cb: () => void): JestPgError | undefined;
 }
 
 type Frame = [Buffer, number, number, number];
@@ -162,6 +164,11 @@ export class Session implements Sink, Owner {
   private unnamedParse: Buffer | undefined;
   /** Renamed statements this client has prepared. */
   private readonly prepared = new Set<string>();
+  /** Their Parse as sent upstream, to parse them again on a new upstream (after the old one was lost). */
+  private readonly parseFrames = new Map<string, Buffer>();
+  /** The upstream they were parsed on, and those not yet parsed again on the current one. */
+  private stmtGen = 0;
+  private stale: Set<string> | undefined;
   /** Renamed statements / portals that are transaction control (BEGIN/COMMIT/ROLLBACK via the extended protocol). */
   private readonly txStatements = new Map<string, Statement>();
   private readonly txPortals = new Map<string, Statement>();
@@ -407,7 +414,10 @@ export class Session implements Sink, Owner {
         }
         const up = this.host.upstream;
         if (!up || up.lost) {
-          this.rejecting = up?.lost instanceof JestPgError ? up.lost : errors.upstreamLost(up?.lost?.message ?? 'not connected');
+          // A new upstream is on its way (pumped again then), or cannot be had now.
+          const err = this.host.whenUpstream(() => this.pump());
+          if (err === undefined) break;
+          this.rejecting = err;
           continue;
         }
         conn = this.route(frame, up);
@@ -650,8 +660,12 @@ export class Session implements Sink, Owner {
           if (this.sideStatements.size) this.sideStatements.delete(key);
           if (lexed.temp) this.tempPending = true;
           if (lexed.sets) this.noteSettings(sql, tx);
-          if (name) this.prepared.add(key);
-          else {
+          if (name) {
+            this.prepared.add(key);
+            this.sameUpstream(up);
+            this.parseFrames.set(key, frame);
+            this.stale?.delete(key);
+          } else {
             this.unnamedParse = frame;
             up.unnamedOwner = this;
           }
@@ -679,6 +693,7 @@ export class Session implements Sink, Owner {
         // The virtual-backend functions learn the current clients before the statement runs.
         if (this.activityStatements.size && this.activityStatements.has(key)) this.injectState(up, unit);
         if (!stmt) this.ensureUnnamed(up, unit);
+        else this.ensurePrepared(up, unit, key);
         if (!portal && !stmt) up.socket.write(buf.subarray(start, end));
         else up.socket.write(m.writer.cstring(p).cstring(stmt ? key : '').bytes(buf, b, end).flush(F.Bind));
         countSent(unit, Kind.Bind);
@@ -694,7 +709,10 @@ export class Session implements Sink, Owner {
         } else if (!name) {
           if (kind === 0x53) this.ensureUnnamed(up, unit);
           up.socket.write(buf.subarray(start, end));
-        } else up.socket.write(m.writer.byte(kind).cstring(this.prefix + name).flush(F.Describe));
+        } else {
+          if (kind === 0x53) this.ensurePrepared(up, unit, this.prefix + name);
+          up.socket.write(m.writer.byte(kind).cstring(this.prefix + name).flush(F.Describe));
+        }
         return;
       }
       case F.Execute: {
@@ -720,6 +738,7 @@ export class Session implements Sink, Owner {
         } else if (kind === 0x53) {
           const key = this.prefix + (name || 'u');
           this.prepared.delete(key);
+          this.parseFrames.delete(key);
           this.txStatements.delete(key);
           this.sideStatements.delete(key);
           if (name) target = key;
@@ -796,6 +815,23 @@ export class Session implements Sink, Owner {
   private injectState(up: Upstream, unit: Unit): void {
     this.executeInjected(up, unit, this.host.backendState(this));
     (unit.tags ??= [])[this.executes++] = null;
+  }
+
+  /** A new upstream since this client's statements were parsed: all of them are to be parsed again. */
+  private sameUpstream(up: Upstream): void {
+    if (this.stmtGen === up.gen) return;
+    if (this.stmtGen !== 0 && this.parseFrames.size) this.stale = new Set(this.parseFrames.keys());
+    this.stmtGen = up.gen;
+  }
+
+  /** The named statement `key` lived on an upstream that was lost: parse it again here first. */
+  private ensurePrepared(up: Upstream, unit: Unit, key: string): void {
+    if (this.stmtGen !== up.gen) this.sameUpstream(up);
+    if (this.stale === undefined || !this.stale.delete(key)) return;
+    const frame = this.parseFrames.get(key);
+    if (frame === undefined) return;
+    up.socket.write(frame);
+    countInjected(unit, Kind.Parse);
   }
 
   /** The upstream's unnamed statement is someone else's now: parse ours again first. */
@@ -989,6 +1025,7 @@ export class Session implements Sink, Owner {
         effects.push(undefined);
       } else if (s.kind === 'deallocate' && s.name !== undefined) {
         this.prepared.delete(this.prefix + s.name);
+        this.parseFrames.delete(this.prefix + s.name);
         parts.push(`DEALLOCATE ${ident(this.prefix + s.name)}`);
         tags.push('DEALLOCATE');
         effects.push(undefined);
@@ -1007,6 +1044,7 @@ export class Session implements Sink, Owner {
           effects.push(undefined);
         }
         this.prepared.clear();
+        this.parseFrames.clear();
         parts.push(deallocateAll(this.prefix));
         tags.push(s.kind === 'discardAll' ? 'DISCARD ALL' : 'DEALLOCATE ALL');
         effects.push(undefined);
@@ -1292,6 +1330,31 @@ export class Session implements Sink, Owner {
   terminate(): void {
     if (this.running) void this.host.upstream!.cancel();
     this.fatal(errors.terminated());
+  }
+
+  /**
+   * The upstream died (see Sandbox.lost). A client that was using it (a statement in flight, a
+   * transaction open) is closed, as by a dying backend: FATAL with the sandbox's explanation.
+   * An idle one goes on with the next upstream: its settings are put back and its prepared
+   * statements parsed again there when it uses them; what it had in the old session's
+   * transaction (temporary objects, SQL-level PREPAREs) is gone.
+   */
+  upstreamLost(up: Upstream, err: JestPgError): void {
+    if (this.phase === 'closing') return this.closedNow();
+    if (this.phase !== 'ready') return;
+    const using = up.owner === this || this.inTx || this.copyIn || (this.conn === up && (this.inflight > 0 || this.cycleOpen));
+    if (using) return this.fatal(err);
+    if (this.waitTimer) {
+      clearTimeout(this.waitTimer);
+      this.waitTimer = undefined;
+    }
+    this.guardOpen = false;
+    this.tempPending = false;
+    this.tempScan = undefined;
+    if (this.conn === up) {
+      this.conn = undefined;
+      this.unit = undefined;
+    }
   }
 
   /** Close with a FATAL error (protocol violation, end of file, terminated). */

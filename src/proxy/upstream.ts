@@ -103,6 +103,9 @@ export class Upstream {
   closed = false;
   /** Set when the connection dies; callers fail with it. */
   lost: Error | undefined;
+  /** Why, in Postgres' words when it said (the FATAL before it closed), else the socket's. */
+  lostDetail = '';
+  private fatalSeen: Record<string, string> | undefined;
   onLost: ((err: Error) => void) | undefined;
   /**
    * The guard savepoint: none; clean (a finished cycle's, kept to be moved forward by the next
@@ -358,6 +361,11 @@ export class Upstream {
   }
 
   private readonly onFrame = (buf: Buffer, code: number, start: number, end: number): void => {
+    // A FATAL ends this connection: the sandbox tells the clients (JESTPG_UPSTREAM_LOST), in its words.
+    if (code === B.ErrorResponse && buf[start + 6] === 0x46 /* F */) {
+      this.fatalSeen = readFields(buf, start, end);
+      return;
+    }
     const unit = this.expect[0];
     if (unit === undefined) return; // asynchronous ParameterStatus/Notice outside any unit
     const sink = unit.sink;
@@ -438,7 +446,9 @@ export class Upstream {
    */
   private die(err: Error): void {
     if (this.lost) return;
-    this.lost = this.closed ? err : errors.upstreamLost(err.message);
+    const f = this.fatalSeen;
+    this.lostDetail = f ? `${f.M} (SQLSTATE ${f.C})` : err.message;
+    this.lost = this.closed ? err : errors.upstreamLost(this.lostDetail);
     const units = this.expect.splice(0);
     for (const u of units) {
       u.error ??= { C: '08006', M: this.lost.message };
@@ -447,6 +457,9 @@ export class Upstream {
     for (const r of this.pendingRejects) r(this.lost);
     this.pendingRejects.clear();
     if (!this.closed) this.onLost?.(this.lost);
+    // Nobody will release it: whoever waits for it learns it is lost when granted.
+    this.owner = undefined;
+    for (const w of this.waiters.splice(0)) w.granted();
   }
 
   async close(): Promise<void> {

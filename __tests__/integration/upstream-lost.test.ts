@@ -1,0 +1,96 @@
+/**
+ * The sandbox survives losing its upstream (issue 12): terminated from outside, the connection is
+ * replaced; the clients that were using it are told once (JESTPG_UPSTREAM_LOST), the others and
+ * every later client are served; the file that lost it fails at its end, the next file does not.
+ */
+import pg from 'pg';
+import { bootServer, runTest, type TestServer } from '../helpers/server';
+import type { Sandbox } from '../../src/proxy/sandbox';
+
+let server: TestServer;
+let sb: Sandbox;
+const warnings: string[] = [];
+const stderrWrite = process.stderr.write.bind(process.stderr);
+
+beforeAll(async () => {
+  server = await bootServer(`CREATE TABLE events (id serial PRIMARY KEY, what text NOT NULL);`);
+  sb = await server.sandbox({ lockWaitMs: 5000 });
+  process.stderr.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
+    if (String(chunk).includes('JESTPG_UPSTREAM_LOST')) {
+      warnings.push(String(chunk));
+      return true;
+    }
+    return (stderrWrite as (c: string | Uint8Array, ...r: unknown[]) => boolean)(chunk, ...rest);
+  }) as typeof process.stderr.write;
+});
+
+afterAll(async () => {
+  process.stderr.write = stderrWrite;
+  await server?.stop();
+});
+
+const inTest = (name: string, fn: () => Promise<unknown>) => runTest(sb, name, fn);
+
+async function connect(applicationName: string): Promise<pg.Client & { errors: Error[] }> {
+  const c = new pg.Client({ connectionString: sb.info.url, application_name: applicationName }) as pg.Client & { errors: Error[] };
+  c.errors = [];
+  c.on('error', (e) => c.errors.push(e));
+  await c.connect();
+  return c;
+}
+
+const killUpstream = async () => {
+  const pid = sb.upstream!.backendPid;
+  const [row] = await server.direct<{ t: boolean }>('SELECT pg_terminate_backend($1) AS t', [pid]);
+  expect(row.t).toBe(true);
+};
+
+test('upstream terminated from outside: users told once, idle clients and new ones carry on, the file fails at its end, the next file is clean', async () => {
+  await sb.beginFile();
+  const idle = await connect('idle');
+  const inTx = await connect('in-tx');
+  const running = await connect('running');
+  const count = async (c: pg.Client) => (await c.query('SELECT count(*)::int AS n FROM events')).rows[0].n as number;
+  await inTest('loses the upstream', async () => {
+    await idle.query({ name: 'ins', text: 'INSERT INTO events (what) VALUES ($1)', values: ['before'] });
+    await idle.query("SET statement_timeout = '4321ms'");
+    await inTx.query('BEGIN');
+    await inTx.query("INSERT INTO events (what) VALUES ('in tx')");
+    const told = new Promise<Error>((resolve) => inTx.once('error', resolve));
+    const first = sb.upstream!;
+    await killUpstream();
+    // The client inside a transaction lost it: told, and disconnected, as by a dying backend.
+    expect((await told).message).toMatch(/^JESTPG_UPSTREAM_LOST: .*terminating connection due to administrator command.*new connection/s);
+    // The idle client goes on, on a new upstream: its prepared statement and its settings are still there.
+    await idle.query({ name: 'ins', text: 'INSERT INTO events (what) VALUES ($1)', values: ['after'] });
+    expect(sb.upstream).not.toBe(first);
+    expect((await idle.query('SHOW statement_timeout')).rows[0].statement_timeout).toBe('4321ms');
+    // Earlier work is gone (the old transaction), later work is there.
+    expect((await idle.query('SELECT what FROM events ORDER BY id')).rows).toEqual([{ what: 'after' }]);
+    // A statement in flight when it dies gets the error too.
+    const sleeping = running.query('SELECT pg_sleep(30)').catch((e: Error) => e);
+    for (let i = 0; i < 500; i++) {
+      const [r] = await server.direct<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = $1 AND query LIKE '%pg_sleep(30)'`, [sb.upstream!.backendPid]);
+      if (r.n > 0) break;
+      await new Promise((res) => setTimeout(res, 10));
+    }
+    await killUpstream();
+    expect(String(await sleeping)).toMatch(/JESTPG_UPSTREAM_LOST/);
+    // Every later client is served.
+    const later = await connect('later');
+    expect(await count(later)).toBe(0);
+    await later.end();
+  });
+  expect(warnings).toHaveLength(2);
+  // The file that lost it fails (once), after its clients were closed and its transaction rolled back.
+  await expect(sb.endFile()).rejects.toMatchObject({ code: 'JESTPG_UPSTREAM_LOST' });
+  // The next file starts clean and ends well.
+  await sb.beginFile();
+  const next = await connect('next file');
+  await inTest('next file', async () => {
+    expect(await count(next)).toBe(0);
+    await next.query("INSERT INTO events (what) VALUES ('next')");
+  });
+  await next.end();
+  await expect(sb.endFile()).resolves.toMatchObject({ foreign: [] });
+});
