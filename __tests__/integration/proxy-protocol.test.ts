@@ -375,6 +375,33 @@ test('statements that cannot run in a transaction are refused through the extend
   expect(await server.direct('SELECT count(*)::int AS n FROM pg_prepared_xacts')).toEqual([{ n: 0 }]);
 });
 
+test('postgres.js after a refused two-phase commit: its next transactions still end, no connection is left holding the upstream', async () => {
+  // The sequence of postgres.js' own suite ("Prepared transaction", then "Uncaught transaction
+  // request errors bubbles to transaction"): the refused PREPARE TRANSACTION ran in a statement
+  // the sandbox injects into the client's cycle; its error skipped that statement's Close, the
+  // next injected COMMIT/ROLLBACK failed with 42P05, and the connection stayed in its transaction.
+  const sql = postgres(sb.info.url, { max: 1 });
+  const other = postgres(sb.info.url, { max: 1 });
+  await inTest('2pc then transactions', async () => {
+    await expect(
+      sql.begin(async (tx) => {
+        await tx`select 1`;
+        await tx.prepare('tx1');
+      }),
+    ).rejects.toMatchObject({ code: '25001' });
+    const code = await sql
+      .begin((tx) => [tx`select wat`, tx`select current_setting('application_name') as x, ${1} as a`])
+      .then(() => 'no error', (e: { code?: string }) => e.code);
+    expect(code).toBe('42703');
+    const [row] = await sql.begin((tx) => [tx`select ${2}::int as b`]);
+    expect(row[0].b).toBe(2);
+    // Another connection gets the upstream at once (before the fix: JESTPG_LOCK_WAIT).
+    expect((await other`select 3 as c`)[0].c).toBe(3);
+  });
+  await sql.end();
+  await other.end();
+});
+
 test('every startup parameter is a setting, reported back like a server does; no application_name means empty', async () => {
   const statuses: Record<string, string> = {};
   const sql = postgres(sb.info.url, {
