@@ -31,7 +31,8 @@ export type ErrorCode =
   | 'JESTPG_SANDBOX_STALLED'
   | 'JESTPG_INTERLEAVED_WRITE'
   | 'JESTPG_GLOBAL_HOOK'
-  | 'JESTPG_VIRTUAL_BACKEND';
+  | 'JESTPG_VIRTUAL_BACKEND'
+  | 'JESTPG_TWO_PHASE';
 
 /** One problem found in a `pg` options object. */
 export type OptionProblem =
@@ -51,6 +52,7 @@ export class JestPgError extends Error {
    */
   wire?: string;
   detail?: string;
+  hint?: string;
   constructor(code: ErrorCode, message: string, sqlState = 'XX000', options?: { cause?: unknown }) {
     super(message, options as never);
     // Node's convention for coded errors ("TypeError [ERR_X]: …"): the code reaches whatever
@@ -217,6 +219,14 @@ export const errors = {
     );
     e.wire = 'canceling statement due to user request';
     e.detail = `jest-environment-pg: ${e.message}`;
+    return e;
+  },
+  /** Two-phase commit as the sandbox plays it: Postgres' own error, our explanation in the detail. */
+  twoPhase: (sqlState: string, wire: string, explanation: string, hint?: string) => {
+    const e = make('JESTPG_TWO_PHASE', sqlState)(explanation);
+    e.wire = wire;
+    e.detail = `jest-environment-pg: ${explanation}`;
+    if (hint) e.hint = hint;
     return e;
   },
   upstreamReplaced: (detail: string, where: string) =>

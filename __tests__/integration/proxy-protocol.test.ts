@@ -347,11 +347,13 @@ test('the unnamed statement survives other clients and guard savepoints between 
   b.end();
 });
 
-test('statements that cannot run in a transaction are refused through the extended protocol too', async () => {
-  const sql = postgres(sb.info.url, { max: 1 });
+test('two-phase commit, where the server has it off (max_prepared_transactions = 0): Postgres\' own refusal, the transaction rolled back, nothing prepared', async () => {
+  const sql = postgres(sb.info.url, { max: 1, onnotice: () => undefined });
+  expect(sb.twoPhase).toBe(false);
   await inTest('prepare transaction', async () => {
     await sql`INSERT INTO items (name) VALUES ('kept-before-2pc')`;
-    await expect(sql.unsafe(`prepare transaction 'tx1'`, [], { prepare: true })).rejects.toMatchObject({ code: '25001', message: expect.stringMatching(/JESTPG_UNSUPPORTED_STATEMENT.*PREPARE TRANSACTION/) });
+    // Outside a transaction: a warning, as in Postgres.
+    expect((await sql.unsafe(`prepare transaction 'tx1'`, [], { prepare: true })).command).toBe('ROLLBACK');
     expect((await sql`SELECT count(*)::int AS n FROM items WHERE name = 'kept-before-2pc'`)[0].n).toBe(1);
     // postgres.js's two-phase commit: PREPARE TRANSACTION instead of COMMIT. Refused, and, as in
     // Postgres, the transaction is over (rolled back): the connection is free again (max: 1).
@@ -360,18 +362,52 @@ test('statements that cannot run in a transaction are refused through the extend
         await tx`INSERT INTO items (name) VALUES ('in-2pc')`;
         await tx.prepare('tx2');
       }),
-    ).rejects.toMatchObject({ code: '25001' });
+    ).rejects.toMatchObject({ code: '55000', message: 'prepared transactions are disabled' });
     expect((await sql`SELECT count(*)::int AS n FROM items WHERE name = 'in-2pc'`)[0].n).toBe(0);
   });
   const c = await connect();
   await inTest('prepare transaction, simple query', async () => {
     await c.query('BEGIN');
     await c.query("INSERT INTO items (name) VALUES ('in-2pc-simple')");
-    await expect(c.query("PREPARE TRANSACTION 'tx3'")).rejects.toThrow(/JESTPG_UNSUPPORTED_STATEMENT/);
+    await expect(c.query("PREPARE TRANSACTION 'tx3'")).rejects.toMatchObject({ code: '55000', hint: 'Set max_prepared_transactions to a nonzero value.' });
     expect((await c.query("SELECT count(*)::int AS n FROM items WHERE name = 'in-2pc-simple'")).rows[0].n).toBe(0);
   });
   await c.end();
   await sql.end();
+  expect(await server.direct('SELECT count(*)::int AS n FROM pg_prepared_xacts')).toEqual([{ n: 0 }]);
+});
+
+test('two-phase commit, where the server has it on: PREPARE TRANSACTION ends the transaction keeping its work, COMMIT PREPARED of it succeeds', async () => {
+  sb.twoPhase = true; // as read from a server with max_prepared_transactions > 0 (this one has 0)
+  const sql = postgres(sb.info.url, { max: 1, onnotice: () => undefined });
+  const c = await connect();
+  try {
+    await inTest('2pc on', async () => {
+      // postgres.js' own test "Prepared transaction".
+      await sql`create table test2pc (a int)`;
+      await sql.begin(async (tx) => {
+        await tx`insert into test2pc values(1)`;
+        await tx.prepare('tx1');
+      });
+      await sql`commit prepared 'tx1'`;
+      expect((await sql`select count(1)::int as n from test2pc`)[0].n).toBe(1);
+      await sql`drop table test2pc`;
+      // Postgres' answers for what cannot be played.
+      await expect(c.query("COMMIT PREPARED 'tx1'")).rejects.toMatchObject({ code: '42704', message: 'prepared transaction with identifier "tx1" does not exist' });
+      await c.query('BEGIN');
+      await expect(c.query("COMMIT PREPARED 'x'")).rejects.toMatchObject({ code: '25001' });
+      await c.query('ROLLBACK');
+      await c.query('BEGIN');
+      await c.query("INSERT INTO items (name) VALUES ('prepared-simple')");
+      expect((await c.query("PREPARE TRANSACTION 'tx2'")).command).toBe('PREPARE');
+      await expect(c.query("ROLLBACK PREPARED 'tx2'")).rejects.toThrow(/JESTPG_UNSUPPORTED_STATEMENT.*ROLLBACK PREPARED/);
+      expect((await c.query("SELECT count(*)::int AS n FROM items WHERE name = 'prepared-simple'")).rows[0].n).toBe(1);
+    });
+  } finally {
+    sb.twoPhase = false;
+    await c.end();
+    await sql.end();
+  }
   expect(await server.direct('SELECT count(*)::int AS n FROM pg_prepared_xacts')).toEqual([{ n: 0 }]);
 });
 
@@ -388,7 +424,7 @@ test('postgres.js after a refused two-phase commit: its next transactions still 
         await tx`select 1`;
         await tx.prepare('tx1');
       }),
-    ).rejects.toMatchObject({ code: '25001' });
+    ).rejects.toMatchObject({ code: '55000' });
     const code = await sql
       .begin((tx) => [tx`select wat`, tx`select current_setting('application_name') as x, ${1} as a`])
       .then(() => 'no error', (e: { code?: string }) => e.code);

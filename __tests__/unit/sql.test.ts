@@ -17,8 +17,9 @@ test.each([
   ['rollback work to savepoint a', ['rollbackTo']],
   ['SAVEPOINT a', ['savepoint']],
   ['RELEASE SAVEPOINT a', ['release']],
-  ['COMMIT PREPARED \'x\'', ['nonTx']],
-  ['PREPARE TRANSACTION \'x\'', ['nonTx']],
+  ['COMMIT PREPARED \'x\'', ['commitPrepared']],
+  ['ROLLBACK PREPARED \'x\'', ['rollbackPrepared']],
+  ['PREPARE TRANSACTION \'x\'', ['prepareTx']],
   ['CREATE DATABASE x', ['nonTx']],
   ['DROP DATABASE x', ['nonTx']],
   ['VACUUM', ['nonTx']],
@@ -105,7 +106,7 @@ describe('what the sandbox rewrites per client', () => {
     expect(statements('CREATE TRIGGER t AFTER INSERT ON x FOR EACH ROW EXECUTE FUNCTION f()')[0].exec).toBeUndefined();
     expect(statements('GRANT EXECUTE ON FUNCTION f() TO r')[0].exec).toBeUndefined();
     expect(statements('DEALLOCATE "Q"')[0].name).toBe('Q');
-    expect(kinds('PREPARE TRANSACTION \'x\'')).toEqual(['nonTx']);
+    expect(statements("PREPARE TRANSACTION 'it''s'")[0]).toMatchObject({ kind: 'prepareTx', gid: "it's" });
     expect(kinds('DISCARD TEMP; discard temporary')).toEqual(['discardTemp', 'discardTemp']);
   });
 

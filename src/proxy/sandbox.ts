@@ -340,6 +340,10 @@ export class Sandbox implements SessionHost {
     return true;
   };
 
+  /** Two-phase commit as the sandbox plays it (see Session.twoPhase): on when the server has it on. */
+  twoPhase = false;
+  readonly preparedXacts = new Set<string>();
+
   // ---- session-scoped objects ----
 
   private readonly temp = new TempObjects();
@@ -555,9 +559,12 @@ export class Sandbox implements SessionHost {
 
   private async readServerParams(): Promise<void> {
     const rows = await this.upstream!.rows(
-      `SELECT name, setting FROM pg_settings WHERE name IN ('server_version','server_encoding','client_encoding','DateStyle','TimeZone','IntervalStyle','integer_datetimes','standard_conforming_strings','is_superuser','session_authorization','in_hot_standby','default_transaction_read_only','scram_iterations') UNION ALL SELECT 'session_authorization', current_user UNION ALL SELECT 'is_superuser', CASE WHEN rolsuper THEN 'on' ELSE 'off' END FROM pg_roles WHERE rolname = current_user`,
+      `SELECT name, setting FROM pg_settings WHERE name IN ('server_version','server_encoding','client_encoding','DateStyle','TimeZone','IntervalStyle','integer_datetimes','standard_conforming_strings','is_superuser','session_authorization','in_hot_standby','default_transaction_read_only','scram_iterations','max_prepared_transactions') UNION ALL SELECT 'session_authorization', current_user UNION ALL SELECT 'is_superuser', CASE WHEN rolsuper THEN 'on' ELSE 'off' END FROM pg_roles WHERE rolname = current_user`,
     );
-    for (const [k, v] of rows) this.serverParams.set(k, v);
+    for (const [k, v] of rows) {
+      if (k === 'max_prepared_transactions') this.twoPhase = Number(v) > 0;
+      else this.serverParams.set(k, v);
+    }
   }
 
   enterHook(): void {
@@ -752,6 +759,7 @@ export class Sandbox implements SessionHost {
       }
     }
     this.fileOpen = false;
+    this.preparedXacts.clear();
     // The file lost its upstream on the way: its results cannot be trusted, so it fails (once).
     const lost = this.lostInFile;
     this.lostInFile = undefined;
@@ -800,6 +808,7 @@ export class Sandbox implements SessionHost {
     this.rollbackDone = undefined;
     this.prepared = undefined;
     this.temp.clear();
+    this.preparedXacts.clear();
     for (const s of [...this.sessions]) s.upstreamLost(up, e);
     if (this.fileOpen) void this.reopen().catch(() => undefined);
   }

@@ -96,6 +96,9 @@ export interface SessionHost {
   captureSettings(session: Session, up: Upstream, custom: ReadonlySet<string>): void;
   /** The client has temporary objects on the upstream. */
   hasTemp(session: Session): boolean;
+  /** Two-phase commit is on in the server (max_prepared_transactions > 0), and the identifiers prepared through the sandbox. */
+  readonly twoPhase: boolean;
+  readonly preparedXacts: Set<string>;
   /** The upstream is lost: undefined when `cb` will be called with a new one open, else the error to answer with. */
   whenUpstream(cb: () => void): JestPgError | undefined;
 }
@@ -529,7 +532,7 @@ export class Session implements Sink, Owner {
       return this.txPortals.has(portal ? this.prefix + portal : '');
     }
     const sql = m.readCString(buf, start + 5, end)[0];
-    return this.lex(sql).stmts.some((s) => s.kind === 'begin' || s.kind === 'commit' || s.kind === 'rollback');
+    return this.lex(sql).stmts.some(isTxControl);
   }
 
   private wait(up: Upstream): void {
@@ -617,11 +620,7 @@ export class Session implements Sink, Owner {
         if (kind === 'setLocal') this.localSettings.add(tx[0].name!);
         else this.noteSetConfig(sql, 0, sql.length);
         const nonTx = tx.find((t) => t.kind === 'nonTx');
-        if (nonTx && nonTx.what === 'PREPARE TRANSACTION' && tx.length === 1) {
-          // Executed through txExecute: refused, and it ends the client's transaction as Postgres does.
-          this.txStatements.set(key, nonTx);
-          frame = m.writer.cstring(target).cstring(ROLLBACK_GUARD).bytes(buf, b, end).flush(F.Parse);
-        } else if (nonTx) {
+        if (nonTx) {
           // Never let it reach the server (PREPARE TRANSACTION would take the whole file's
           // transaction with it): a statement that raises our error when executed.
           if (this.txStatements.size) this.txStatements.delete(key);
@@ -630,7 +629,7 @@ export class Session implements Sink, Owner {
         } else if (kind === 'setTransaction') {
           if (this.txStatements.size) this.txStatements.delete(key);
           frame = m.writer.cstring(target).cstring(NOOP).bytes(buf, b, end).flush(F.Parse);
-        } else if (kind === 'begin' || kind === 'commit' || kind === 'rollback') {
+        } else if (tx.length === 1 && isTxControl(tx[0])) {
           this.txStatements.set(key, tx[0]);
           // A placeholder Postgres accepts to parse and bind even in an aborted transaction.
           frame = m.writer.cstring(target).cstring(ROLLBACK_GUARD).bytes(buf, b, end).flush(F.Parse);
@@ -844,14 +843,8 @@ export class Session implements Sink, Owner {
 
   /** Execute of a BEGIN/COMMIT/ROLLBACK (or a refused PREPARE TRANSACTION) prepared through the extended protocol. */
   private txExecute(up: Upstream, unit: Unit, tx: Statement): void {
-    if (tx.kind === 'nonTx') {
-      // PREPARE TRANSACTION: fails (raised by the server at Execute), and ends the transaction.
-      if (this.inTx) unit.endsTxOnError = true;
-      this.executeInjected(up, unit, raising(errors.unsupportedStatement(tx.what!)));
-      this.executes++;
-      return;
-    }
-    const [sql, tag, effect] = this.txRewrite(tx);
+    const [sql, tag, effect, endsOnError] = this.txRewrite(tx);
+    if (endsOnError) unit.endsTxOnError = true;
     this.executeInjected(up, unit, sql);
     this.rewriteNextTag(unit, tag, effect);
     this.txControlInflight++;
@@ -874,8 +867,11 @@ export class Session implements Sink, Owner {
     countInjected(unit, Kind.Close);
   }
 
-  /** What a transaction-control statement becomes, given the client's state now. */
-  private txRewrite(s: Statement, inTx = this.inTx, failed = this.txFailed): [sql: string, tag: string, effect: 'begin' | 'end' | undefined] {
+  /**
+   * What a transaction-control statement becomes, given the client's state now; the fourth
+   * element: an error of it ends the client's transaction (a PREPARE TRANSACTION that fails).
+   */
+  private txRewrite(s: Statement, inTx = this.inTx, failed = this.txFailed): [sql: string, tag: string, effect: 'begin' | 'end' | undefined, endsOnError?: boolean] {
     switch (s.kind) {
       case 'begin':
         // The client's transaction time starts now (a moving clock: src/proxy/clock.ts).
@@ -888,9 +884,47 @@ export class Session implements Sink, Owner {
       case 'rollback':
         if (inTx) this.rollingBack = true;
         return inTx ? [ROLLBACK_GUARD, 'ROLLBACK', 'end'] : [WARN_NO_TX, 'ROLLBACK', undefined];
+      case 'prepareTx':
+      case 'commitPrepared':
+      case 'rollbackPrepared':
+        return this.twoPhase(s, inTx, failed);
       default:
         throw new Error(`not transaction control: ${s.kind}`);
     }
+  }
+
+  /**
+   * Two-phase commit, played: nothing ever commits, so PREPARE TRANSACTION ends the client's
+   * transaction as a COMMIT does (its work stays in the file's transaction, visible at once) and
+   * records the identifier; COMMIT PREPARED of it succeeds; ROLLBACK PREPARED cannot undo it and
+   * is refused. Where the server has two-phase commit off, Postgres' own refusal.
+   */
+  private twoPhase(s: Statement, inTx: boolean, failed: boolean): [string, string, 'begin' | 'end' | undefined, boolean?] {
+    const gid = s.gid ?? '';
+    const xacts = this.host.preparedXacts;
+    if (s.kind === 'prepareTx') {
+      if (!inTx) return [WARN_NO_TX, 'ROLLBACK', undefined];
+      if (!this.host.twoPhase) {
+        const err = errors.twoPhase('55000', 'prepared transactions are disabled', 'the server has max_prepared_transactions = 0, so PREPARE TRANSACTION fails there too; the transaction was rolled back.', 'Set max_prepared_transactions to a nonzero value.');
+        return [raising(err), 'ROLLBACK', undefined, true];
+      }
+      if (failed) return (this.rollingBack = true), [ROLLBACK_GUARD, 'ROLLBACK', 'end'];
+      if (xacts.has(gid)) return [raising(errors.twoPhase('42710', `transaction identifier "${gid}" is already in use`, `"${gid}" was prepared earlier through the sandbox and not committed yet.`)), 'ROLLBACK', undefined, true];
+      xacts.add(gid);
+      // Ends like a COMMIT (src/proxy/clock.ts: the transaction's time ends too).
+      const moves = this.host.clockMoves;
+      if (this.localSettings.size) return [resetLocals(moves ? new Set([...this.localSettings, 'jestpg.now']) : this.localSettings), 'PREPARE TRANSACTION', 'end'];
+      return [moves ? CLOCK_END : NOOP, 'PREPARE TRANSACTION', 'end'];
+    }
+    const what = s.kind === 'commitPrepared' ? 'COMMIT PREPARED' : 'ROLLBACK PREPARED';
+    if (inTx) return [raising(errors.twoPhase('25001', `${what} cannot run inside a transaction block`, `${what} runs outside a transaction, as in Postgres.`)), what, undefined];
+    if (!xacts.delete(gid)) return [raising(errors.twoPhase('42704', `prepared transaction with identifier "${gid}" does not exist`, `no transaction "${gid}" was prepared through the sandbox.`)), what, undefined];
+    if (s.kind === 'commitPrepared') return [NOOP, what, undefined];
+    return [
+      raising(errors.unsupportedStatement(`ROLLBACK PREPARED of "${gid}" (prepared through the sandbox, its work is already part of the file's transaction and cannot be undone alone; the identifier is forgotten)`)),
+      what,
+      undefined,
+    ];
   }
 
   /** Rewrite the tag of the unit's next Execute result (the transaction-control one). */
@@ -953,18 +987,10 @@ export class Session implements Sink, Owner {
     const unit = newUnit(this);
     let rewrite = false;
     for (const s of stmts) {
-      if (s.kind === 'nonTx') {
-        // PREPARE TRANSACTION ends the client's transaction even when it fails, as in Postgres.
-        if (s.what === 'PREPARE TRANSACTION' && this.inTx) {
-          this.effect('end');
-          sendGuard();
-          return this.reject(up, errors.unsupportedStatement(s.what), true);
-        }
-        return refuse(errors.unsupportedStatement(s.what!));
-      }
+      if (s.kind === 'nonTx') return refuse(errors.unsupportedStatement(s.what!));
       if (s.kind === 'setLocal') this.localSettings.add(s.name!);
       else if (this.inTx || s.kind === 'other') this.noteSetConfig(sql, s.start, s.end);
-      if (s.kind === 'begin' || s.kind === 'commit' || s.kind === 'rollback' || s.kind === 'deallocate' || s.kind === 'discardAll' || s.kind === 'discardTemp' || s.kind === 'setTransaction') rewrite = true;
+      if (isTxControl(s) || s.kind === 'deallocate' || s.kind === 'discardAll' || s.kind === 'discardTemp' || s.kind === 'setTransaction') rewrite = true;
       else if (s.kind === 'setLocal' && !this.inTx) rewrite = true;
       else if (s.kind === 'prepare') this.prepared.add(this.prefix + s.name);
     }
@@ -997,8 +1023,8 @@ export class Session implements Sink, Owner {
     const tags: (string | null | undefined)[] = [...DROPS[skip]];
     const effects: ('begin' | 'end' | undefined)[] = new Array<undefined>(skip).fill(undefined);
     for (const s of stmts) {
-      if (s.kind === 'begin' || s.kind === 'commit' || s.kind === 'rollback') {
-        const [text, tag, effect] = this.txRewrite(s, inTx, failed);
+      if (isTxControl(s)) {
+        const [text, tag, effect, endsOnError] = this.txRewrite(s, inTx, failed);
         parts.push(text);
         tags.push(tag);
         effects.push(effect);
@@ -1006,6 +1032,7 @@ export class Session implements Sink, Owner {
           inTx = effect === 'begin';
           failed = false;
         }
+        if (endsOnError) unit.endsTxOnError = true;
         unit.txControl = true;
       } else if (s.kind === 'setLocal' && !inTx) {
         // Outside a transaction Postgres warns and does nothing; here it would last until the
@@ -1240,7 +1267,7 @@ export class Session implements Sink, Owner {
   private startsTx([buf, code, start, end]: Frame): boolean {
     if (code === F.Query || code === F.Parse) {
       const sql = code === F.Query ? m.readCString(buf, start + 5, end)[0] : m.readCString(buf, m.readCString(buf, start + 5, end)[1], end)[0];
-      return this.lex(sql).stmts.some((s) => s.kind === 'begin' || s.kind === 'commit' || s.kind === 'rollback');
+      return this.lex(sql).stmts.some(isTxControl);
     }
     if (code === F.Bind) {
       const [, a] = m.readCString(buf, start + 5, end);
@@ -1464,8 +1491,24 @@ function frameSql([buf, code, start, end]: Frame): string {
 
 /** A statement that fails with this error when executed (its message in a dollar-quoted literal). */
 function raising(err: JestPgError): string {
-  const text = `${err.code}: ${err.message}`.replace(/\$jestpg\$/g, '');
-  return `DO $jestpg$BEGIN RAISE EXCEPTION USING MESSAGE = $m$${text.replace(/\$m\$/g, '')}$m$, ERRCODE = '${err.sqlState}'; END$jestpg$`;
+  const q = (text: string) => `$m$${text.replace(/\$jestpg\$/g, '').replace(/\$m\$/g, '')}$m$`;
+  const extra = (err.detail ? `, DETAIL = ${q(err.detail)}` : '') + (err.hint ? `, HINT = ${q(err.hint)}` : '');
+  return `DO $jestpg$BEGIN RAISE EXCEPTION USING MESSAGE = ${q(wireMessage(err))}${extra}, ERRCODE = '${err.sqlState}'; END$jestpg$`;
+}
+
+/** Statements that begin or end a client's transaction (or prepare or finish a two-phase one). */
+function isTxControl(s: Statement): boolean {
+  switch (s.kind) {
+    case 'begin':
+    case 'commit':
+    case 'rollback':
+    case 'prepareTx':
+    case 'commitPrepared':
+    case 'rollbackPrepared':
+      return true;
+    default:
+      return false;
+  }
 }
 
 /** DEALLOCATE every prepared statement whose name starts with `prefix` (one client's). */

@@ -19,6 +19,9 @@ export type StatementKind =
   | 'discardAll'
   | 'discardTemp'
   | 'prepare'
+  | 'prepareTx'
+  | 'commitPrepared'
+  | 'rollbackPrepared'
   | 'nonTx'
   | 'setTransaction'
   | 'setLocal'
@@ -38,6 +41,8 @@ export interface Statement {
   exec?: { name: string; at: [number, number] };
   /** For nonTx: what it is, for the error message. */
   what?: string;
+  /** PREPARE TRANSACTION / COMMIT PREPARED / ROLLBACK PREPARED: the transaction's identifier. */
+  gid?: string;
   /** SET (not LOCAL), RESET, DISCARD ALL: changes a session setting. */
   sets?: boolean;
 }
@@ -96,7 +101,7 @@ export function lex(sql: string): Lexed {
   let into = false;
   const finish = (end: number) => {
     if (stmtStart >= 0) {
-      const s = classify(words, at, concurrently, stmtStart, end);
+      const s = classify(sql, words, at, concurrently, stmtStart, end);
       if (s.sets) sets = true;
       if (mentionsTemp && (words[0] === 'create' || (into && (words[0] === 'select' || words[0] === 'with')))) temp = true;
       out.push(s);
@@ -268,7 +273,13 @@ function nameAt(w: string[], at: number[], k: number): { name: string; at: [numb
   return { name: x.startsWith('"') ? x.slice(1) : x, at: [at[2 * k], at[2 * k + 1]] };
 }
 
-function classify(w: string[], at: number[], concurrently: boolean, start: number, end: number): Statement {
+/** The first string literal of the statement (a two-phase transaction's identifier). */
+function gidOf(sql: string, start: number, end: number): string | undefined {
+  const m = /'((?:[^']|'')*)'/.exec(sql.slice(start, end));
+  return m ? m[1].replace(/''/g, "'") : undefined;
+}
+
+function classify(sql: string, w: string[], at: number[], concurrently: boolean, start: number, end: number): Statement {
   const s = (kind: StatementKind, extra?: Partial<Statement>): Statement => ({ kind, start, end, ...extra });
   const [a, b, c] = w;
   switch (a) {
@@ -278,12 +289,12 @@ function classify(w: string[], at: number[], concurrently: boolean, start: numbe
       return b === 'transaction' ? s('begin', { tag: 'START TRANSACTION' }) : s('other');
     case 'commit':
     case 'end':
-      if (b === 'prepared') return s('nonTx', { what: 'COMMIT PREPARED' });
+      if (b === 'prepared') return s('commitPrepared', { gid: gidOf(sql, start, end) });
       return s('commit', { tag: 'COMMIT' });
     case 'abort':
       return s('rollback', { tag: 'ROLLBACK' });
     case 'rollback':
-      if (b === 'prepared') return s('nonTx', { what: 'ROLLBACK PREPARED' });
+      if (b === 'prepared') return s('rollbackPrepared', { gid: gidOf(sql, start, end) });
       if (b === 'to' || ((b === 'work' || b === 'transaction') && c === 'to')) return s('rollbackTo');
       return s('rollback', { tag: 'ROLLBACK' });
     case 'savepoint':
@@ -301,7 +312,7 @@ function classify(w: string[], at: number[], concurrently: boolean, start: numbe
     case 'release':
       return s('release');
     case 'prepare': {
-      if (b === 'transaction') return s('nonTx', { what: 'PREPARE TRANSACTION' });
+      if (b === 'transaction') return s('prepareTx', { gid: gidOf(sql, start, end) });
       const n = nameAt(w, at, 1);
       return n ? s('prepare', { name: n.name, nameAt: n.at }) : s('other');
     }
