@@ -1409,7 +1409,10 @@ export class Session implements Sink, Owner {
     up.withdraw(this);
     const conn = this.conn;
     if (conn && conn.owner === this && !conn.lost) {
-      // Its cycle ends first (an open extended cycle gets its Sync); finish() follows at its ReadyForQuery.
+      // Its cycle ends first (an open extended cycle gets its Sync); finish() follows at its
+      // ReadyForQuery. A statement still running is cancelled: nobody waits for its result, and
+      // every other client waits for the upstream (a driver's query_timeout hangs up on a pg_sleep).
+      if (this.running) void conn.cancel();
       if (this.copyIn) this.copyInStarted();
       if (this.cycleOpen && this.unit) {
         this.cycleOpen = false;
