@@ -196,15 +196,17 @@ export async function withClosingGuard<T extends { open: unknown[]; foreign?: un
 // Test problems
 
 export interface SandboxProblem extends Problem {
-  kind: 'leak' | 'late' | 'interleaved';
-  code: 'JESTPG_LEAKED_CONNECTION' | 'JESTPG_LATE_QUERY' | 'JESTPG_INTERLEAVED_WRITE';
+  kind: 'leak' | 'late' | 'interleaved' | 'lost';
+  code: 'JESTPG_LEAKED_CONNECTION' | 'JESTPG_LATE_QUERY' | 'JESTPG_INTERLEAVED_WRITE' | 'JESTPG_UPSTREAM_LOST';
   /** From the `leaks` / `lateQueries` option: 'error' should fail the test, 'warn' should not. */
   severity: 'error' | 'warn';
 }
 
 /** Attach code and severity (from the `leaks` / `lateQueries` options) to what endTest reported. */
 export function classifyProblems(problems: Problem[], options: Pick<PgOptions, 'leaks' | 'lateQueries'>): SandboxProblem[] {
-  return problems.map((p) => {
+  return problems.map((p): SandboxProblem => {
+    // The upstream died during the test: its work is gone, the test fails.
+    if (p.kind === 'lost') return { ...p, kind: 'lost', code: 'JESTPG_UPSTREAM_LOST', severity: 'error' };
     const leak = p.kind === 'leak';
     return {
       ...p,

@@ -45,13 +45,13 @@ const killUpstream = async () => {
   expect(row.t).toBe(true);
 };
 
-test('upstream terminated from outside: users told once, idle clients and new ones carry on, the file fails at its end, the next file is clean', async () => {
+test('upstream terminated from outside during a test: users told once, idle clients and new ones carry on, the test fails with it, the next file is clean', async () => {
   await sb.beginFile();
   const idle = await connect('idle');
   const inTx = await connect('in-tx');
   const running = await connect('running');
   const count = async (c: pg.Client) => (await c.query('SELECT count(*)::int AS n FROM events')).rows[0].n as number;
-  await inTest('loses the upstream', async () => {
+  const problems = await inTest('loses the upstream', async () => {
     await idle.query({ name: 'ins', text: 'INSERT INTO events (what) VALUES ($1)', values: ['before'] });
     await idle.query("SET statement_timeout = '4321ms'");
     await inTx.query('BEGIN');
@@ -81,9 +81,11 @@ test('upstream terminated from outside: users told once, idle clients and new on
     expect(await count(later)).toBe(0);
     await later.end();
   });
-  expect(warnings).toHaveLength(2);
-  // The file that lost it fails (once), after its clients were closed and its transaction rolled back.
-  await expect(sb.endFile()).rejects.toMatchObject({ code: 'JESTPG_UPSTREAM_LOST' });
+  // Said once per loss: as the test's problem (in Jest the test fails with it), not on stderr.
+  expect(problems).toHaveLength(2);
+  for (const p of problems) expect(p).toMatch(/^JESTPG_UPSTREAM_LOST: .*during test "loses the upstream"/s);
+  expect(warnings).toHaveLength(0);
+  await sb.endFile();
   // The next file starts clean and ends well.
   await sb.beginFile();
   const next = await connect('next file');
@@ -92,5 +94,23 @@ test('upstream terminated from outside: users told once, idle clients and new on
     await next.query("INSERT INTO events (what) VALUES ('next')");
   });
   await next.end();
+  await expect(sb.endFile()).resolves.toMatchObject({ foreign: [] });
+});
+
+test('lost outside a test (a hook, or the one command of jest-environment-pg run): a warning at once, and the file fails at its end', async () => {
+  await sb.beginFile();
+  const c = await connect('file scope');
+  await c.query("INSERT INTO events (what) VALUES ('file level')");
+  const first = sb.upstream;
+  await killUpstream();
+  // (A statement sent before the sandbox notices would be one that was using it: told, and closed.)
+  while (sb.upstream === first) await new Promise((r) => setImmediate(r));
+  // Served again at once, in a new transaction.
+  expect((await c.query('SELECT count(*)::int AS n FROM events')).rows[0].n).toBe(0);
+  expect(warnings).toHaveLength(1);
+  expect(warnings[0]).toMatch(/JESTPG_UPSTREAM_LOST: .*new connection, in a new transaction/s);
+  await c.end();
+  await expect(sb.endFile()).rejects.toMatchObject({ code: 'JESTPG_UPSTREAM_LOST' });
+  await sb.beginFile();
   await expect(sb.endFile()).resolves.toMatchObject({ foreign: [] });
 });

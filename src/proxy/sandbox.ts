@@ -72,8 +72,11 @@ export interface ConnectionInfo {
 }
 
 export interface Problem {
-  /** unawaited: still running when its test ended, finished within graceMs (always a warning). */
-  kind: 'leak' | 'late' | 'unawaited' | 'interleaved' | 'open' | 'foreign';
+  /**
+   * unawaited: still running when its test ended, finished within graceMs (always a warning).
+   * lost: the upstream died during the test (always an error).
+   */
+  kind: 'leak' | 'late' | 'unawaited' | 'interleaved' | 'lost' | 'open' | 'foreign';
   message: string;
 }
 
@@ -798,8 +801,13 @@ export class Sandbox implements SessionHost {
     const where =
       this.scope.kind === 'test' ? `during test "${this.scope.name}"` : `during ${this.currentFile ?? 'the file'}${this.lastTestName ? `, after test "${this.lastTestName}"` : ''}`;
     const e = errors.upstreamReplaced(up.lostDetail || err.message, where);
-    if (this.fileOpen) this.lostInFile ??= e;
-    process.stderr.write(`jest-environment-pg warning: ${e.code}: ${e.message}\n`);
+    // Said once: the test it happened in fails with it; outside a test (a hook, the CLI's one
+    // command) a warning now, and the file fails at its end.
+    if (this.scope.kind === 'test') (this.ending ?? this.testProblems).push({ kind: 'lost', message: `${e.code}: ${e.message}` });
+    else {
+      if (this.fileOpen) this.lostInFile ??= e;
+      process.stderr.write(`jest-environment-pg warning: ${e.code}: ${e.message}\n`);
+    }
     // What lived on it: the test's savepoint (opened again before the next client cycle), the
     // last rollback (moot), the sequence-restore statement, the temporary objects.
     this.savepointOpen = false;

@@ -459,6 +459,7 @@ export class Upstream {
     if (!this.closed) this.onLost?.(this.lost);
     // Nobody will release it: whoever waits for it learns it is lost when granted.
     this.owner = undefined;
+    this.lender = undefined;
     for (const w of this.waiters.splice(0)) w.granted();
   }
 
