@@ -1351,6 +1351,13 @@ export class Session implements Sink, Owner {
   cancel(): void {
     if (this.running) void this.host.upstream!.cancel();
     else if (this.waiting) this.abandonWait(errors.queryCanceled());
+    else if (this.phase === 'ready' && this.pending.length > 0 && this.inflight === 0 && !this.cycleOpen && !this.copyIn && !this.rejecting) {
+      // Sent by the client, still held back here (a cancel or a look at its temporary objects
+      // on its way, a file being opened): it never ran, as it would have been cancelled.
+      this.rejecting = errors.queryCanceled();
+      this.rejectSent = false;
+      this.pump();
+    }
   }
 
   /** pg_terminate_backend of its pid: FATAL 57P01, as a real backend ends; what it runs is cancelled first. */
