@@ -124,5 +124,6 @@ describe('what the sandbox rewrites per client', () => {
     expect(lex('SET LOCAL a.b = 1').sets).toBe(false);
     expect(lex('SET TRANSACTION READ ONLY').sets).toBe(false);
     expect(lex('UPDATE t SET a = 1').sets).toBe(false);
+    expect(statements('SHOW server_version_num')[0].show).toBe('server_version_num');
   });
 });

@@ -108,6 +108,11 @@ type Frame = [Buffer, number, number, number];
 /** Startup parameters that are not settings. */
 const NOT_SETTINGS = new Set(['user', 'database', 'options', 'replication']);
 
+/** Words that may make a cycle one about the server or its backends (see Session.route), in raw bytes. */
+const ABOUT_SERVER = ['_backend', '_BACKEND', 'stat_activity', 'STAT_ACTIVITY', 'server_', 'SERVER_'];
+/** Settings that are the server's: the same on every connection, so SHOW of them may run anywhere. */
+const SERVER_WIDE = new Set(['server_version', 'server_version_num', 'server_encoding', 'max_connections', 'block_size', 'max_identifier_length', 'integer_datetimes', 'lc_collate', 'lc_ctype']);
+
 /** Tags of the statements the sandbox put before the client's (dropped), by their number. */
 const DROPS: (string | null | undefined)[][] = [[], [null], [null, null], [null, null, null]];
 
@@ -472,8 +477,9 @@ export class Session implements Sink, Owner {
 
   /**
    * Where a cycle runs: on the upstream, except a statement about backends (it terminates or
-   * cancels one, or reads pg_stat_activity) while another client holds the upstream (that client
-   * may be the one it cancels): the side connection, outside the file's transaction, runs it.
+   * cancels one, or reads pg_stat_activity) or about the server (SHOW server_version_num) while
+   * another client holds the upstream (that client may be the one it cancels): the side
+   * connection, outside the file's transaction, runs it, as another backend would at once.
    * Cheap for every other cycle: no look at the SQL unless the upstream is busy.
    */
   private route(frame: Frame, up: Upstream): Upstream | undefined {
@@ -486,10 +492,13 @@ export class Session implements Sink, Owner {
     }
     if (up.owner === this || up.owner === undefined || this.inTx) return up;
     if (code !== F.Query && code !== F.Parse) return up;
-    if (!contains(buf, '_backend', start, end) && !contains(buf, '_BACKEND', start, end) && !contains(buf, 'stat_activity', start, end) && !contains(buf, 'STAT_ACTIVITY', start, end)) return up;
+    if (!ABOUT_SERVER.some((w) => contains(buf, w, start, end))) return up;
     const sql = code === F.Query ? m.readCString(buf, start + 5, end)[0] : m.readCString(buf, m.readCString(buf, start + 5, end)[1], end)[0];
     const lexed = this.lex(sql);
-    if (!lexed.activity || lexed.stmts.some((st) => st.kind !== 'other' || st.sets) || lexed.temp) return up;
+    const stmts = lexed.stmts;
+    // SHOW of a setting that is the server's, not the session's (a driver's version check).
+    if (stmts.length === 1 && stmts[0].show !== undefined && SERVER_WIDE.has(stmts[0].show)) return this.sideOr(up);
+    if (!lexed.activity || stmts.some((st) => st.kind !== 'other' || st.sets) || lexed.temp) return up;
     return this.sideOr(up);
   }
 

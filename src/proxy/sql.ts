@@ -45,6 +45,8 @@ export interface Statement {
   gid?: string;
   /** SET (not LOCAL), RESET, DISCARD ALL: changes a session setting. */
   sets?: boolean;
+  /** SHOW name: the setting's name (case-folded). */
+  show?: string;
 }
 
 /** A name the sandbox answers for its virtual backends, and the text [start, end) it replaces. */
@@ -309,6 +311,8 @@ function classify(sql: string, w: string[], at: number[], concurrently: boolean,
       return s('other', { sets: true });
     case 'reset':
       return s('other', { sets: true });
+    case 'show':
+      return s('other', { show: b });
     case 'release':
       return s('release');
     case 'prepare': {
