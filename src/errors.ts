@@ -200,6 +200,17 @@ export const errors = {
     ),
   protocol: (detail: string) =>
     make('JESTPG_PROTOCOL', '08P01')(`Protocol violation from the client: ${detail}. The client (driver) is at fault; this connection is closed, the test's transaction is untouched.`),
+  /** A user that is not the sandbox's own, checked as the server would (Postgres' words, our explanation in the detail). */
+  roleRefused: (sqlState: '28000' | '28P01', wire: string, user: string) => {
+    const e = make('JESTPG_AUTH_FAILED', sqlState)(
+      `${wire}: the sandbox checks a user other than its own (the one in DATABASE_URL) as the server would, against its roles and stored passwords. ` +
+        `Connect as that user with its own password, or as the sandbox's user with DATABASE_URL / PGPASSWORD of the test process.`,
+    );
+    e.wire = wire;
+    e.detail = `jest-environment-pg: ${e.message}`;
+    void user;
+    return e;
+  },
   authFailed: (user: string) =>
     make('JESTPG_AUTH_FAILED', '28P01')(`Password authentication failed for user "${user}" on the jest-environment-pg sandbox. Connect with the credentials in DATABASE_URL / PGPASSWORD of the test process.`),
   fileEnded: (testFile: string) =>

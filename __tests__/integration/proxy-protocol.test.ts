@@ -67,8 +67,8 @@ test('pg-cursor: Execute with a row limit and Flush, without Sync, holds the ups
   await other.end();
 });
 
-test('unix socket connections are trusted; TCP needs the run secret', async () => {
-  const unix = new pg.Client({ host: sb.info.socketDir, port: sb.info.port, user: 'anyone', database: 'whatever' });
+test('unix socket connections are trusted (any database name, a role of the server); TCP needs the run secret', async () => {
+  const unix = new pg.Client({ host: sb.info.socketDir, port: sb.info.port, user: 'postgres', database: 'whatever' });
   await unix.connect();
   await inTest('unix', async () => {
     expect((await unix.query('SELECT 1 AS one')).rows[0].one).toBe(1);
@@ -226,7 +226,7 @@ test('SSLRequest is answered N, then the startup proceeds on the same connection
 });
 
 test('an unknown message type after startup: ErrorResponse, that client closed, others unaffected', async () => {
-  const unixClient = new pg.Client({ host: sb.info.socketDir, port: sb.info.port, user: 'u', database: 'd' });
+  const unixClient = new pg.Client({ host: sb.info.socketDir, port: sb.info.port, user: 'postgres', database: 'd' });
   await unixClient.connect();
   const reply = await new Promise<Buffer>((resolve) => {
     const s = net.connect(`${sb.info.socketDir}/.s.PGSQL.${sb.info.port}`);
@@ -236,7 +236,7 @@ test('an unknown message type after startup: ErrorResponse, that client closed, 
       if (Buffer.concat(chunks).includes(Buffer.from([0x5a, 0, 0, 0, 5, 0x49])) && chunks.length === 1) s.write(Buffer.from([0x7a, 0, 0, 0, 4]));
     });
     s.on('close', () => resolve(Buffer.concat(chunks)));
-    s.write(startupPacket({ user: 'u', database: 'd' }));
+    s.write(startupPacket({ user: 'postgres', database: 'd' }));
   });
   expect(reply.toString()).toMatch(/JESTPG_PROTOCOL: Protocol violation from the client: unknown message type "z"/);
   await inTest('after garbage', async () => {
@@ -305,7 +305,7 @@ async function rawClient() {
       };
       check();
     });
-  const startup = Buffer.concat([cstr('user'), cstr('raw'), cstr('database'), cstr('d'), Buffer.from([0])]);
+  const startup = Buffer.concat([cstr('user'), cstr('postgres'), cstr('database'), cstr('d'), Buffer.from([0])]);
   const head = Buffer.alloc(8);
   head.writeInt32BE(8 + startup.length, 0);
   head.writeInt32BE(196608, 4);

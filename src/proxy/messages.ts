@@ -81,6 +81,10 @@ export const parameterStatus = (name: string, value: string): Buffer => writer.c
 export const backendKeyData = (pid: number, key: number): Buffer => writer.int32(pid).int32(key).flush(B.BackendKeyData);
 export const authMd5 = (salt: Buffer): Buffer => writer.int32(5).bytes(salt).flush(B.Authentication);
 export const authCleartext = (): Buffer => writer.int32(3).flush(B.Authentication);
+/** AuthenticationSASL (10) offering SCRAM-SHA-256, then SASLContinue (11) / SASLFinal (12) with their data. */
+export const authSasl = (): Buffer => writer.int32(10).cstring('SCRAM-SHA-256').byte(0).flush(B.Authentication);
+export const authSaslContinue = (data: string): Buffer => writer.int32(11).bytes(Buffer.from(data)).flush(B.Authentication);
+export const authSaslFinal = (data: string): Buffer => writer.int32(12).bytes(Buffer.from(data)).flush(B.Authentication);
 export const cancelRequest = (pid: number, key: number): Buffer => writer.int32(80877102).int32(pid).int32(key).flush(0);
 
 export interface ErrorFields {

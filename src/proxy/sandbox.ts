@@ -13,6 +13,7 @@ import { GUARD, Session, type SessionHost } from './session';
 import { newUnit, Upstream, type Owner } from './upstream';
 import { query } from './messages';
 import { readMarker, stateSql } from './backends';
+import type { RoleAuth } from './auth';
 import { TempObjects } from './temp';
 import { errors, JestPgError } from '../errors';
 
@@ -320,6 +321,57 @@ export class Sandbox implements SessionHost {
       for (const w of waiters) w();
     });
     return true;
+  }
+
+  /** The side connection, opened if need be; undefined if it cannot be. */
+  private async openSide(): Promise<Upstream | undefined> {
+    const now = this.side();
+    if (now) return now;
+    await new Promise<void>((resolve) => {
+      if (!this.whenSide(resolve)) resolve();
+    });
+    return this.side();
+  }
+
+  get defaultUser(): string {
+    return this.opts.user ?? 'postgres';
+  }
+
+  /** Roles looked up for clients that connect as another user than the sandbox's own (per run: roles are the server's). */
+  private readonly roles = new Map<string, Promise<RoleAuth | undefined>>();
+
+  /**
+   * What the server knows of a role, read on the side connection (committed roles). From
+   * pg_authid with its stored password when the sandbox's role may read it (a superuser), else
+   * from pg_roles (existence only). Undefined when it cannot be read at all.
+   */
+  roleAuth(user: string): Promise<RoleAuth | undefined> {
+    let known = this.roles.get(user);
+    if (!known) {
+      known = (async () => {
+        const side = await this.openSide();
+        if (!side) return undefined;
+        const owner = new InternalOwner('role lookup');
+        side.acquire(owner);
+        await owner.turn;
+        try {
+          const name = lit(user);
+          const rows = await side
+            .rows(`SELECT rolcanlogin, rolpassword FROM pg_catalog.pg_authid WHERE rolname = ${name}`)
+            .catch(() => side.rows(`SELECT rolcanlogin, NULL FROM pg_catalog.pg_roles WHERE rolname = ${name}`));
+          if (rows.length === 0) return { exists: false, canLogin: false, password: null };
+          return { exists: true, canLogin: rows[0][0] === 't', password: rows[0][1] || null };
+        } finally {
+          side.release(owner);
+        }
+      })().catch(() => undefined);
+      this.roles.set(user, known);
+      // A role missing now may be created later (by another run's setup, by hand): ask again then.
+      void known.then((r) => {
+        if (!r || !r.exists) this.roles.delete(user);
+      });
+    }
+    return known;
   }
 
   /** What the virtual-backend functions need: the sandbox's own pids (hidden) and every client's row. */

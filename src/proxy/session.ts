@@ -23,7 +23,7 @@ import { clockRewrite } from './clock';
 import { countInjected, countSent, Kind, newUnit, type Owner, type Sink, type Unit, type Upstream } from './upstream';
 import { refText, type VirtualRow } from './backends';
 import { applyEdits, positionMap, sortEdits, type Edit } from './rewrite';
-import { checkMd5, newSalt } from './auth';
+import { checkMd5, checkStoredMd5, newSalt, ScramServer, type RoleAuth } from './auth';
 import { errors, JestPgError } from '../errors';
 import { ident } from '../names';
 
@@ -99,6 +99,10 @@ export interface SessionHost {
   /** Two-phase commit is on in the server (max_prepared_transactions > 0), and the identifiers prepared through the sandbox. */
   readonly twoPhase: boolean;
   readonly preparedXacts: Set<string>;
+  /** The user in DATABASE_URL: authenticated with the run secret, never looked up. */
+  readonly defaultUser: string;
+  /** What the server knows of another role (undefined: cannot tell; then the run secret, as for the default user). */
+  roleAuth(user: string): Promise<RoleAuth | undefined>;
   /** The upstream is lost: undefined when `cb` will be called with a new one open, else the error to answer with. */
   whenUpstream(cb: () => void): JestPgError | undefined;
 }
@@ -316,16 +320,21 @@ export class Session implements Sink, Owner {
           if (body.length >= 8) this.host.cancel(body.readInt32BE(0), body.readInt32BE(4));
           this.closedNow();
           return Buffer.alloc(0);
-        case StartupCode.Protocol3:
+        case StartupCode.Protocol3: {
           this.readParams(body);
           this.openedIn = this.host.scopeLabel();
-          if (this.viaUnix) this.welcome();
+          this.phase = 'auth';
+          const user = this.params.user ?? '';
+          if (user === this.host.defaultUser) this.challenge(undefined);
           else {
-            this.phase = 'auth';
-            this.salt = newSalt();
-            this.socket.write(m.authMd5(this.salt));
+            // Checked as the server would (see auth.ts); the bytes after wait in startupBuf.
+            this.host.roleAuth(user).then(
+              (role) => this.challenge(role),
+              () => this.challenge(undefined),
+            );
           }
           break;
+        }
         default:
           throw errors.protocol(`unsupported protocol version ${code >> 16}.${code & 0xffff}`);
       }
@@ -362,12 +371,54 @@ export class Session implements Sink, Owner {
     this.settingsFrame = m.query(settingsSql(settings));
   }
 
+  /** What the server knows of the user (undefined: the sandbox's own user, or unknown): refuse, trust, or ask for a password. */
+  private role: RoleAuth | undefined;
+  private scram: ScramServer | undefined;
+  private scramStep = 0;
+
+  private challenge(role: RoleAuth | undefined): void {
+    if (this.phase !== 'auth') return;
+    this.role = role;
+    const user = this.params.user ?? '';
+    try {
+      if (role && !role.exists) throw errors.roleRefused('28000', `role "${user}" does not exist`, user);
+      if (role && !role.canLogin) throw errors.roleRefused('28000', `role "${user}" is not permitted to log in`, user);
+      if (this.viaUnix) return this.welcome();
+      this.scram = role?.password?.startsWith('SCRAM-SHA-256$') ? ScramServer.parse(role.password) : undefined;
+      if (this.scram) this.socket.write(m.authSasl());
+      else {
+        this.salt = newSalt();
+        this.socket.write(m.authMd5(this.salt));
+      }
+    } catch (e) {
+      this.fatal(e as JestPgError);
+    }
+  }
+
   private password(buf: Buffer, code: number, start: number, end: number): void {
     if (code !== F.Password) throw errors.protocol(`expected a password message, got ${JSON.stringify(String.fromCharCode(code))}`);
-    const [answer] = m.readCString(buf, start + 5, end);
     const user = this.params.user ?? '';
-    if (!this.salt || !checkMd5(user, this.host.secret, this.salt, answer)) throw errors.authFailed(user);
-    this.welcome();
+    const refused = () => errors.roleRefused('28P01', `password authentication failed for user "${user}"`, user);
+    if (this.scram) {
+      // SASLInitialResponse (mechanism, length, client-first) then SASLResponse (client-final).
+      if (this.scramStep++ === 0) {
+        const [mechanism, a] = m.readCString(buf, start + 5, end);
+        const first = mechanism === 'SCRAM-SHA-256' ? this.scram.first(buf.toString('utf8', a + 4, end)) : undefined;
+        if (first === undefined) throw refused();
+        this.socket.write(m.authSaslContinue(first));
+        return;
+      }
+      const last = this.scram.final(buf.toString('utf8', start + 5, end));
+      if (last === undefined) throw refused();
+      this.socket.write(m.authSaslFinal(last));
+      return this.welcome();
+    }
+    const [answer] = m.readCString(buf, start + 5, end);
+    if (!this.salt) throw refused();
+    if (checkMd5(user, this.host.secret, this.salt, answer)) return this.welcome();
+    const stored = this.role?.password;
+    if (stored && checkStoredMd5(stored, this.salt, answer)) return this.welcome();
+    throw this.role ? refused() : errors.authFailed(user);
   }
 
   private welcome(): void {
