@@ -460,3 +460,34 @@ test('a client that connects and hangs up at once is closed quietly', async () =
   const reply = await raw(sb.info.port, [Buffer.from([0x58, 0, 0, 0, 4])]);
   expect(reply.length).toBe(0);
 });
+
+test('deferred constraints are checked at a client\'s COMMIT, as in Postgres: a violation fails it, the transaction is rolled back, the table can be dropped', async () => {
+  const c = await connect();
+  const sql = postgres(sb.info.url, { max: 1, onnotice: () => undefined });
+  await inTest('deferred', async () => {
+    await c.query('CREATE TABLE deferred_t (x int CONSTRAINT deferred_u UNIQUE DEFERRABLE INITIALLY DEFERRED, y int CONSTRAINT deferred_imm UNIQUE DEFERRABLE INITIALLY IMMEDIATE)');
+    await c.query('BEGIN');
+    await c.query('INSERT INTO deferred_t (x) VALUES (1)');
+    await c.query('INSERT INTO deferred_t (x) VALUES (1)'); // deferred: no error yet
+    await expect(c.query('COMMIT')).rejects.toMatchObject({ code: '23505', constraint: 'deferred_u' });
+    // Over: rolled back, the connection outside a transaction (a real server answers the same).
+    expect((await c.query('SELECT count(*)::int AS n FROM deferred_t')).rows[0].n).toBe(0);
+    await expect(c.query('COMMIT')).resolves.toMatchObject({ command: 'COMMIT' }); // WARNING: no transaction in progress
+    // Each constraint keeps its own mode afterwards: deferred_u is still deferred, deferred_imm immediate.
+    await c.query('BEGIN');
+    await c.query('INSERT INTO deferred_t (x) VALUES (2), (2)');
+    await expect(c.query('INSERT INTO deferred_t (y) VALUES (5), (5)')).rejects.toMatchObject({ code: '23505', constraint: 'deferred_imm' });
+    await c.query('ROLLBACK');
+    // postgres.js' own test "Does not try rollback when commit errors" (COMMIT through the extended protocol).
+    const code = await sql
+      .begin('isolation level serializable', async (tx) => {
+        await tx`insert into deferred_t (x) values(1)`;
+        await tx`insert into deferred_t (x) values(1)`;
+      })
+      .then(() => 'committed', (e: { code?: string }) => e.code);
+    expect(code).toBe('23505');
+    await c.query('DROP TABLE deferred_t'); // no pending trigger events left
+  });
+  await sql.end();
+  await c.end();
+});

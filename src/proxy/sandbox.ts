@@ -333,6 +333,13 @@ export class Sandbox implements SessionHost {
     return this.side();
   }
 
+  /** Deferrable constraints may exist (read when an upstream is opened; set when a client's SQL names DEFERRABLE). */
+  deferrable = false;
+
+  noteDeferrable(): void {
+    this.deferrable = true;
+  }
+
   get defaultUser(): string {
     return this.opts.user ?? 'postgres';
   }
@@ -614,10 +621,11 @@ export class Sandbox implements SessionHost {
 
   private async readServerParams(): Promise<void> {
     const rows = await this.upstream!.rows(
-      `SELECT name, setting FROM pg_settings WHERE name IN ('server_version','server_encoding','client_encoding','DateStyle','TimeZone','IntervalStyle','integer_datetimes','standard_conforming_strings','is_superuser','session_authorization','in_hot_standby','default_transaction_read_only','scram_iterations','max_prepared_transactions') UNION ALL SELECT 'session_authorization', current_user UNION ALL SELECT 'is_superuser', CASE WHEN rolsuper THEN 'on' ELSE 'off' END FROM pg_roles WHERE rolname = current_user`,
+      `SELECT name, setting FROM pg_settings WHERE name IN ('server_version','server_encoding','client_encoding','DateStyle','TimeZone','IntervalStyle','integer_datetimes','standard_conforming_strings','is_superuser','session_authorization','in_hot_standby','default_transaction_read_only','scram_iterations','max_prepared_transactions') UNION ALL SELECT 'jestpg.deferrable', (EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE condeferrable))::text UNION ALL SELECT 'session_authorization', current_user UNION ALL SELECT 'is_superuser', CASE WHEN rolsuper THEN 'on' ELSE 'off' END FROM pg_roles WHERE rolname = current_user`,
     );
     for (const [k, v] of rows) {
       if (k === 'max_prepared_transactions') this.twoPhase = Number(v) > 0;
+      else if (k === 'jestpg.deferrable') this.deferrable ||= v === 'true';
       else this.serverParams.set(k, v);
     }
   }

@@ -99,6 +99,10 @@ export interface SessionHost {
   /** Two-phase commit is on in the server (max_prepared_transactions > 0), and the identifiers prepared through the sandbox. */
   readonly twoPhase: boolean;
   readonly preparedXacts: Set<string>;
+  /** The database may have deferrable constraints (their checks are fired at a client's COMMIT). */
+  readonly deferrable: boolean;
+  /** A client's SQL named DEFERRABLE (it may have created one). */
+  noteDeferrable(): void;
   /** The user in DATABASE_URL: authenticated with the run secret, never looked up. */
   readonly defaultUser: string;
   /** What the server knows of another role (undefined: cannot tell; then the run secret, as for the default user). */
@@ -719,6 +723,7 @@ export class Session implements Sink, Owner {
           if (this.sideStatements.size) this.sideStatements.delete(key);
           if (lexed.temp) this.tempPending = true;
           if (lexed.sets) this.noteSettings(sql, tx);
+          if (lexed.deferrable && !this.host.deferrable) this.host.noteDeferrable();
           if (name) {
             this.prepared.add(key);
             this.sameUpstream(up);
@@ -903,8 +908,12 @@ export class Session implements Sink, Owner {
 
   /** Execute of a BEGIN/COMMIT/ROLLBACK (or a refused PREPARE TRANSACTION) prepared through the extended protocol. */
   private txExecute(up: Upstream, unit: Unit, tx: Statement): void {
-    const [sql, tag, effect, endsOnError] = this.txRewrite(tx);
+    const [sql, tag, effect, endsOnError, before] = this.txRewrite(tx);
     if (endsOnError) unit.endsTxOnError = true;
+    if (before) {
+      this.executeInjected(up, unit, before);
+      (unit.tags ??= [])[this.executes++] = null;
+    }
     this.executeInjected(up, unit, sql);
     this.rewriteNextTag(unit, tag, effect);
     this.txControlInflight++;
@@ -931,16 +940,24 @@ export class Session implements Sink, Owner {
    * What a transaction-control statement becomes, given the client's state now; the fourth
    * element: an error of it ends the client's transaction (a PREPARE TRANSACTION that fails).
    */
-  private txRewrite(s: Statement, inTx = this.inTx, failed = this.txFailed): [sql: string, tag: string, effect: 'begin' | 'end' | undefined, endsOnError?: boolean] {
+  private txRewrite(
+    s: Statement,
+    inTx = this.inTx,
+    failed = this.txFailed,
+  ): [sql: string, tag: string, effect: 'begin' | 'end' | undefined, endsOnError?: boolean, before?: string] {
     switch (s.kind) {
       case 'begin':
         // The client's transaction time starts now (a moving clock: src/proxy/clock.ts).
         return inTx ? [WARN_IN_TX, s.tag!, undefined] : [this.host.clockMoves ? CLOCK_BEGIN : NOOP, s.tag!, 'begin'];
-      case 'commit':
+      case 'commit': {
         if (!inTx) return [WARN_NO_TX, 'COMMIT', undefined];
         if (failed) return (this.rollingBack = true), [ROLLBACK_GUARD, 'ROLLBACK', 'end'];
-        if (this.localSettings.size) return [resetLocals(this.host.clockMoves ? new Set([...this.localSettings, 'jestpg.now']) : this.localSettings), 'COMMIT', 'end'];
-        return [this.host.clockMoves ? CLOCK_END : NOOP, 'COMMIT', 'end'];
+        // Deferred constraints are checked at COMMIT, as in Postgres; one that fails ends the
+        // transaction (rolled back) with its error.
+        const check = this.host.deferrable ? FIRE_DEFERRED : undefined;
+        if (this.localSettings.size) return [resetLocals(this.host.clockMoves ? new Set([...this.localSettings, 'jestpg.now']) : this.localSettings), 'COMMIT', 'end', !!check, check];
+        return [this.host.clockMoves ? CLOCK_END : NOOP, 'COMMIT', 'end', !!check, check];
+      }
       case 'rollback':
         if (inTx) this.rollingBack = true;
         return inTx ? [ROLLBACK_GUARD, 'ROLLBACK', 'end'] : [WARN_NO_TX, 'ROLLBACK', undefined];
@@ -1057,6 +1074,7 @@ export class Session implements Sink, Owner {
     if (!up.isSide) {
       if (lexed.temp) this.tempPending = true;
       if (lexed.sets) this.noteSettings(sql, stmts);
+      if (lexed.deferrable && !this.host.deferrable) this.host.noteDeferrable();
     }
     const edits = this.edits(lexed);
     // What the virtual-backend functions need to know, in the same message.
@@ -1084,7 +1102,12 @@ export class Session implements Sink, Owner {
     const effects: ('begin' | 'end' | undefined)[] = new Array<undefined>(skip).fill(undefined);
     for (const s of stmts) {
       if (isTxControl(s)) {
-        const [text, tag, effect, endsOnError] = this.txRewrite(s, inTx, failed);
+        const [text, tag, effect, endsOnError, before] = this.txRewrite(s, inTx, failed);
+        if (before) {
+          parts.push(before);
+          tags.push(null);
+          effects.push(undefined);
+        }
         parts.push(text);
         tags.push(tag);
         effects.push(effect);
@@ -1565,6 +1588,16 @@ function raising(err: JestPgError): string {
   const extra = (err.detail ? `, DETAIL = ${q(err.detail)}` : '') + (err.hint ? `, HINT = ${q(err.hint)}` : '');
   return `DO $jestpg$BEGIN RAISE EXCEPTION USING MESSAGE = ${q(wireMessage(err))}${extra}, ERRCODE = '${err.sqlState}'; END$jestpg$`;
 }
+
+/**
+ * Fire the checks of deferred constraints now (SET CONSTRAINTS ALL IMMEDIATE does, retroactively),
+ * then put every constraint's mode back to its own default for what follows in the file's
+ * transaction (deferred, except those declared INITIALLY IMMEDIATE).
+ */
+const FIRE_DEFERRED =
+  `DO $jestpg$DECLARE r record; BEGIN SET CONSTRAINTS ALL IMMEDIATE; SET CONSTRAINTS ALL DEFERRED; ` +
+  `FOR r IN SELECT pg_catalog.format('%I.%I', n.nspname, c.conname) AS name FROM pg_catalog.pg_constraint c JOIN pg_catalog.pg_namespace n ON n.oid = c.connamespace ` +
+  `WHERE c.condeferrable AND NOT c.condeferred AND c.contype IN ('f', 'u', 'p', 'x', 't') LOOP EXECUTE 'SET CONSTRAINTS ' || r.name || ' IMMEDIATE'; END LOOP; END$jestpg$`;
 
 /** Statements that begin or end a client's transaction (or prepare or finish a two-phase one). */
 function isTxControl(s: Statement): boolean {

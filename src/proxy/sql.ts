@@ -68,6 +68,8 @@ export interface Lexed {
   temp: boolean;
   /** A statement may change a session setting (SET, RESET, DISCARD ALL, set_config). */
   sets: boolean;
+  /** Names DEFERRABLE (may create a deferrable constraint). */
+  deferrable: boolean;
 }
 
 const enum Ch {
@@ -99,6 +101,7 @@ export function lex(sql: string): Lexed {
   let activity = false;
   let temp = false;
   let sets = false;
+  let deferrable = false;
   let mentionsTemp = false;
   let into = false;
   const finish = (end: number) => {
@@ -195,6 +198,9 @@ export function lex(sql: string): Lexed {
         case 'into':
           into = true;
           break;
+        case 'deferrable':
+          deferrable = true;
+          break;
         case 'pg_backend_pid':
         case 'pg_stat_activity':
         case 'pg_terminate_backend':
@@ -216,7 +222,7 @@ export function lex(sql: string): Lexed {
     i++;
   }
   finish(n);
-  return { stmts: out, refs, kill, activity, temp, sets };
+  return { stmts: out, refs, kill, activity, temp, sets, deferrable };
 }
 
 const skipSpace = (sql: string, i: number, step: 1 | -1): number => {
