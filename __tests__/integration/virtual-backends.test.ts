@@ -159,7 +159,15 @@ test('pg_cancel_backend of a client queued behind another client\'s transaction 
   const canceller = await connect('canceller');
   await inTest('cancel queued', async () => {
     await holder.query('BEGIN');
-    const waiting = queued.query('SELECT 1').catch((e: Error & { code?: string }) => e);
+    const waiting = queued.query('SELECT 1 AS queued').catch((e: Error & { code?: string }) => e);
+    // Queued is running, as its client sees it: found by its statement.
+    for (;;) {
+      const rows = (await canceller.query('SELECT state, query FROM pg_stat_activity WHERE pid = $1', [pidOf(queued)])).rows;
+      if (rows[0]?.query === 'SELECT 1 AS queued') {
+        expect(rows[0].state).toBe('active');
+        break;
+      }
+    }
     // The cancel statement itself runs on the side connection: the upstream is the holder's.
     expect((await canceller.query(`SELECT pg_cancel_backend(${pidOf(queued)})`)).rows[0].pg_cancel_backend).toBe(true);
     expect(await waiting).toMatchObject({ code: '57014' });

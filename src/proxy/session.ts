@@ -218,7 +218,7 @@ export class Session implements Sink, Owner {
 
   /** This client as a row of pg_stat_activity (`current`: the one whose statement asks). */
   activityRow(current: boolean): VirtualRow {
-    const active = current || this.inflight > 0 || this.cycleOpen || this.waiting;
+    const active = current || this.inflight > 0 || this.cycleOpen || this.waiting || this.pending.length > 0;
     const state = active ? 'active' : this.inTx ? (this.txFailed ? 'idle in transaction (aborted)' : 'idle in transaction') : 'idle';
     const iso = (d: Date | undefined) => (d ? d.toISOString() : null);
     const addr = this.viaUnix ? null : (this.socket.remoteAddress ?? null);
@@ -230,7 +230,8 @@ export class Session implements Sink, Owner {
       query_start: iso(this.lastSqlAt),
       state_change: iso(this.lastSqlAt ?? this.openedAt),
       state,
-      query: this.lastSql,
+      // Sent, and waiting for the upstream: its statement is the one queued here.
+      query: this.waiting || (this.pending.length > 0 && this.inflight === 0 && !this.cycleOpen) ? this.pendingSql() : this.lastSql,
       wait_event_type: active ? null : 'Client',
       wait_event: active ? null : 'ClientRead',
       client_addr: addr?.startsWith('::ffff:') ? addr.slice(7) : addr,
