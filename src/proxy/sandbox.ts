@@ -219,7 +219,9 @@ export class Sandbox implements SessionHost {
   }
 
   warn(message: string): void {
-    (this.ending ?? this.testProblems).push({ kind: 'interleaved', message });
+    // In a test: reported when it ends. Outside one (file scope, the CLI's run): said now.
+    if (this.ending || this.scope.kind === 'test') (this.ending ?? this.testProblems).push({ kind: 'interleaved', message });
+    else process.stderr.write(`jest-environment-pg warning: ${message}\n`);
   }
 
   /** A session's state changed (a unit answered, a cycle or the connection ended): wake whoever waits on it. */
