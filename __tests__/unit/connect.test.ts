@@ -36,6 +36,9 @@ test('parseUrl: the parts libpq reads', () => {
   expect(cancelTargetOf(sock)).toEqual({ path: '/tmp/sock/.s.PGSQL.5433' });
   expect(cancelTargetOf(parseUrl('postgres://u@[::1]:5432/x'))).toEqual({ host: '::1', port: 5432 });
   expect(parseUrl('postgres://u@h/').database).toBe('u');
+  // An empty host after the credentials, as libpq accepts it (a socket directory in ?host=).
+  expect(parseUrl('postgres://postgres@/db?host=%2Fdev%2Fshm%2Fx&port=5433')).toMatchObject({ host: '/dev/shm/x', port: 5433, user: 'postgres', database: 'db' });
+  expect(parseUrl('postgresql://u:pw@/db').host).toBe('localhost');
   expect(parseUrl('postgres://u@h/d?ssl=true').sslmode).toBe('verify-full');
   expect(parseUrl('postgres://u@h/d?sslmode=no-verify').sslmode).toBe('require');
   expect(parseUrl('postgres://u@h/d?options=-c%20search_path%3Dapp').options).toBe('-c search_path=app');

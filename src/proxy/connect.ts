@@ -68,7 +68,9 @@ const SSL_MODES: readonly SslMode[] = ['disable', 'allow', 'prefer', 'require', 
 export function parseUrl(url: string): Target {
   let u: URL;
   try {
-    u = new URL(url);
+    // libpq accepts credentials before an empty host (postgres://user@/db?host=/run/postgresql);
+    // Node's URL parser does not: the host is then the default, or ?host=.
+    u = new URL(url.replace(/^(postgres(?:ql)?:\/\/[^/?#@]*@)(?=[/?#]|$)/, '$1localhost'));
   } catch {
     throw new ConnectError('not a postgres:// URL');
   }
