@@ -1,1 +1,1 @@
-module.exports = require('./dist/global-setup').default;
+module.exports = require('./dist/jest/global-setup').default;

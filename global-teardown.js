@@ -1,1 +1,1 @@
-module.exports = require('./dist/global-teardown').default;
+module.exports = require('./dist/jest/global-teardown').default;

@@ -8,10 +8,10 @@
  */
 const { performance } = require('node:perf_hooks');
 const pg = require('pg');
-const { findBinaries } = require('../dist/binaries');
-const { startCluster, stopCluster } = require('../dist/cluster');
-const { installMovingClock } = require('../dist/clock-template');
-const { clockRewrite } = require('../dist/proxy/clock');
+const { findBinaries } = require('../dist/server/binaries');
+const { startCluster, stopCluster } = require('../dist/server/cluster');
+const { installMovingClock } = require('../dist/schema/clock');
+const { clockRewrite } = require('../dist/util/sql-clock');
 
 const N = Number(process.argv[2]) || 3000;
 

@@ -42,8 +42,8 @@ const cloneSql = (name, tpl) => `CREATE DATABASE ${name} TEMPLATE ${tpl} STRATEG
  * soon as it runs, so the caller can stop it on failure.
  */
 async function startServer(migrationsDir, onCluster) {
-  const { findBinaries } = dist('binaries');
-  const { startCluster } = dist('cluster');
+  const { findBinaries } = dist('server/binaries');
+  const { startCluster } = dist('server/cluster');
   const bins = await findBinaries({ resolveFrom: [ROOT] });
   const cluster = await startCluster({ binDir: bins.binDir, version: bins.version, nativeDir: bins.nativeDir });
   onCluster(cluster);

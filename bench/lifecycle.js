@@ -13,7 +13,7 @@
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
-const { startRun, ensureWorkerDatabase, teardownRun } = require('../dist/run');
+const { startRun, ensureWorkerDatabase, teardownRun } = require('../dist/run/run');
 
 const SCHEMA = path.join(__dirname, '..', '__tests__', 'fixtures', 'schema50');
 const N = Number(process.argv[2]) || 5;

@@ -13,7 +13,7 @@ const { median, quantile } = require('./stats');
 
 const ROOT = path.resolve(__dirname, '..');
 const { Sandbox } = require(path.join(ROOT, 'dist', 'proxy', 'sandbox'));
-const { SandboxThread } = require(path.join(ROOT, 'dist', 'proxy', 'remote'));
+const { SandboxThread } = require(path.join(ROOT, 'dist', 'sandbox', 'thread'));
 
 const now = () => performance.now();
 

@@ -192,7 +192,7 @@ async function main() {
   process.env.TMPDIR = tmp;
   let cluster;
   const cleanup = async () => {
-    if (cluster) await dist('cluster').stopCluster(cluster).catch(() => undefined);
+    if (cluster) await dist('server/cluster').stopCluster(cluster).catch(() => undefined);
     if (!keep) fs.rmSync(root, { recursive: true, force: true });
   };
   for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => cleanup().finally(() => process.exit(130)));

@@ -63,9 +63,9 @@ async function cleanup() {
       }
     }
     for (const sb of state.sandboxes) await sb.close().catch(() => undefined);
-    const { teardownRun } = dist('run');
+    const { teardownRun } = dist('run/run');
     for (const m of state.manifests) await teardownRun(m).catch(() => undefined);
-    if (state.cluster) await dist('cluster').stopCluster(state.cluster).catch((e) => log('bench: could not stop the cluster:', e.message));
+    if (state.cluster) await dist('server/cluster').stopCluster(state.cluster).catch((e) => log('bench: could not stop the cluster:', e.message));
     if (state.root) fs.rmSync(state.root, { recursive: true, force: true, maxRetries: 3 });
   })();
   return cleaning;
@@ -278,7 +278,7 @@ function installPeers(project) {
 
 // ---------------------------------------------------------------- lifecycle (in-process)
 async function lifecycle(ctx, migrations) {
-  const { startRun, ensureWorkerDatabase, teardownRun } = dist('run');
+  const { startRun, ensureWorkerDatabase, teardownRun } = dist('run/run');
   const runOnce = async (opts) => {
     const t0 = now();
     const m = await startRun(opts, process.pid, { rootDir: ctx.project });
@@ -298,7 +298,7 @@ async function lifecycle(ctx, migrations) {
   const n = QUICK ? 1 : 3;
   let cacheOff = {};
   try {
-    dist('options').validate({ cacheDir: false });
+    dist('util/options').validate({ cacheDir: false });
     cacheOff = { cacheDir: false };
   } catch {
     /* a build without the cache: nothing to turn off */

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 'use strict';
 // jest-environment-pg run | doctor | sweep — see `jest-environment-pg --help`.
-const { main } = require('../dist/cli.js');
+const { main } = require('../dist/cli/cli.js');
 
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),

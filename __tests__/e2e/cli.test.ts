@@ -1,5 +1,5 @@
 /**
- * The `jest-environment-pg` CLI (bin/ → dist/cli.js) in child processes: `run` with psql and with
+ * The `jest-environment-pg` CLI (bin/ → dist/cli/cli.js) in child processes: `run` with psql and with
  * node scripts (exit code passed through, nothing the command wrote survives, signals), `doctor`
  * and `sweep`. Asserts on the server's own state and on what is left on disk and in `ps`.
  * Needs the build (`npm run build`).
@@ -7,11 +7,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
-import { withClient, withDatabase } from '../../src/admin';
+import { withClient, withDatabase } from '../../src/util/admin';
 import { stopOnExit } from '../helpers/watchdog';
-import { findBinaries } from '../../src/binaries';
-import { startCluster, stopCluster, type ClusterInfo } from '../../src/cluster';
-import { isAlive } from '../../src/proc';
+import { findBinaries } from '../../src/server/binaries';
+import { startCluster, stopCluster, type ClusterInfo } from '../../src/server/cluster';
+import { isAlive } from '../../src/util/proc';
 import { cleanup, privateDir, ROOT, settle } from '../helpers/jest-run';
 
 const BIN = path.join(ROOT, 'bin', 'jest-environment-pg.js');
@@ -24,7 +24,7 @@ const dirs: string[] = [];
 const children: ChildProcess[] = [];
 
 beforeAll(async () => {
-  if (!existsSync(path.join(ROOT, 'dist', 'cli.js'))) throw new Error('run `npm run build` first: these tests run bin/jest-environment-pg.js → dist/');
+  if (!existsSync(path.join(ROOT, 'dist', 'cli', 'cli.js'))) throw new Error('run `npm run build` first: these tests run bin/jest-environment-pg.js → dist/');
   const b = await findBinaries({});
   cluster = await startCluster({ binDir: b.binDir, version: b.version, nativeDir: b.nativeDir });
   stopOnExit(cluster); // if this test process is killed before afterAll

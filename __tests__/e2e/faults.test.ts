@@ -13,10 +13,10 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { packDataDir, readPack, unpackDataDir } from '../../src/cache';
+import { packDataDir, readPack, unpackDataDir } from '../../src/server/cache';
 import { capture, externalServer, waitFor, type ExternalServer } from '../helpers/e2e';
 import { cleanup, privateDir, ROOT, runJest, settle, type JestRun } from '../helpers/jest-run';
-import { findBinaries } from '../../src/binaries';
+import { findBinaries } from '../../src/server/binaries';
 
 type ServerPath = 'embedded' | 'embedded+cacheDir' | 'JEST_PG_URL';
 const ALL: ServerPath[] = ['embedded', 'embedded+cacheDir', 'JEST_PG_URL'];
@@ -276,7 +276,7 @@ function pool(tasks: (() => Promise<unknown>)[], n: number): void {
 }
 
 beforeAll(async () => {
-  if (!fs.existsSync(path.join(ROOT, 'dist', 'reaper-main.js'))) throw new Error('run `npm run build` first: these tests run Jest on the built package');
+  if (!fs.existsSync(path.join(ROOT, 'dist', 'run', 'reaper-main.js'))) throw new Error('run `npm run build` first: these tests run Jest on the built package');
   const server = await externalServer();
   const scratch = privateDir();
   dirs.push(scratch);
@@ -286,7 +286,7 @@ beforeAll(async () => {
   fs.mkdirSync(damagedPkg);
   for (const f of ['dist', 'package.json', 'global-setup.js', 'global-teardown.js']) fs.cpSync(path.join(ROOT, f), path.join(damagedPkg, f), { recursive: true });
   fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(damagedPkg, 'node_modules'));
-  fs.writeFileSync(path.join(damagedPkg, 'dist', 'reaper-main.js'), "// A damaged installation.\nthrow new Error('simulated: the reaper is damaged');\n");
+  fs.writeFileSync(path.join(damagedPkg, 'dist', 'run', 'reaper-main.js'), "// A damaged installation.\nthrow new Error('simulated: the reaper is damaged');\n");
 
   // binDirs with the real postgres and an initdb that fails, or never finishes.
   const real = (await findBinaries({})).binDir;

@@ -51,7 +51,7 @@ async function runFixture(fixture: string): Promise<JestRun> {
 }
 
 /**
- * Was blocked on src/template.ts (fixed: the build waits for the template's backends): a migration module that ends its own
+ * Was blocked on src/schema/template.ts (fixed: the build waits for the template's backends): a migration module that ends its own
  * pg Pool (Kysely `db.destroy()`, TypeORM `ds.destroy()`: `await pool.end()`) returns while the
  * pool's backends are still closing — pg-pool's end() resolves once it has *asked* its idle
  * clients to end (measured: 8 of 20 times a backend was still in pg_stat_activity right after

@@ -1,7 +1,7 @@
 /** Boots a throwaway cluster for integration tests, with one database to sandbox. */
-import { findBinaries } from '../../src/binaries';
-import { startCluster, stopCluster, type ClusterInfo } from '../../src/cluster';
-import { withClient, withDatabase } from '../../src/admin';
+import { findBinaries } from '../../src/server/binaries';
+import { startCluster, stopCluster, type ClusterInfo } from '../../src/server/cluster';
+import { withClient, withDatabase } from '../../src/util/admin';
 import { Sandbox, type SandboxOptions } from '../../src/proxy/sandbox';
 import os from 'node:os';
 import path from 'node:path';

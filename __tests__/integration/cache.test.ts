@@ -9,9 +9,9 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, 
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Client } from 'pg';
-import { packDataDir, readPack, resolveCacheDir, ENTRY_EXT } from '../../src/cache';
-import { isAlive } from '../../src/proc';
-import { ensureWorkerDatabase, startRun, teardownRun, type RunManifest } from '../../src/run';
+import { packDataDir, readPack, resolveCacheDir, ENTRY_EXT } from '../../src/server/cache';
+import { isAlive } from '../../src/util/proc';
+import { ensureWorkerDatabase, startRun, teardownRun, type RunManifest } from '../../src/run/run';
 import { ensureBuilt } from '../helpers/build';
 
 const SCHEMA = path.join(__dirname, '..', 'fixtures', 'schema50');

@@ -8,9 +8,9 @@ import * as path from 'node:path';
 import pg from 'pg';
 import postgres from 'postgres';
 import { stopOnExit } from '../helpers/watchdog';
-import { findBinaries } from '../../src/binaries';
-import { startCluster, stopCluster, type ClusterInfo } from '../../src/cluster';
-import { startSandbox, type SandboxHandle } from '../../src/api';
+import { findBinaries } from '../../src/server/binaries';
+import { startCluster, stopCluster, type ClusterInfo } from '../../src/server/cluster';
+import { startSandbox, type SandboxHandle } from '../../src/sandbox/api';
 
 let cluster: ClusterInfo;
 let sb: SandboxHandle;

@@ -7,12 +7,12 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Client } from 'pg';
-import { withClient, withDatabase } from '../../src/admin';
-import { startSandbox, type SandboxHandle } from '../../src/api';
-import { findBinaries } from '../../src/binaries';
-import { startCluster, stopCluster, type ClusterInfo } from '../../src/cluster';
-import { parseMarker } from '../../src/names';
-import { rebuildWorkerDatabase, readManifest } from '../../src/run';
+import { withClient, withDatabase } from '../../src/util/admin';
+import { startSandbox, type SandboxHandle } from '../../src/sandbox/api';
+import { findBinaries } from '../../src/server/binaries';
+import { startCluster, stopCluster, type ClusterInfo } from '../../src/server/cluster';
+import { parseMarker } from '../../src/util/names';
+import { rebuildWorkerDatabase, readManifest } from '../../src/run/run';
 import { ensureBuilt } from '../helpers/build';
 import { stopOnExit } from '../helpers/watchdog';
 

@@ -5,8 +5,8 @@
  * (teardownRun); a client that did go around the sandbox still is.
  */
 import { Client } from 'pg';
-import { withDatabase } from '../../src/admin';
-import { ensureWorkerDatabase, startRun, teardownRun, type RunManifest } from '../../src/run';
+import { withDatabase } from '../../src/util/admin';
+import { ensureWorkerDatabase, startRun, teardownRun, type RunManifest } from '../../src/run/run';
 import { ensureBuilt } from '../helpers/build';
 import { bootServer, type TestServer } from '../helpers/server';
 

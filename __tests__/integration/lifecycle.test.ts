@@ -8,14 +8,14 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Client } from 'pg';
-import { withDatabase } from '../../src/admin';
-import { findBinaries } from '../../src/binaries';
-import { startCluster, stopCluster, type ClusterInfo } from '../../src/cluster';
-import { acquireLease, sweep } from '../../src/lease';
-import { ident, leaseKey, literal, marker } from '../../src/names';
-import { isAlive } from '../../src/proc';
-import { ensureWorkerDatabase, rebuildWorkerDatabase, startRun, teardownRun, type RunManifest } from '../../src/run';
-import { ensureTemplateDetailed, templateNameFor } from '../../src/template';
+import { withDatabase } from '../../src/util/admin';
+import { findBinaries } from '../../src/server/binaries';
+import { startCluster, stopCluster, type ClusterInfo } from '../../src/server/cluster';
+import { acquireLease, sweep } from '../../src/run/lease';
+import { ident, leaseKey, literal, marker } from '../../src/util/names';
+import { isAlive } from '../../src/util/proc';
+import { ensureWorkerDatabase, rebuildWorkerDatabase, startRun, teardownRun, type RunManifest } from '../../src/run/run';
+import { ensureTemplateDetailed, templateNameFor } from '../../src/schema/template';
 import { ensureBuilt } from '../helpers/build';
 
 const ROOT = path.join(__dirname, '..', '..');
@@ -266,7 +266,7 @@ test('environment-only mode: the first worker starts the run, the others wait an
   const script = path.join(dir, 'worker.js');
   writeFileSync(
     script,
-    `const { attachRun, ensureWorkerDatabase } = require(${JSON.stringify(path.join(ROOT, 'dist', 'run.js'))});
+    `const { attachRun, ensureWorkerDatabase } = require(${JSON.stringify(path.join(ROOT, 'dist', 'run', 'run.js'))});
      attachRun({ server: ${JSON.stringify(cluster.url)}, prefix: 'lcenv', migrations: ${JSON.stringify(SCHEMA)} })
        .then(async (m) => { const w = await ensureWorkerDatabase(m, process.env.JEST_WORKER_ID); process.send({ m, w }); })
        .catch((e) => process.send({ error: e.message }));`,
@@ -348,7 +348,7 @@ test('binaries the server user cannot reach (checkout in a 0700 dir, as root) ar
 }, 60_000);
 
 test('leftovers of a run whose main process and reaper both died are removed by the next run’s local sweep', async () => {
-  const { sweepStaleLocal } = await import('../../src/stale');
+  const { sweepStaleLocal } = await import('../../src/run/stale');
   const fakeMain = spawn('sleep', ['120'], { stdio: 'ignore' });
   children.push(fakeMain);
   const m = track(await startRun({ prefix: 'lcstale' }, fakeMain.pid!));
@@ -366,7 +366,7 @@ test('leftovers of a run whose main process and reaper both died are removed by 
 });
 
 test('migrations as a JS module, a TS module and a shell command', async () => {
-  const { runMigrations } = await import('../../src/migrations');
+  const { runMigrations } = await import('../../src/schema/migrations');
   const c = await admin();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'jestpg-mig-'));
   const pgPath = JSON.stringify(require.resolve('pg'));

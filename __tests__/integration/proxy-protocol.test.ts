@@ -249,7 +249,7 @@ test('isolation "file": tests share the file transaction, which is rolled back a
   // Its own database: the end-of-file check terminates any other backend on the database.
   await server.direct('CREATE DATABASE sbx_file');
   const fileUrl = server.dbUrl.replace(/\/sbx(\?|$)/, '/sbx_file$1');
-  const { withClient } = await import('../../src/admin');
+  const { withClient } = await import('../../src/util/admin');
   await withClient(fileUrl, (c) => c.query('CREATE TABLE items (id serial PRIMARY KEY, name text UNIQUE NOT NULL)'));
   const fileSb = await server.sandbox({ isolation: 'file', upstreamUrl: fileUrl });
   await fileSb.beginFile();

@@ -7,11 +7,11 @@ import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { Client } from 'pg';
-import { withClient } from '../../src/admin';
+import { withClient } from '../../src/util/admin';
 import { stopOnExit } from '../helpers/watchdog';
-import { findBinaries } from '../../src/binaries';
-import { startCluster, stopCluster, type ClusterInfo } from '../../src/cluster';
-import { startSandbox, type SandboxProblem } from '../../src/api';
+import { findBinaries } from '../../src/server/binaries';
+import { startCluster, stopCluster, type ClusterInfo } from '../../src/server/cluster';
+import { startSandbox, type SandboxProblem } from '../../src/sandbox/api';
 import { cleanup, privateDir, settle } from '../helpers/jest-run';
 
 const ROOT = path.join(__dirname, '..', '..');
@@ -20,7 +20,7 @@ let cluster: ClusterInfo;
 const dirs: string[] = [];
 
 beforeAll(async () => {
-  if (!existsSync(path.join(ROOT, 'dist', 'api.js'))) throw new Error('run `npm run build` first: these tests use dist/');
+  if (!existsSync(path.join(ROOT, 'dist', 'sandbox', 'api.js'))) throw new Error('run `npm run build` first: these tests use dist/');
   const b = await findBinaries({});
   cluster = await startCluster({ binDir: b.binDir, version: b.version, nativeDir: b.nativeDir });
   stopOnExit(cluster); // if this test process is killed before afterAll

@@ -8,11 +8,11 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Client } from 'pg';
-import { findBinaries } from '../../src/binaries';
-import { startCluster, stopCluster, type ClusterInfo } from '../../src/cluster';
-import { ident, literal } from '../../src/names';
-import { ensureWorkerDatabase, startRun, teardownRun, type RunManifest } from '../../src/run';
-import { ensureTemplateDetailed, useLockKey } from '../../src/template';
+import { findBinaries } from '../../src/server/binaries';
+import { startCluster, stopCluster, type ClusterInfo } from '../../src/server/cluster';
+import { ident, literal } from '../../src/util/names';
+import { ensureWorkerDatabase, startRun, teardownRun, type RunManifest } from '../../src/run/run';
+import { ensureTemplateDetailed, useLockKey } from '../../src/schema/template';
 import { ensureBuilt } from '../helpers/build';
 import { stopOnExit } from '../helpers/watchdog';
 

@@ -1,7 +1,7 @@
 import { chmodSync, mkdtempSync, mkdirSync, rmSync, symlinkSync, writeFileSync, existsSync, cpSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { findBinaries, hydrateSymlinks, majorOf, missingSymlinks, reachableBy, resolvePackageDir, systemDirs } from '../../src/binaries';
+import { findBinaries, hydrateSymlinks, majorOf, missingSymlinks, reachableBy, resolvePackageDir, systemDirs } from '../../src/server/binaries';
 
 let tmp: string;
 beforeAll(() => {

@@ -1,4 +1,4 @@
-import { clockRewrite } from '../../src/proxy/clock';
+import { clockRewrite } from '../../src/util/sql-clock';
 
 test('the clock keywords become casts of now(), with their precision', () => {
   expect(clockRewrite('SELECT CURRENT_TIMESTAMP')).toBe('SELECT (pg_catalog.now()::timestamptz)');

@@ -1,5 +1,5 @@
-import { setClause, shapeStatements, splitGucList } from '../../src/clone';
-import { marker, noteOf, parseMarker } from '../../src/names';
+import { setClause, shapeStatements, splitGucList } from '../../src/schema/clone';
+import { marker, noteOf, parseMarker } from '../../src/util/names';
 
 test('splitGucList reads GUC_LIST_QUOTE values as Postgres stores them', () => {
   expect(splitGucList('"$user", public')).toEqual(['$user', 'public']);

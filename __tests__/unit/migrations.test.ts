@@ -1,9 +1,9 @@
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { hashMigrations, resolveSource, sqlError } from '../../src/migrations';
-import { lockKeyFor, templateNameFor } from '../../src/template';
-import { leaseKey, marker, parseMarker, templateName, workerDbName } from '../../src/names';
+import { hashMigrations, resolveSource, sqlError } from '../../src/schema/migrations';
+import { lockKeyFor, templateNameFor } from '../../src/schema/template';
+import { leaseKey, marker, parseMarker, templateName, workerDbName } from '../../src/util/names';
 
 let tmp: string;
 const write = (rel: string, text: string) => {
@@ -114,7 +114,7 @@ describe('what keys a template built by a command or a module', () => {
   const fsx = require('node:fs') as typeof import('node:fs');
   const osx = require('node:os') as typeof import('node:os');
   const px = require('node:path') as typeof import('node:path');
-  const { hashMigrations: hash } = require('../../src/migrations') as typeof import('../../src/migrations');
+  const { hashMigrations: hash } = require('../../src/schema/migrations') as typeof import('../../src/schema/migrations');
   let root: string;
   beforeEach(() => {
     root = fsx.mkdtempSync(px.join(osx.tmpdir(), 'hash-test-'));

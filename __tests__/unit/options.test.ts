@@ -1,4 +1,4 @@
-import { closest, defaults, fileOverrides, validate } from '../../src/options';
+import { closest, defaults, fileOverrides, validate } from '../../src/util/options';
 
 function thrown(fn: () => unknown): { code: string; message: string; problems: unknown[] } {
   try {

@@ -15,7 +15,7 @@ import { query } from './messages';
 import { readMarker, stateSql } from './backends';
 import type { RoleAuth } from './auth';
 import { TempObjects } from './temp';
-import { errors, JestPgError } from '../errors';
+import { errors, JestPgError } from '../util/errors';
 
 export interface SandboxOptions {
   /** URL of the worker database, with credentials that may connect to it (or later: setUpstream). */
@@ -44,7 +44,7 @@ export interface SandboxOptions {
   onUpstream?: (backendPid: number) => void;
   /**
    * Called before the sandbox judges a client's bytes (its scope, a new cycle): on the sandbox's
-   * own thread, applies the boundaries the test's thread has posted so far (src/proxy/thread-main.ts).
+   * own thread, applies the boundaries the test's thread has posted so far (src/sandbox/thread-main.ts).
    */
   pollControl?: () => void;
   /**
@@ -618,7 +618,7 @@ export class Sandbox implements SessionHost {
     this.lastTestName = undefined;
   }
 
-  /** The worker database has the moving clock (src/clock-template.ts); read at connect. */
+  /** The worker database has the moving clock (src/schema/clock.ts); read at connect. */
   clockMoves = false;
 
   private async readServerParams(): Promise<void> {

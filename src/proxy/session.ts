@@ -19,17 +19,17 @@ import { F, StartupCode, TxStatus } from './codes';
 import { FrameError, Framer } from './framer';
 import * as m from './messages';
 import { lex, type Lexed, type Statement } from './sql';
-import { clockRewrite } from './clock';
+import { clockRewrite } from '../util/sql-clock';
 import { countInjected, countSent, Kind, newUnit, type Owner, type Sink, type Unit, type Upstream } from './upstream';
 import { refText, type VirtualRow } from './backends';
 import { applyEdits, positionMap, sortEdits, type Edit } from './rewrite';
 import { checkMd5, checkStoredMd5, newSalt, ScramServer, type RoleAuth } from './auth';
-import { errors, JestPgError } from '../errors';
-import { ident } from '../names';
+import { errors, JestPgError } from '../util/errors';
+import { ident } from '../util/names';
 
 export const GUARD = 'jestpg_guard';
 const NOOP = "SET LOCAL jestpg.noop = ''";
-/** A client transaction's time begins / ends (procedures the template got: src/clock-template.ts). */
+/** A client transaction's time begins / ends (procedures the template got: src/schema/clock.ts). */
 const CLOCK_BEGIN = 'CALL pg_catalog.jestpg_begin()';
 const CLOCK_END = 'CALL pg_catalog.jestpg_end()';
 const ROLLBACK_GUARD = `ROLLBACK TO SAVEPOINT ${GUARD}`;
@@ -674,7 +674,7 @@ export class Session implements Sink, Owner {
         const [name, a] = m.readCString(buf, start + 5, end);
         const [sql, b] = m.readCString(buf, a, end);
         this.noteSql(sql);
-        // CURRENT_TIMESTAMP & co. onto the moving clock (src/proxy/clock.ts).
+        // CURRENT_TIMESTAMP & co. onto the moving clock (src/util/sql-clock.ts).
         const text = this.host.clockMoves ? clockRewrite(sql) : sql;
         const key = this.prefix + (name || 'u');
         const target = name && !up.isSide ? key : '';
@@ -948,7 +948,7 @@ export class Session implements Sink, Owner {
   ): [sql: string, tag: string, effect: 'begin' | 'end' | undefined, endsOnError?: boolean, before?: string] {
     switch (s.kind) {
       case 'begin':
-        // The client's transaction time starts now (a moving clock: src/proxy/clock.ts).
+        // The client's transaction time starts now (a moving clock: src/util/sql-clock.ts).
         return inTx ? [WARN_IN_TX, s.tag!, undefined] : [this.host.clockMoves ? CLOCK_BEGIN : NOOP, s.tag!, 'begin'];
       case 'commit': {
         if (!inTx) return [WARN_NO_TX, 'COMMIT', undefined];
@@ -989,7 +989,7 @@ export class Session implements Sink, Owner {
       if (failed) return (this.rollingBack = true), [ROLLBACK_GUARD, 'ROLLBACK', 'end'];
       if (xacts.has(gid)) return [raising(errors.twoPhase('42710', `transaction identifier "${gid}" is already in use`, `"${gid}" was prepared earlier through the sandbox and not committed yet.`)), 'ROLLBACK', undefined, true];
       xacts.add(gid);
-      // Ends like a COMMIT (src/proxy/clock.ts: the transaction's time ends too).
+      // Ends like a COMMIT (src/util/sql-clock.ts: the transaction's time ends too).
       const moves = this.host.clockMoves;
       if (this.localSettings.size) return [resetLocals(moves ? new Set([...this.localSettings, 'jestpg.now']) : this.localSettings), 'PREPARE TRANSACTION', 'end'];
       return [moves ? CLOCK_END : NOOP, 'PREPARE TRANSACTION', 'end'];
@@ -1038,7 +1038,7 @@ export class Session implements Sink, Owner {
     this.cycleOpen = false;
     const [text] = m.readCString(buf, start + 5, end);
     this.noteSql(text);
-    // CURRENT_TIMESTAMP & co. onto the moving clock (src/proxy/clock.ts).
+    // CURRENT_TIMESTAMP & co. onto the moving clock (src/util/sql-clock.ts).
     const sql = this.host.clockMoves ? clockRewrite(text) : text;
     if (sql !== text) {
       buf = m.query(sql);

@@ -10,7 +10,7 @@ import { connect, type Connected } from './connect';
 import { Framer } from './framer';
 import { cancelRequest, close, commandComplete, query, readFields, shiftPosition, syncFrame, writer } from './messages';
 import { SETUP_SQL } from './backends';
-import { errors, messageOf } from '../errors';
+import { errors, messageOf } from '../util/errors';
 
 /** Where a unit's responses go. Implemented by a client session. */
 export interface Sink {

@@ -8,11 +8,11 @@ import { promises as fsp, readFileSync, statSync } from 'node:fs';
 import Module from 'node:module';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { pgEnv, withClient } from './admin';
-import { errors, messageOf, redactUrl } from './errors';
-import { sha256 } from './names';
-import type { MigrationSource } from './options';
-import { raceAbort } from './settle';
+import { pgEnv, withClient } from '../util/admin';
+import { errors, messageOf, redactUrl } from '../util/errors';
+import { sha256 } from '../util/names';
+import type { MigrationSource } from '../util/options';
+import { raceAbort } from '../util/settle';
 
 export type Resolved =
   | { kind: 'none' }

@@ -8,9 +8,9 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { MessageChannel, Worker } from 'node:worker_threads';
-import type { ConnectionInfo, FileReport, LateProblem, SandboxOptions, TestReport } from './sandbox';
+import type { ConnectionInfo, FileReport, LateProblem, SandboxOptions, TestReport } from '../proxy/sandbox';
 import { reviveError, type Control, type Reply, type ThreadData } from './thread-main';
-import { JestPgError } from '../errors';
+import { JestPgError } from '../util/errors';
 
 type Method = Extract<Control, { op: 'call' }>['method'];
 
@@ -24,11 +24,11 @@ export interface ThreadOptions extends Omit<SandboxOptions, 'onUpstream' | 'poll
   upstreamsDir?: string;
 }
 
-/** dist/proxy/thread-main.js, also when this module runs from src/ (our own tests, through a TS transform). */
+/** dist/sandbox/thread-main.js, also when this module runs from src/ (our own tests, through a TS transform). */
 function threadScript(): string {
   const here = path.join(__dirname, 'thread-main.js');
   if (existsSync(here)) return here;
-  return path.join(__dirname, '..', '..', 'dist', 'proxy', 'thread-main.js');
+  return path.join(__dirname, '..', '..', 'dist', 'sandbox', 'thread-main.js');
 }
 
 export class SandboxThread {
@@ -165,7 +165,7 @@ export class SandboxThread {
 
   // ---- the Sandbox interface ----
 
-  configure(o: Parameters<import('./sandbox').Sandbox['configure']>[0]): void {
+  configure(o: Parameters<import('../proxy/sandbox').Sandbox['configure']>[0]): void {
     this.graceMs = o.graceMs;
     this.post({ op: 'configure', args: o });
   }

@@ -6,16 +6,16 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
 import * as path from 'node:path';
 import type { Client } from 'pg';
-import { connect, withClient } from './admin';
-import { findBinaries, hasBinaries, postgresVersion, resolvePackageDir, systemDirs, type Binaries } from './binaries';
-import { pickRoot, serverOsUser, startCluster, stopCluster, type ClusterInfo } from './cluster';
-import { codedMessage, messageOf, redactUrl } from './errors';
-import { isLeaseHeld, listRunDatabases, sweep } from './lease';
-import { reaperScript } from './reaper';
-import { teardownRun } from './run';
-import { sweepStaleLocal } from './stale';
-import { packageVersion } from './template';
-import { startSandbox, type SandboxHandle } from './api';
+import { connect, withClient } from '../util/admin';
+import { findBinaries, hasBinaries, postgresVersion, resolvePackageDir, systemDirs, type Binaries } from '../server/binaries';
+import { pickRoot, serverOsUser, startCluster, stopCluster, type ClusterInfo } from '../server/cluster';
+import { codedMessage, messageOf, redactUrl } from '../util/errors';
+import { isLeaseHeld, listRunDatabases, sweep } from '../run/lease';
+import { reaperScript } from '../run/reaper';
+import { teardownRun } from '../run/run';
+import { sweepStaleLocal } from '../run/stale';
+import { packageVersion } from '../util/version';
+import { startSandbox, type SandboxHandle } from '../sandbox/api';
 
 export const USAGE = `Usage: jest-environment-pg <command> [options]
 

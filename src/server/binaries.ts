@@ -6,7 +6,7 @@
 import { execFile } from 'node:child_process';
 import { existsSync, promises as fsp, readdirSync, readFileSync, statSync, symlinkSync, constants as fsc } from 'node:fs';
 import * as path from 'node:path';
-import { errors } from './errors';
+import { errors } from '../util/errors';
 
 export interface Binaries {
   /** Directory containing initdb and postgres. */

@@ -3,7 +3,7 @@
  * lives here so that a test that blocks its thread — `execFileSync` of a child that queries,
  * `Atomics.wait`, seconds of CPU — never stalls the clients the sandbox serves.
  *
- * Control arrives from the owning thread (src/proxy/remote.ts) as messages on a private port.
+ * Control arrives from the owning thread (src/sandbox/thread.ts) as messages on a private port.
  * Boundaries must apply before any client byte that was sent after them, so the owner bumps a
  * counter in shared memory after each post, and the sandbox drains the port synchronously
  * (receiveMessageOnPort) whenever that counter moved before it judges a client's scope: a
@@ -12,8 +12,8 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
-import { Sandbox, type LateProblem, type SandboxOptions } from './sandbox';
-import { JestPgError, messageOf } from '../errors';
+import { Sandbox, type LateProblem, type SandboxOptions } from '../proxy/sandbox';
+import { JestPgError, messageOf } from '../util/errors';
 
 export interface ThreadData {
   opts: Omit<SandboxOptions, 'onUpstream' | 'pollControl' | 'onLate'>;

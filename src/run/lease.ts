@@ -5,9 +5,9 @@
  * that run's lease. Templates, the user's databases and live runs' databases are never touched.
  */
 import type { Client } from 'pg';
-import { dropDatabase, serverVersionNum, terminateBackends, withClient } from './admin';
-import { ident, LOCK_NAMESPACE, leaseKey, parseMarker } from './names';
-import { lockKeyFor, useLockKey } from './template';
+import { dropDatabase, serverVersionNum, terminateBackends, withClient } from '../util/admin';
+import { ident, LOCK_NAMESPACE, leaseKey, parseMarker } from '../util/names';
+import { lockKeyFor, useLockKey } from '../schema/template';
 
 export async function acquireLease(c: Client, runId: string): Promise<void> {
   const [a, b] = leaseKey(runId);

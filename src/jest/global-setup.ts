@@ -1,6 +1,6 @@
 /** Jest globalSetup: start the run (server, template, reaper) before any worker exists. */
 import { existsSync } from 'node:fs';
-import { MANIFEST_ENV, readManifest, startRun, teardownRun } from './run';
+import { MANIFEST_ENV, readManifest, startRun, teardownRun } from '../run/run';
 import { runProjectSetup } from './user-hooks';
 import { closeWorkerInProcess } from './worker';
 

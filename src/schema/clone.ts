@@ -6,7 +6,7 @@
  * clone, the settings as pg_dump replays them.
  */
 import type { Client } from 'pg';
-import { ident, literal, marker, noteOf } from './names';
+import { ident, literal, marker, noteOf } from '../util/names';
 
 /** What a database has in shared catalogs that a clone must carry. */
 export interface DatabaseShape {

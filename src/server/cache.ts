@@ -17,9 +17,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
-import { sha256 } from './names';
-import { isAlive } from './proc';
-import { packageVersion } from './template';
+import { sha256 } from '../util/names';
+import { isAlive } from '../util/proc';
+import { packageVersion } from '../util/version';
 
 const MAGIC = Buffer.from('JPGDATA\x01', 'latin1');
 const TRAILER = Buffer.from('JPGEND\x00\x01', 'latin1');

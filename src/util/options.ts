@@ -29,7 +29,7 @@ export interface PgOptions {
   globalTeardown?: string;
   /**
    * 'transaction': now() & co. are each client transaction's own time, as on a real server
-   * (src/clock-template.ts); 'file': Postgres' own, the file transaction's start.
+   * (src/schema/clock.ts); 'file': Postgres' own, the file transaction's start.
    */
   time: 'transaction' | 'file';
 }

@@ -5,7 +5,7 @@
  * sandbox at the client's BEGIN), or the statement's own time outside one — what a real server
  * gives. CURRENT_TIMESTAMP and its siblings are SQL syntax, not function calls, so wherever
  * they appear as text (client SQL, column defaults, function bodies) they are rewritten onto
- * now(). This module does that rewrite; src/clock-template.ts installs the rest.
+ * now(). This module does that rewrite; src/schema/clock.ts installs the rest.
  */
 
 const KEYWORDS: Record<string, string> = {

@@ -8,16 +8,16 @@ import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Client } from 'pg';
-import { connect } from './admin';
-import { errors, messageOf } from './errors';
+import { connect } from '../util/admin';
+import { errors, messageOf } from '../util/errors';
 import { acquireLease, holdTemplate } from './lease';
-import { cmdline, isAlive, isSameProcess } from './proc';
+import { cmdline, isAlive, isSameProcess } from '../util/proc';
 import type { RunManifest } from './run';
 
 export const POLL_MS = 250;
 
 export function reaperScript(): string {
-  const candidates = [path.join(__dirname, 'reaper-main.js'), path.join(__dirname, '..', 'dist', 'reaper-main.js')];
+  const candidates = [path.join(__dirname, 'reaper-main.js'), path.join(__dirname, '..', '..', 'dist', 'run', 'reaper-main.js')];
   const found = candidates.find((p) => existsSync(p));
   if (!found) throw new Error(`jest-environment-pg: reaper script not found (looked at ${candidates.join(', ')}); run the build (npm run build).`);
   return found;

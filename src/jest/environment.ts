@@ -5,14 +5,14 @@
  */
 import { TestEnvironment as NodeEnvironment } from 'jest-environment-node';
 import type { Circus, Config } from '@jest/types';
-import { fileOverrides, validate, type PgOptions } from './options';
+import { fileOverrides, validate, type PgOptions } from '../util/options';
 import { attachWorker, knownDatabase, knownManifest, workerThread, type Worker } from './worker';
-import type { SandboxThread } from './proxy/remote';
-import { formatFileReport } from './report';
-import { classifyProblems, problemsError, sandboxEnv } from './api';
-import { JestPgError } from './errors';
-import type { LateProblem } from './proxy/sandbox';
-import { MANIFEST_ENV } from './run';
+import type { SandboxThread } from '../sandbox/thread';
+import { formatFileReport } from '../sandbox/report';
+import { classifyProblems, problemsError, sandboxEnv } from '../sandbox/api';
+import { JestPgError } from '../util/errors';
+import type { LateProblem } from '../proxy/sandbox';
+import { MANIFEST_ENV } from '../run/run';
 
 interface EnvironmentConfig {
   globalConfig: Config.GlobalConfig;

@@ -7,8 +7,8 @@ import { promises as fsp, readFileSync } from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { isPostmasterOf, pickRoot, stopCluster } from './cluster';
-import { isAlive, isSameProcess, startToken } from './proc';
+import { isPostmasterOf, pickRoot, stopCluster } from '../server/cluster';
+import { isAlive, isSameProcess, startToken } from '../util/proc';
 import type { RunManifest } from './run';
 
 /** Younger than this, a dir may belong to a setup in progress. */

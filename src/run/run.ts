@@ -8,20 +8,21 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, promises as fsp, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { cloneDatabase } from './clone';
-import { checkCreateDb, connect, dropDatabase, serverVersionNum, withClient, withDatabase } from './admin';
-import { findBinaries, type Binaries } from './binaries';
-import { clusterKey, collectDataDir, CorruptCacheError, discard, entryPath, prune, readPack, resolveCacheDir, touch, unpackDataDir, writePack, type Pack } from './cache';
-import { initdbFlags, isPostmasterOf, snapshotCluster, startCluster, stopCluster, versionNumOf, type ClusterInfo } from './cluster';
-import { errors, JestPgError, messageOf, redactUrl, type ErrorCode } from './errors';
+import { cloneDatabase } from '../schema/clone';
+import { checkCreateDb, connect, dropDatabase, serverVersionNum, withClient, withDatabase } from '../util/admin';
+import { findBinaries, type Binaries } from '../server/binaries';
+import { clusterKey, collectDataDir, CorruptCacheError, discard, entryPath, prune, readPack, resolveCacheDir, touch, unpackDataDir, writePack, type Pack } from '../server/cache';
+import { initdbFlags, isPostmasterOf, snapshotCluster, startCluster, stopCluster, versionNumOf, type ClusterInfo } from '../server/cluster';
+import { errors, JestPgError, messageOf, redactUrl, type ErrorCode } from '../util/errors';
 import { acquireLease, dropAbandonedTemplate, holdTemplate, sweep, sweepTemplates } from './lease';
-import { newRunId, parseMarker, workerDbName } from './names';
-import { validate, type PgOptions } from './options';
-import { isAlive, startToken } from './proc';
+import { newRunId, parseMarker, workerDbName } from '../util/names';
+import { validate, type PgOptions } from '../util/options';
+import { isAlive, startToken } from '../util/proc';
 import { startReaper, stopReaper } from './reaper';
 import { sweepStaleLocal } from './stale';
-import { atMost, guardSetup, raceAbort, setupBudgetMs, step, stepTimeoutMs, type SetupGuard } from './settle';
-import { ensureTemplateDetailed, packageVersion, templateNameFor } from './template';
+import { atMost, guardSetup, raceAbort, setupBudgetMs, step, stepTimeoutMs, type SetupGuard } from '../util/settle';
+import { ensureTemplateDetailed, templateNameFor } from '../schema/template';
+import { packageVersion } from '../util/version';
 
 export interface RunManifest {
   version: 1;
@@ -590,7 +591,7 @@ function removeWhenGone(pid: number, start: string | undefined, files: string[])
     "const [proc, pid, start, ...files] = process.argv.slice(1); const { isSameProcess } = require(proc); const fs = require('fs');" +
     "setInterval(() => { if (isSameProcess(Number(pid), start || undefined)) return; for (const f of files) fs.rmSync(f, { recursive: true, force: true }); process.exit(0); }, 250);";
   try {
-    const procJs = [path.join(__dirname, 'proc.js'), path.join(__dirname, '..', 'dist', 'proc.js')].find((f) => existsSync(f));
+    const procJs = [path.join(__dirname, '..', 'util', 'proc.js'), path.join(__dirname, '..', '..', 'dist', 'util', 'proc.js')].find((f) => existsSync(f));
     if (!procJs) return;
     const child = spawn(process.execPath, ['-e', script, procJs, String(pid), start ?? '', ...files], {
       detached: true,

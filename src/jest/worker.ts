@@ -3,16 +3,16 @@
  * test environment of the process (so DATABASE_URL/PG* are known before any setupFiles run),
  * and the run it serves: its own database, cloned the first time it is needed, by itself —
  * nothing counts workers in advance. Both live across the test files the worker runs. The same
- * implementation as the programmatic API (src/api.ts), unref'd so it never keeps a worker alive.
+ * implementation as the programmatic API (src/sandbox/api.ts), unref'd so it never keeps a worker alive.
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { attachRun, MANIFEST_ENV, readManifest, type RunManifest } from './run';
-import { openRunSandbox, type RunSandbox } from './api';
-import { SandboxThread } from './proxy/remote';
-import { workerDbName } from './names';
-import type { PgOptions } from './options';
+import { attachRun, MANIFEST_ENV, readManifest, type RunManifest } from '../run/run';
+import { openRunSandbox, type RunSandbox } from '../sandbox/api';
+import { SandboxThread } from '../sandbox/thread';
+import { workerDbName } from '../util/names';
+import type { PgOptions } from '../util/options';
 
 export type Worker = RunSandbox;
 

@@ -1,5 +1,5 @@
 /** Human-readable reports: what a test file left behind and what to do about it. */
-import type { FileReport } from './proxy/sandbox';
+import type { FileReport } from '../proxy/sandbox';
 
 export function formatFileReport(testPath: string, r: FileReport): string {
   const lines: string[] = [];

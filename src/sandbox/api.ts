@@ -12,18 +12,18 @@
  * worker database of an existing run (the run is then owned by whoever started it).
  */
 import path from 'node:path';
-import { ensureWorkerDatabase, rebuildWorkerDatabase, startRun, teardownRun, type RunManifest, type TeardownSummary } from './run';
-import type { ConnectionInfo, FileReport, ForeignBackend, Problem } from './proxy/sandbox';
-import { SandboxThread } from './proxy/remote';
+import { ensureWorkerDatabase, rebuildWorkerDatabase, startRun, teardownRun, type RunManifest, type TeardownSummary } from '../run/run';
+import type { ConnectionInfo, FileReport, ForeignBackend, Problem } from '../proxy/sandbox';
+import { SandboxThread } from './thread';
 import { formatFileReport } from './report';
-import { JestPgError, type ErrorCode } from './errors';
-import { atMost, guardSetup, raceAbort, step } from './settle';
-import type { PgOptions } from './options';
+import { JestPgError, type ErrorCode } from '../util/errors';
+import { atMost, guardSetup, raceAbort, step } from '../util/settle';
+import type { PgOptions } from '../util/options';
 
-export type { PgOptions, MigrationSource } from './options';
-export type { ConnectionInfo, FileReport, ForeignBackend, Problem } from './proxy/sandbox';
-export type { TeardownSummary } from './run';
-export { JestPgError, type ErrorCode } from './errors';
+export type { PgOptions, MigrationSource } from '../util/options';
+export type { ConnectionInfo, FileReport, ForeignBackend, Problem } from '../proxy/sandbox';
+export type { TeardownSummary } from '../run/run';
+export { JestPgError, type ErrorCode } from '../util/errors';
 
 /** The variables a process needs to reach the sandbox. */
 export const ENV_NAMES = ['DATABASE_URL', 'PGHOST', 'PGPORT', 'PGUSER', 'PGPASSWORD', 'PGDATABASE'] as const;

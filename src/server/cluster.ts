@@ -10,9 +10,9 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { hydrateSymlinks, missingSymlinks, reachableBy } from './binaries';
-import { errors } from './errors';
-import { isAlive } from './proc';
-import { step } from './settle';
+import { errors } from '../util/errors';
+import { isAlive } from '../util/proc';
+import { step } from '../util/settle';
 
 export interface ClusterInfo {
   /** The postmaster's pid. */

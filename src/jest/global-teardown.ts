@@ -1,5 +1,5 @@
 /** Jest globalTeardown: report leftovers, terminate, drop the run's databases, stop the embedded server. */
-import { MANIFEST_ENV, readManifest, teardownRun } from './run';
+import { MANIFEST_ENV, readManifest, teardownRun } from '../run/run';
 import { existsSync } from 'node:fs';
 import { runProjectTeardown, type ProjectConfigLike } from './user-hooks';
 import { closeWorkerInProcess } from './worker';

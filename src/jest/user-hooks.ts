@@ -9,8 +9,8 @@
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { errors, messageOf } from './errors';
-import { teardownRun, type RunManifest } from './run';
+import { errors, messageOf } from '../util/errors';
+import { teardownRun, type RunManifest } from '../run/run';
 
 export type HookKind = 'globalSetup' | 'globalTeardown';
 

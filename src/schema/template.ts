@@ -2,13 +2,12 @@
  * The template database: migrations + seed applied once into `<prefix>_tpl_<hash>`, built under
  * an advisory lock and marked complete (IS_TEMPLATE) last, so a crashed build is never reused.
  */
-import { readFileSync } from 'node:fs';
-import * as path from 'node:path';
-import { dropDatabase, terminateBackends, withClient, withDatabase } from './admin';
+import { dropDatabase, terminateBackends, withClient, withDatabase } from '../util/admin';
 import { hashMigrations, runMigrations } from './migrations';
-import { installMovingClock } from './clock-template';
-import { ident, literal, marker, noteOf, sha256, templateName } from './names';
-import type { MigrationSource } from './options';
+import { packageVersion } from '../util/version';
+import { installMovingClock } from './clock';
+import { ident, literal, marker, noteOf, sha256, templateName } from '../util/names';
+import type { MigrationSource } from '../util/options';
 
 export interface TemplateOptions {
   prefix: string;
@@ -19,7 +18,7 @@ export interface TemplateOptions {
   rootDir?: string;
   /** The name, when the caller computed it already (templateNameFor). */
   name?: string;
-  /** 'transaction' (default): install the moving clock (src/clock-template.ts). */
+  /** 'transaction' (default): install the moving clock (src/schema/clock.ts). */
   time?: 'transaction' | 'file';
   /** The setup step's bound: waiting for the build lock ends the connection; migrations stop and the half-built template is dropped. */
   signal?: AbortSignal;
@@ -30,20 +29,6 @@ export interface TemplateResult {
   /** false when an existing complete template was reused. */
   built: boolean;
   ms: number;
-}
-
-let cachedVersion: string | undefined;
-export function packageVersion(): string {
-  if (cachedVersion) return cachedVersion;
-  for (const p of [path.join(__dirname, '..', 'package.json'), path.join(__dirname, '..', '..', 'package.json')]) {
-    try {
-      const pkg = JSON.parse(readFileSync(p, 'utf8'));
-      if (pkg.name === 'jest-environment-pg') return (cachedVersion = String(pkg.version));
-    } catch {
-      // try the next
-    }
-  }
-  return (cachedVersion = '0.0.0');
 }
 
 /** The template's name for these inputs (no database access). */
@@ -105,7 +90,7 @@ export async function ensureTemplateDetailed(adminUrl: string, opts: TemplateOpt
         try {
           await runMigrations(opts.migrations, url, { rootDir: opts.rootDir, signal: opts.signal });
           await runMigrations(opts.seed, url, { rootDir: opts.rootDir, signal: opts.signal });
-          // now() per client transaction, not per file (src/clock-template.ts).
+          // now() per client transaction, not per file (src/schema/clock.ts).
           if (opts.time !== 'file') await withClient(url, installMovingClock, { applicationName: 'jest-environment-pg template', signal: opts.signal });
         } catch (e) {
           // Not marked complete; drop it so no half-built database lingers (the next run rebuilds it).

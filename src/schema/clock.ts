@@ -7,13 +7,13 @@
  * - procedures jestpg_begin()/jestpg_end() that the sandbox calls for BEGIN/COMMIT;
  * - column defaults and SQL/PL/pgSQL function bodies that use CURRENT_TIMESTAMP, LOCALTIMESTAMP,
  *   CURRENT_DATE, CURRENT_TIME or LOCALTIME (SQL syntax, not function calls) are rewritten onto
- *   now(). Client SQL is rewritten the same way by the sandbox (src/proxy/clock.ts).
+ *   now(). Client SQL is rewritten the same way by the sandbox (src/util/sql-clock.ts).
  * Everything else keeps Postgres' own clock: statement_timestamp(), clock_timestamp(),
  * timeofday().
  */
 import type pg from 'pg';
-import { clockRewrite } from './proxy/clock';
-import { ident } from './names';
+import { clockRewrite } from '../util/sql-clock';
+import { ident } from '../util/names';
 
 /**
  * Microseconds since the epoch, exactly (no text round trip through DateStyle/TimeZone). One
