@@ -58,9 +58,10 @@ test('a child process, a worker thread and a module-scope pool that never let go
   expect(r.output).toMatch(
     /1 connection was still open when \S*thread\.test\.js ended; closed them:\n\s+- connection thread-pool \(#\d+, opened in test "starts a worker thread that keeps its pool open" at [\d:.]+, last statement "INSERT INTO items \(name\) VALUES \('from thread'\) RETURNING id"\)/,
   );
-  expect(r.output).toMatch(
-    /1 connection was still open when \S*module-pool\.test\.js ended; closed them:\n\s+- connection orders-repo \(#\d+, opened in test "uses a pool that is never closed" at [\d:.]+, last statement "SELECT count\(\*\)::int AS n FROM items"\)/,
-  );
+  // A module-scope pool that served several tests and sits idle at the end is an ORM-style pool
+  // that lives as long as the file: closed quietly and counted in the summary line, not listed.
+  expect(r.output).not.toMatch(/still open when \S*module-pool\.test\.js ended/);
+  expect(r.output).toMatch(/terminated 0 backends in \d+ ms; closed 1 idle connection left open at the end of test files/);
   expect(r.output).toMatch(/Fix: end pools and clients in afterAll/);
   // Idle pool connections at the end of a test are normal: no per-test report for them.
   expect(r.output).not.toMatch(/JESTPG_LEAKED_CONNECTION|JESTPG_LATE_QUERY|jest-environment-pg warning/);

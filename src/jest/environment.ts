@@ -12,7 +12,7 @@ import { formatFileReport } from '../sandbox/report';
 import { classifyProblems, problemsError, sandboxEnv } from '../sandbox/api';
 import { JestPgError } from '../util/errors';
 import type { LateProblem } from '../proxy/sandbox';
-import { MANIFEST_ENV } from '../run/run';
+import { MANIFEST_ENV, noteIdleClosed } from '../run/run';
 
 interface EnvironmentConfig {
   globalConfig: Config.GlobalConfig;
@@ -184,6 +184,8 @@ export default class PgEnvironment extends NodeEnvironment {
         if (worker && this.fileOpen) {
           this.fileOpen = false;
           const report = await worker.endFile(this.testPath);
+          // Idle connections of a pool the app never closes are normal: counted, not listed.
+          noteIdleClosed(worker.manifest, report.idle);
           // Late queries were reported on the tests that left them (onLate).
           const text = formatFileReport(this.testPath, { ...report, late: [] });
           if (text) process.stderr.write(text + '\n');

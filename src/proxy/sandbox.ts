@@ -101,6 +101,11 @@ export interface FileReport {
   late: Problem[];
   /** Backends on the worker database that did not come through the sandbox (terminated). */
   foreign: ForeignBackend[];
+  /**
+   * Connections still open but idle at the end of the file (nothing running, no transaction):
+   * an ORM or pool that lives as long as the file. Closed quietly; only counted.
+   */
+  idle: number;
 }
 
 type Scope = { kind: 'file' } | { kind: 'test'; name: string } | { kind: 'between' };
@@ -449,6 +454,7 @@ export class Sandbox implements SessionHost {
    */
   beforeCycle(up: Upstream, session: Session, sql: () => string): void {
     this.poll();
+    session.noteScope(this.scopeLabel());
     if (!session.inTx) session.late = this.scopeLabel() === undefined;
     if (session.late) {
       if (this.ending) {
@@ -789,9 +795,13 @@ export class Sandbox implements SessionHost {
     // A pool ended in afterAll has sent its Terminates: read what is already on the sockets before judging.
     await ioTurn();
     const open: Problem[] = [];
+    let idle = 0;
     for (const s of [...this.sessions]) {
       if (s.phase === 'ready') {
-        open.push({ kind: 'open', message: s.describe() });
+        // Busy, inside a transaction, or opened by one test and left behind: worth a report.
+        // Idle and shared by the file (a pool the app never closes): counted only.
+        if (s.idleLongLived) idle++;
+        else open.push({ kind: 'open', message: s.describe() });
         s.fatal(errors.fileEnded(this.currentFile ?? 'this test file'));
       } else if (s.phase !== 'closing') s.fatal(errors.fileEnded(this.currentFile ?? 'this test file'));
     }
@@ -829,7 +839,7 @@ export class Sandbox implements SessionHost {
     const lost = this.lostInFile;
     this.lostInFile = undefined;
     if (lost) throw lost;
-    return { open, late, foreign };
+    return { open, late, foreign, idle };
   }
 
   currentFile: string | undefined;

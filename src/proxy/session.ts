@@ -143,6 +143,26 @@ export class Session implements Sink, Owner {
   inTx = false;
   /** The current cycle (or transaction) started between tests: it runs in the sandbox's late savepoint. */
   late = false;
+  /** How many different tests this connection ran cycles in (a pool connection shared by the file's tests: ≥ 2). */
+  testsServed = 0;
+  private lastScope: string | undefined;
+
+  /** A cycle starts in this scope (a test's name, 'file', or undefined between tests). */
+  noteScope(scope: string | undefined): void {
+    if (scope === this.lastScope) return;
+    this.lastScope = scope;
+    if (scope !== undefined && scope !== 'file') this.testsServed++;
+  }
+
+  /**
+   * Left open at the end of its file but idle, and plainly a long-lived pool's (an ORM instance
+   * that lives as long as the file): it served more than one test. Closing it is routine, not a
+   * finding. One that served a single test (a child process's, a pool made in that test) or
+   * none (the CLI's command) is still listed.
+   */
+  get idleLongLived(): boolean {
+    return !this.busy && this.testsServed > 1;
+  }
   txFailed = false;
   txStartedAt: Date | undefined;
   /** The connection the current cycle runs on (the upstream, or the side connection). */

@@ -5,7 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, promises as fsp, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, promises as fsp, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { cloneDatabase } from '../schema/clone';
@@ -679,6 +679,29 @@ interface Backend {
 
 const torn = new Set<string>();
 
+/** Where the workers count the idle connections they closed at the ends of files (one line per file). */
+export const idleLog = (m: RunManifest): string => path.join(m.runDir, 'idle-connections');
+
+/** Record idle connections a file left open (closed quietly; summed in the teardown's summary line). */
+export function noteIdleClosed(m: RunManifest, n: number): void {
+  if (n <= 0) return;
+  try {
+    appendFileSync(idleLog(m), `${n}\n`);
+  } catch {
+    // the run dir is gone (torn down): nothing to count
+  }
+}
+
+function idleClosed(m: RunManifest): number {
+  try {
+    return readFileSync(idleLog(m), 'utf8')
+      .split('\n')
+      .reduce((sum, l) => sum + (Number(l) || 0), 0);
+  } catch {
+    return 0;
+  }
+}
+
 /**
  * Report what is still connected to the run's databases, terminate it, drop the databases
  * (unless keepDatabases), stop the embedded cluster, remove the run dir and lock files, end the
@@ -686,16 +709,18 @@ const torn = new Set<string>();
  */
 export async function teardownRun(m: RunManifest, opts: { fromReaper?: boolean } = {}): Promise<TeardownSummary> {
   const t0 = performance.now();
+  const idle = idleClosed(m);
   const summary = (dropped: string[], terminated: number, report: string, kept?: string[]): TeardownSummary => {
     const ms = Math.round(performance.now() - t0);
     const keptText = kept?.length ? `, kept ${kept.length} (keepDatabases)` : '';
+    const idleText = idle ? `; closed ${idle} idle connection${idle === 1 ? '' : 's'} left open at the end of test files` : '';
     return {
       dropped,
       terminated,
       ms,
       report,
       kept,
-      summaryLine: `jest-environment-pg: dropped ${dropped.length} database${dropped.length === 1 ? '' : 's'}${keptText}, terminated ${terminated} backend${terminated === 1 ? '' : 's'} in ${ms} ms`,
+      summaryLine: `jest-environment-pg: dropped ${dropped.length} database${dropped.length === 1 ? '' : 's'}${keptText}, terminated ${terminated} backend${terminated === 1 ? '' : 's'} in ${ms} ms${idleText}`,
     };
   };
   // Cache entries this process is still writing: never leave a temp file behind.

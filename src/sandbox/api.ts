@@ -152,7 +152,7 @@ export function upstreamUrl(m: RunManifest, db: { name: string; url: string }): 
  * While the sandbox closes connections, the process's uncaughtException listeners are set aside
  * and exactly those errors are swallowed; any other error goes to the listeners that were there.
  */
-export async function withClosingGuard<T extends { open: unknown[]; foreign?: unknown[] }>(fn: () => Promise<T>): Promise<T> {
+export async function withClosingGuard<T extends { open: unknown[]; foreign?: unknown[]; idle?: number }>(fn: () => Promise<T>): Promise<T> {
   const ours = (e: unknown) => {
     const msg = String((e as Error | undefined)?.message ?? e);
     return (
@@ -178,7 +178,7 @@ export async function withClosingGuard<T extends { open: unknown[]; foreign?: un
   let closedSome = true;
   try {
     const report = await fn();
-    closedSome = report.open.length > 0 || (report.foreign?.length ?? 0) > 0;
+    closedSome = report.open.length > 0 || (report.idle ?? 0) > 0 || (report.foreign?.length ?? 0) > 0;
     return report;
   } finally {
     // Let the clients read the FATAL and their sockets' end before handing errors back
@@ -390,7 +390,7 @@ function sandboxHandle(manifest: RunManifest, run: RunSandbox, options: StartSan
     close() {
       closing ??= (async () => {
         if (ending) await ending.catch(() => undefined);
-        let file: FileReport = { open: [], late: [], foreign: [] };
+        let file: FileReport = { open: [], late: [], foreign: [], idle: 0 };
         let failure: unknown;
         try {
           if (testOpen !== undefined) {
