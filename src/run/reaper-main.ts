@@ -15,4 +15,5 @@ process.stderr.on('error', () => undefined);
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { reaperMain } = require('./reaper') as typeof import('./reaper');
 
-void reaperMain(process.argv[2]);
+// The run's teardown (and with it the cache and template code) is loaded only when it is needed.
+void reaperMain(process.argv[2], async () => (await import('./run')).teardownRun);

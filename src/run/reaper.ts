@@ -108,8 +108,11 @@ export function stopReaper(pid: number | undefined): void {
   }
 }
 
+/** What the reaper runs when the run must be torn down (run.ts's teardownRun, loaded only then). */
+export type LoadTeardown = () => Promise<(m: RunManifest, opts: { fromReaper?: boolean }) => Promise<unknown>>;
+
 /** The reaper process' main loop. */
-export async function reaperMain(manifestPath: string): Promise<void> {
+export async function reaperMain(manifestPath: string, loadTeardown: LoadTeardown): Promise<void> {
   let m: RunManifest;
   let lease: Client | undefined;
   try {
@@ -133,7 +136,7 @@ export async function reaperMain(manifestPath: string): Promise<void> {
       }
       if (pre) {
         if (!isSameProcess(pre.mainPid, pre.mainStart)) {
-          const { teardownRun } = await import('./run');
+          const teardownRun = await loadTeardown();
           await teardownRun({ ...pre, options: { ...pre.options, keepDatabases: false } }, { fromReaper: true }).catch(() => undefined);
           process.exit(0);
         }
@@ -190,7 +193,7 @@ export async function reaperMain(manifestPath: string): Promise<void> {
       }
       // Jest's main process is gone and nobody tore the run down: do it.
       const fresh = JSON.parse(readFileSync(manifestPath, 'utf8')) as RunManifest;
-      const { teardownRun } = await import('./run');
+      const teardownRun = await loadTeardown();
       await teardownRun(fresh, { fromReaper: true }).catch(() => undefined);
       await exit(0);
     } catch {
