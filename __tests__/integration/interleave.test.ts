@@ -124,3 +124,21 @@ test('a client waiting to start its own transaction still waits for the holder (
   });
   await pool.end();
 });
+
+test('connections that ran the same setup SETs (an ORM pool) still interleave: a new connection set up while another holds a transaction', async () => {
+  const setup = "SET client_min_messages TO warning;SET TIME ZONE INTERVAL '+00:00' HOUR TO MINUTE";
+  await inTest('pool setup inside a transaction', async () => {
+    const holder = new pg.Client({ connectionString: sb.info.url, application_name: 'orm' });
+    await holder.connect();
+    await holder.query(setup);
+    await holder.query('BEGIN');
+    await holder.query("INSERT INTO items (name) VALUES ('orm tx')");
+    const other = new pg.Client({ connectionString: sb.info.url, application_name: 'orm' });
+    await other.connect();
+    await other.query(setup); // Sequelize's setup of a connection the pool opens mid-transaction
+    expect((await other.query("SELECT count(*)::int AS n FROM items WHERE name = 'seed'")).rows[0].n).toBe(1);
+    await holder.query('COMMIT');
+    expect((await other.query("SELECT count(*)::int AS n FROM items WHERE name = 'orm tx'")).rows[0].n).toBe(1);
+    await Promise.all([holder.end(), other.end()]);
+  });
+});

@@ -159,6 +159,8 @@ test('pg_cancel_backend of a client queued behind another client\'s transaction 
   const canceller = await connect('canceller');
   await inTest('cancel queued', async () => {
     await holder.query('BEGIN');
+    // Busy in a statement (an idle transaction would lend the connection): the other one queues.
+    const busy = holder.query('SELECT pg_sleep(1)');
     const waiting = queued.query('SELECT 1 AS queued').catch((e: Error & { code?: string }) => e);
     // Queued is running, as its client sees it: found by its statement.
     for (;;) {
@@ -171,6 +173,7 @@ test('pg_cancel_backend of a client queued behind another client\'s transaction 
     // The cancel statement itself runs on the side connection: the upstream is the holder's.
     expect((await canceller.query(`SELECT pg_cancel_backend(${pidOf(queued)})`)).rows[0].pg_cancel_backend).toBe(true);
     expect(await waiting).toMatchObject({ code: '57014' });
+    await busy;
     await holder.query('COMMIT');
     expect((await queued.query('SELECT 3 AS three')).rows[0].three).toBe(3);
   });

@@ -12,6 +12,7 @@ import { randomInt } from 'node:crypto';
 import { GUARD, Session, type SessionHost } from './session';
 import { newUnit, Upstream, type Owner } from './upstream';
 import { query } from './messages';
+import { statements } from './sql';
 import { readMarker, stateSql } from './backends';
 import type { RoleAuth } from './auth';
 import { TempObjects } from './temp';
@@ -456,7 +457,12 @@ export class Sandbox implements SessionHost {
     this.poll();
     session.noteScope(this.scopeLabel());
     if (!session.inTx) session.late = this.scopeLabel() === undefined;
-    if (session.late) {
+    if (session.late && onlySettings(sql())) {
+      // A pool finishing a connection's setup (SET …) after the test ended touches no data: it
+      // runs (in the late savepoint, if one is open), is kept as the client's settings, and is
+      // no one's fault.
+      return;
+    } else if (session.late) {
       if (this.ending) {
         // Sent after its test ended, while that test is being rolled back: the test's problem.
         this.ending.push({ kind: 'late', message: `JESTPG_LATE_QUERY: ${errors.lateRan(this.endingName ?? '(none)', sql()).message}\n    on ${session.describe()}` });
@@ -964,6 +970,11 @@ export class Sandbox implements SessionHost {
 
 const savepointFrame = query(`SAVEPOINT ${SAVEPOINT}`);
 const LATE = 'jestpg_late';
+/** Every statement of the cycle is a SET or RESET (a connection's setup). */
+function onlySettings(sql: string): boolean {
+  const stmts = statements(sql);
+  return stmts.length > 0 && stmts.every((st) => /^\s*(set|reset)\b/i.test(sql.slice(st.start, st.end)));
+}
 const lateFrame = query(`SAVEPOINT ${LATE}`);
 const releaseGuardThenLate = query(`RELEASE SAVEPOINT ${GUARD}; SAVEPOINT ${LATE}`);
 const rollbackLate = query(`ROLLBACK TO SAVEPOINT ${LATE}; RELEASE SAVEPOINT ${LATE}`);

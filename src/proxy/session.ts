@@ -394,6 +394,13 @@ export class Session implements Sink, Owner {
    */
   settingsCaptured(settings: [string, string][]): void {
     this.settingsFrame = m.query(settingsSql(settings));
+    // Keyed by content from now on: two clients that set the same (a pool's connections, each
+    // running the ORM's setup SETs) share a key, so one may run inside the other's idle
+    // transaction without a RESET ALL there (src/proxy/upstream.ts lendIdle).
+    const key = `settings ${JSON.stringify([...settings].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)))}`;
+    const up = this.host.upstream;
+    if (up && up.appliedSettings === this.settingsKey) up.appliedSettings = key;
+    this.settingsKey = key;
   }
 
   /** What the server knows of the user (undefined: the sandbox's own user, or unknown): refuse, trust, or ask for a password. */
@@ -1352,19 +1359,21 @@ export class Session implements Sink, Owner {
 
   /** Inside a transaction that is not aborted, with nothing in flight or queued. */
   idleInTx(): boolean {
-    return this.inTx && !this.txFailed && this.phase === 'ready' && this.inflight === 0 && !this.cycleOpen && !this.copyIn && this.pending.length === 0;
+    // Not with SET LOCALs: a borrower with other settings puts its own in place (RESET ALL first),
+    // which would take them away; the holder puts its session settings back when it resumes.
+    return this.inTx && !this.txFailed && this.localSettings.size === 0 && this.phase === 'ready' && this.inflight === 0 && !this.cycleOpen && !this.copyIn && this.pending.length === 0;
   }
 
   /**
    * May run its next cycle inside another client's idle transaction: an autocommit cycle (not
-   * one that starts a transaction) of a client with the same session settings, inside a test or
-   * the file's scope.
+   * one that starts a transaction), inside a test or the file's scope. Its own session settings
+   * are put in place for it (and the holder's back when the holder resumes).
    */
   canBorrow(): boolean {
     const up = this.host.upstream;
     const f = this.pending[0];
     return (
-      !this.inTx && this.phase === 'ready' && f !== undefined && !this.cycleOpen && up !== undefined && up.appliedSettings === this.settingsKey && !this.startsTx(f) && this.host.scopeLabel() !== undefined
+      !this.inTx && this.phase === 'ready' && f !== undefined && !this.cycleOpen && up !== undefined && !this.startsTx(f) && this.host.scopeLabel() !== undefined
     );
   }
 
