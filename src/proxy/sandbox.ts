@@ -455,8 +455,9 @@ export class Sandbox implements SessionHost {
    */
   beforeCycle(up: Upstream, session: Session, sql: () => string): void {
     this.poll();
-    session.noteScope(this.scopeLabel());
-    if (!session.inTx) session.late = this.scopeLabel() === undefined;
+    const scope = this.scopeLabel();
+    session.noteScope(scope);
+    if (!session.inTx) session.late = scope === undefined;
     if (session.late && onlySettings(sql())) {
       // A pool finishing a connection's setup (SET …) after the test ended touches no data: it
       // runs (in the late savepoint, if one is open), is kept as the client's settings, and is
