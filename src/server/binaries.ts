@@ -246,8 +246,6 @@ export async function reachableBy(file: string, uid: number, gid: number): Promi
     st.uid === uid ? (st.mode & (bit << 6)) !== 0 : st.gid === gid ? (st.mode & (bit << 3)) !== 0 : (st.mode & bit) !== 0;
   let p = path.resolve(file);
   try {
-    // The directories the kernel walks are the real path's (a symlinked node_modules, pnpm's store).
-    p = await fsp.realpath(p);
     const st = await fsp.stat(p);
     if (!can(st, fsc.R_OK)) return false;
     for (;;) {
