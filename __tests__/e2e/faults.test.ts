@@ -293,7 +293,9 @@ beforeAll(async () => {
   const binDir = (name: string, initdb: string) => {
     const d = path.join(scratch, name);
     fs.mkdirSync(d);
-    fs.symlinkSync(path.join(real, 'postgres'), path.join(d, 'postgres'));
+    // A wrapper, not a symlink: the server user must be able to reach it even when the real
+    // binaries sit in a checkout under a private directory (it is never started: initdb fails first).
+    fs.writeFileSync(path.join(d, 'postgres'), `#!/bin/sh\nexec '${path.join(real, 'postgres')}' "$@"\n`, { mode: 0o755 });
     fs.writeFileSync(path.join(d, 'initdb'), `#!/bin/sh\n${initdb}\n`, { mode: 0o755 });
     return d;
   };

@@ -244,8 +244,10 @@ export async function reachableBy(file: string, uid: number, gid: number): Promi
   if (uid === 0) return true;
   const can = (st: { uid: number; gid: number; mode: number }, bit: number) =>
     st.uid === uid ? (st.mode & (bit << 6)) !== 0 : st.gid === gid ? (st.mode & (bit << 3)) !== 0 : (st.mode & bit) !== 0;
-  let p = path.resolve(file);
   try {
+    // Along the real path: a symlinked node_modules under a private directory is not reachable
+    // even when the link itself is.
+    let p = await fsp.realpath(path.resolve(file));
     const st = await fsp.stat(p);
     if (!can(st, fsc.R_OK)) return false;
     for (;;) {
