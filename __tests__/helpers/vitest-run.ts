@@ -2,7 +2,7 @@
  * Runs Vitest in a child process on a fixture project, like jest-run.ts does for Jest: every
  * artifact of the run in one private directory, Vitest's JSON report (Jest's format) read back.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ROOT, privateDir, type JestRun } from './jest-run';
@@ -31,6 +31,11 @@ export interface VitestRunOptions {
 }
 
 export function runVitest(fixture: string, opts: VitestRunOptions = {}): Promise<VitestRun> {
+  return startVitest(fixture, opts).done;
+}
+
+/** Start Vitest; `child` to signal it, `done` when it has exited. */
+export function startVitest(fixture: string, opts: VitestRunOptions = {}): { child: ChildProcess; sandboxDir: string; done: Promise<VitestRun> } {
   const cwd = opts.cwd ?? path.join(ROOT, 'fixtures', fixture);
   const sandboxDir = privateDir();
   const json = path.join(sandboxDir, 'vitest-cache', 'results.json');
@@ -41,8 +46,8 @@ export function runVitest(fixture: string, opts: VitestRunOptions = {}): Promise
     else env[k] = v;
   }
   const args = [opts.bin ?? VITEST_BIN, 'run', '--reporter=default', '--reporter=json', `--outputFile.json=${json}`, ...(opts.args ?? [])];
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const done = new Promise<VitestRun>((resolve, reject) => {
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -60,6 +65,7 @@ export function runVitest(fixture: string, opts: VitestRunOptions = {}): Promise
       resolve({ code, signal, stdout, stderr, output: stdout + stderr, sandboxDir, files });
     });
   });
+  return { child, sandboxDir, done };
 }
 
 /** The result of one test, by file and title; throws when there is none. */

@@ -23,7 +23,7 @@ export function expectSandboxRun(run: VitestRun, out: string): void {
 
   expect(run.code).toBe(1); // the three tests of late-work.test.js that leave work behind
   expect(run.output).toMatch(/Tests\s+3 failed \| 23 passed \(26\)/);
-  expect(run.output).not.toMatch(/being accessed by other users|does not exist|JESTPG_UPSTREAM_LOST|JESTPG_LOCK_WAIT|deadlock|Unhandled/);
+  expect(run.output).not.toMatch(/being accessed by other users|does not exist|JESTPG_UPSTREAM_LOST|JESTPG_FOREIGN_BACKENDS|JESTPG_LOCK_WAIT|deadlock|Unhandled/);
   expect(run.output).toMatch(/jest-environment-pg: dropped 2 databases, terminated 0 backends in \d+ ms/);
 
   for (const f of ['isolation-a.test.js', 'isolation-b.test.js']) {

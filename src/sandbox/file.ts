@@ -173,6 +173,11 @@ export class SandboxFile<T> {
     return this.ending;
   }
 
+  /** Close the sandbox's upstream connection (and its side connection) until the next file opens one. */
+  async disconnect(): Promise<void> {
+    await this.worker?.sandbox.disconnect();
+  }
+
   /** Put DATABASE_URL/PG* back as they were before the file (a later file without the sandbox sees no dead URL). */
   restoreEnv(): void {
     const testEnv = this.init.testEnv;

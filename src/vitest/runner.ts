@@ -151,6 +151,11 @@ export function sandboxRunner(Base: RunnerClass, getHooks: (suite: VitestSuite) 
         result.state = 'fail';
       } finally {
         file.restoreEnv();
+        // Vitest runs the global teardown before it stops its workers, and with isolation starts
+        // the next file's worker before the last one is gone: the upstream connection closes with
+        // the file (the next file opens one, a few ms), so no backend of an idle worker is left
+        // for the teardown to terminate or the next worker on this database to take as foreign.
+        await file.disconnect();
       }
       if (suite?.result && suite.result.state !== 'fail' && hasFailed(suite)) suite.result.state = 'fail';
     }

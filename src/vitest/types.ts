@@ -29,6 +29,8 @@ export interface VitestHooks {
 }
 export interface VitestRunnerConfig {
   root: string;
+  /** Each test file in a fresh worker (Vitest's default). */
+  isolate?: boolean;
   environmentOptions?: Record<string, unknown>;
 }
 /** The hooks of Vitest's runner that the adapter overrides (all optional on the base class). */
