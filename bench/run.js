@@ -24,6 +24,7 @@ const path = require('path');
 const { generate, writeConfig, TESTS_PER_FILE } = require('./suite');
 const { median, min, max, table, mdTable, round } = require('./stats');
 const { ROOT, dist, JEST_BIN, cleanEnv, dbUrl, admin, cloneSql, startServer } = require('./common');
+const { VITEST_STRATEGIES, generateVitest, writeVitestConfig, vitestArgs, vitestRows } = require('./vitest');
 
 // ---------------------------------------------------------------- options
 const argv = process.argv.slice(2);
@@ -38,6 +39,7 @@ const WORKERS = Number(opt('--workers', 2));
 const WRITE = !flag('--no-write');
 const PEERS = !flag('--no-peers');
 const SCALING = !flag('--no-scaling');
+const VITEST = !flag('--no-vitest');
 const MAIN_SIZE = 200;
 const BUDGET_MS = 285_000;
 const log = (...a) => process.stderr.write(`[${(performance.now() / 1000).toFixed(0).padStart(3)} s] ${a.join(' ')}\n`);
@@ -117,12 +119,12 @@ function postgresCpu(ctx) {
 
 let jestSeq = 0;
 /** Run Jest once; wall time from spawn to exit. */
-function runJest(ctx, config, { env = {}, args = [], workers = WORKERS, timeoutMs = 240_000 } = {}) {
+function runJest(ctx, config, { env = {}, args = [], workers = WORKERS, timeoutMs = 240_000, vitest = false } = {}) {
   const out = path.join(ctx.root, `jest-out-${++jestSeq}.json`);
   // A fresh cache per run: with the test timings of an earlier run cached, Jest runs a suite of
   // ≤ 20 fast files in band, whatever --maxWorkers says; every run must be the same first run.
   const cacheDir = path.join(ctx.jestCache, String(jestSeq));
-  const jestArgs = [
+  const jestArgs = vitest ? vitestArgs(config, { workers, out, args }) : [
     JEST_BIN,
     '--ci',
     '--config',
@@ -144,7 +146,7 @@ function runJest(ctx, config, { env = {}, args = [], workers = WORKERS, timeoutM
     // on this shared machine distorts far less than the wall time.
     const child = spawn('/bin/sh', ['-c', '"$@"; rc=$?; cat /proc/$$/stat > "$BENCH_STAT_FILE" 2>/dev/null; exit $rc', 'sh', process.execPath, ...jestArgs], {
       cwd: ctx.project,
-      env: cleanEnv({ TMPDIR: ctx.tmp, BENCH_STAT_FILE: statFile, ...env }),
+      env: cleanEnv({ TMPDIR: ctx.tmp, BENCH_STAT_FILE: statFile, ...(vitest ? { NODE_PATH: path.join(ROOT, 'node_modules') } : {}), ...env }),
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true, // its own process group: killed as a whole on abort
     });
@@ -205,6 +207,7 @@ function strategies(peers) {
     { key: 'delete', label: 'DELETE all rows after each test', env: { BENCH_STRATEGY: 'delete' }, perWorkerDb: true },
     { key: 'template', label: 'template clone per file (CREATE DATABASE … TEMPLATE)', env: { BENCH_STRATEGY: 'template' } },
   ];
+  if (VITEST) list.push(...VITEST_STRATEGIES);
   if (peers.ptt?.version) {
     list.push({ key: 'ptt', label: `pg-transactional-tests ${peers.ptt.version}`, env: { BENCH_STRATEGY: 'ptt' }, perWorkerDb: true });
   }
@@ -214,7 +217,7 @@ function strategies(peers) {
 let dbSeq = 0;
 /** One Jest run of a strategy: its per-worker databases are cloned before and dropped after (untimed). */
 async function runStrategy(ctx, s, { size = MAIN_SIZE, workers = WORKERS, args = [], env = {} } = {}) {
-  const config = writeConfig(ctx.project, s.key, { size, pkgIsolation: s.pkg, pgExtra: s.pgExtra });
+  const config = (s.vitest ? writeVitestConfig : writeConfig)(ctx.project, s.key, { size, pkgIsolation: s.pkg, pgExtra: s.pgExtra });
   const runEnv = {
     BENCH_ADMIN_URL: ctx.adminUrl,
     BENCH_TEMPLATE: ctx.template,
@@ -234,7 +237,7 @@ async function runStrategy(ctx, s, { size = MAIN_SIZE, workers = WORKERS, args =
     });
   }
   try {
-    const r = await runJest(ctx, config, { env: runEnv, args, workers });
+    const r = await runJest(ctx, config, { env: runEnv, args, workers, vitest: s.vitest });
     const expected = size * (args.some((a) => a.startsWith('--testPathPatterns')) ? 0 : 1);
     r.ok = r.code === 0 && r.failed === 0 && (expected === 0 ? r.passed > 0 : r.passed === expected);
     return r;
@@ -355,6 +358,7 @@ async function main() {
   for (const k of ['JEST_PG_URL', 'JEST_PG_MANIFEST', 'JEST_PG_DATA_ROOT', 'DATABASE_URL', 'PGHOST', 'PGPORT', 'PGUSER', 'PGPASSWORD', 'PGDATABASE']) delete process.env[k];
   const project = path.join(root, 'project');
   generate(project);
+  if (VITEST) generateVitest(project);
   const migrations = path.join(project, 'migrations');
   const ctx = { root, tmp, project, jestCache: path.join(root, 'jest-cache'), keepDbs: [] };
 
@@ -617,6 +621,7 @@ function report(res) {
     ['global teardown (2 worker dbs, stop cluster / drop)', `${fmtMs(teardownMs)} ms`, '', `embedded: ${L.cold.map((x) => Math.round(x.teardownMs)).join(', ')} ms; running server: ${L.server.map((x) => Math.round(x.teardownMs)).join(', ')} ms`, '≤ 200 ms'],
   ];
   const microHead = ['micro cost', 'median', 'p99', 'detail', 'target'];
+  const V = vitestRows(S, { fmtMs, fmtX, size: MAIN_SIZE });
 
   const scalingRows = res.scaling.map((r) => [
     `${r.tests} tests (${r.tests / TESTS_PER_FILE} files)`,
@@ -661,6 +666,7 @@ function report(res) {
     suiteCpuMs: Object.fromEntries(Object.entries(S).map(([k, v]) => [k, round(v.cpuMs)])),
     ratioToNone: Object.fromEntries(Object.entries(S).map(([k, v]) => [k, round(v.ms / none, 3)])),
     scaling: res.scaling.map((r) => ({ tests: r.tests, workers: r.workers, noneMs: round(r.none), pkgMs: round(r.pkgTest), noneCpuMs: round(r.noneCpu), pkgCpuMs: round(r.pkgTestCpu) })),
+    vitest: V.rows.length ? { ...V.json, vsNone: round(V.json.vsNone, 3), vsNoneNoIsolate: round(V.json.vsNoneNoIsolate, 3), vsTruncate: round(V.json.vsTruncate, 1) } : null,
     machine: res.meta,
     problems: res.problems.length,
   };
@@ -679,6 +685,7 @@ function report(res) {
     '',
     table(mainHead, main, mainAlign),
     '',
+    ...(V.rows.length ? [table(V.head, V.rows, V.align), ''] : []),
     table(microHead, microRows, ['l', 'r', 'r', 'l', 'l']),
     '',
     res.scaling.length ? table(scalingHead, scalingRows, ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r']) : '(scaling skipped)',
@@ -705,6 +712,7 @@ function report(res) {
       '',
       mdTable(mainHead, main, mainAlign),
       '',
+      ...(V.rows.length ? ['## Suite under Vitest', '', mdTable(V.head, V.rows, V.align), ''] : []),
       '## Micro costs',
       '',
       mdTable(microHead, microRows, ['l', 'r', 'r', 'l', 'l']),

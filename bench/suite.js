@@ -56,7 +56,7 @@ function dbUrl(name) {
   return u.toString();
 }
 // Strategies that share a database per Jest worker (created by bench/run.js before the run).
-const workerDb = () => process.env.BENCH_DB_PREFIX + '_w' + (process.env.JEST_WORKER_ID || '1');
+const workerDb = () => process.env.BENCH_DB_PREFIX + '_w' + (process.env.JEST_WORKER_ID || process.env.VITEST_POOL_ID || '1');
 
 let ptt;
 if (S === 'ptt') ptt = require('pg-transactional-tests').testTransaction;

@@ -104,8 +104,10 @@ test('installed in a Jest 29 project: the peers resolve to the project’s Jest 
   const version = (name: string) => JSON.parse(fs.readFileSync(require.resolve(`${name}/package.json`, fromPackage), 'utf8')).version as string;
   expect(version('jest-environment-node')).toMatch(/^29\./);
   expect(version('@jest/types')).toMatch(/^29\./);
-  const peers = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).peerDependencies;
-  expect(peers).toEqual({ '@jest/types': '^29.0.0 || ^30.0.0', 'jest-environment-node': '^29.0.0 || ^30.0.0', pg: '^8.0.0' });
+  const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
+  expect(pkg.peerDependencies).toEqual({ '@jest/types': '^29.0.0 || ^30.0.0', 'jest-environment-node': '^29.0.0 || ^30.0.0', pg: '^8.0.0', vitest: '^3.1.0 || ^4.0.0' });
+  expect(pkg.peerDependenciesMeta).toEqual({ vitest: { optional: true } });
+  expect(fs.existsSync(path.join(dir, 'node_modules', 'vitest'))).toBe(false); // the run below works without it
 
   const log = hookLog();
   const run = await runJest('', { cwd: dir, jestBin: JEST29_BIN, env: { HOOK_LOG: log } });

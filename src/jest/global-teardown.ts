@@ -2,7 +2,7 @@
 import { MANIFEST_ENV, readManifest, teardownRun } from '../run/run';
 import { existsSync } from 'node:fs';
 import { runProjectTeardown, type ProjectConfigLike } from './user-hooks';
-import { closeWorkerInProcess } from './worker';
+import { closeWorkerInProcess } from '../sandbox/worker';
 
 export default async function globalTeardown(globalConfig?: unknown, projectConfig?: ProjectConfigLike): Promise<void> {
   const file = process.env[MANIFEST_ENV];

@@ -820,8 +820,11 @@ export class Sandbox implements SessionHost {
     if (up && !up.lost && this.fileOpen) {
       const owner = await this.turn('end of file');
       try {
-        // The rollback and the look for backends around the sandbox, pipelined.
-        const rolledBack = up.exec('ROLLBACK');
+        // The rollback and the look for backends around the sandbox, pipelined. The sequences go
+        // back too (nextval survives rollback): the next process on this database (a runner that
+        // starts one per file) finds them as a fresh database has them.
+        const reset = this.opts.resetSequences !== false && this.pristineSequences ? `; ${this.pristineSequences}` : '';
+        const rolledBack = up.exec(`ROLLBACK${reset}`);
         const listed = up.rows(
           `SELECT pid, coalesce(application_name, ''), coalesce(host(client_addr), 'local socket'), coalesce(state, ''), left(coalesce(query, ''), 300) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND pid <> ${this.sideConn?.backendPid ?? 0}`,
         );

@@ -28,3 +28,18 @@ export function formatFileReport(testPath: string, r: FileReport): string {
   }
   return lines.join('\n');
 }
+
+/** "jest-environment-pg: removed 2 databases left by a run that died without teardown (run 1a2b3c4d): …" */
+export function sweptLine(s: { dropped: string[]; deadRuns: string[]; terminated: number; templates?: string[] }): string {
+  const t = s.templates?.length ?? 0;
+  const old = t ? `\njest-environment-pg: removed ${t} old template${t === 1 ? '' : 's'} (keepTemplates): ${[...s.templates!].sort().join(', ')}` : '';
+  if (s.dropped.length === 0) return old;
+  return sweptRunsLine(s) + old;
+}
+
+function sweptRunsLine(s: { dropped: string[]; deadRuns: string[]; terminated: number }): string {
+  const n = s.dropped.length;
+  const runs = s.deadRuns.length === 1 ? `a run that died without teardown (run ${s.deadRuns[0]})` : `${s.deadRuns.length} runs that died without teardown (runs ${s.deadRuns.join(', ')})`;
+  const term = s.terminated ? `, terminated ${s.terminated} backend${s.terminated === 1 ? '' : 's'}` : '';
+  return `\njest-environment-pg: removed ${n} database${n === 1 ? '' : 's'} left by ${runs}${term}: ${[...s.dropped].sort().join(', ')}`;
+}

@@ -32,7 +32,8 @@ export type ErrorCode =
   | 'JESTPG_INTERLEAVED_WRITE'
   | 'JESTPG_GLOBAL_HOOK'
   | 'JESTPG_VIRTUAL_BACKEND'
-  | 'JESTPG_TWO_PHASE';
+  | 'JESTPG_TWO_PHASE'
+  | 'JESTPG_VITEST_SETUP';
 
 /** One problem found in a `pg` options object. */
 export type OptionProblem =

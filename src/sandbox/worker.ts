@@ -1,6 +1,7 @@
 /**
- * Per-process state of a Jest worker: its sandbox thread, started synchronously by the first
- * test environment of the process (so DATABASE_URL/PG* are known before any setupFiles run),
+ * Per-process (per-thread, under a runner's thread pool) state of a test worker: its sandbox
+ * thread, started synchronously by the first test file of the worker (so DATABASE_URL/PG* are
+ * known before any setupFiles run),
  * and the run it serves: its own database, cloned the first time it is needed, by itself —
  * nothing counts workers in advance. Both live across the test files the worker runs. The same
  * implementation as the programmatic API (src/sandbox/api.ts), unref'd so it never keeps a worker alive.
@@ -9,17 +10,16 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { attachRun, MANIFEST_ENV, readManifest, type RunManifest } from '../run/run';
-import { openRunSandbox, type RunSandbox } from '../sandbox/api';
-import { SandboxThread } from '../sandbox/thread';
+import { threadId } from 'node:worker_threads';
+import { openRunSandbox, type RunSandbox } from './api';
+import { SandboxThread } from './thread';
 import { workerDbName } from '../util/names';
 import type { PgOptions } from '../util/options';
 
 export type Worker = RunSandbox;
 
 let thread: SandboxThread | undefined;
-let current: { manifestPath: string; worker: Promise<Worker> } | undefined;
-
-export const workerId = (): string => process.env.JEST_WORKER_ID ?? '1';
+let current: { manifestPath: string; workerId: string; worker: Promise<Worker> } | undefined;
 
 /** The run this process belongs to, if it is already known (global setup ran, or an earlier file attached). */
 export function knownManifest(): RunManifest | undefined {
@@ -27,7 +27,7 @@ export function knownManifest(): RunManifest | undefined {
   if (!file || !existsSync(file)) return undefined;
   try {
     const m = readManifest(file);
-    // Only if it belongs to our Jest: a variable inherited from an outer Jest run must not be used.
+    // Only if it belongs to our runner: a variable inherited from an outer run must not be used.
     return m.mainPid === process.pid || m.mainPid === process.ppid ? m : undefined;
   } catch {
     return undefined;
@@ -35,22 +35,22 @@ export function knownManifest(): RunManifest | undefined {
 }
 
 /** The worker database's name, when the run is known (it is cloned later, by setup). */
-export function knownDatabase(): string | undefined {
+export function knownDatabase(workerId: string): string | undefined {
   const m = knownManifest();
-  return m ? workerDbName(m.prefix, m.runId, workerId()) : undefined;
+  return m ? workerDbName(m.prefix, m.runId, workerId) : undefined;
 }
 
 /**
  * This process's sandbox thread, started now if there is none: its address is known on return
  * (a few ms, once per worker process). It connects upstream only when a file begins.
  */
-export function workerThread(options: PgOptions): SandboxThread {
+export function workerThread(options: PgOptions, id: string): SandboxThread {
   if (thread && !thread.gone) return thread;
   const m = knownManifest();
-  const id = workerId();
   thread = SandboxThread.startSync({
     // Under the run dir when the run is known (removed with it); loopback TCP only otherwise.
-    socketDir: m ? path.join(m.runDir, `w${id}-${process.pid}`) : undefined,
+    // Per thread: a runner's thread pool runs several workers in one process.
+    socketDir: m ? path.join(m.runDir, `w${id}-${process.pid}${threadId ? `-${threadId}` : ''}`) : undefined,
     secret: randomBytes(18).toString('base64url'),
     isolation: options.isolation,
     resetSequences: options.resetSequences,
@@ -64,11 +64,12 @@ export function workerThread(options: PgOptions): SandboxThread {
   return thread;
 }
 
-export async function attachWorker(rawProjectOptions: unknown, rootDir: string, options: PgOptions): Promise<Worker> {
+/** This worker's sandbox on its database of the run (attached, and the database cloned, on first use). */
+export async function attachWorker(rawProjectOptions: unknown, rootDir: string, options: PgOptions, workerId: string): Promise<Worker> {
   const manifest = await attachRun(rawProjectOptions, { rootDir });
-  if (current?.manifestPath === manifest.manifestPath) return current.worker;
+  if (current?.manifestPath === manifest.manifestPath && current.workerId === workerId) return current.worker;
   // A new run in the same process (watch mode): the same thread, pointed at the new run's database.
-  current = { manifestPath: manifest.manifestPath, worker: openRunSandbox(manifest, { workerId: workerId(), unref: true, thread: workerThread(options) }) };
+  current = { manifestPath: manifest.manifestPath, workerId, worker: openRunSandbox(manifest, { workerId, unref: true, thread: workerThread(options, workerId) }) };
   current.worker.catch(() => {
     if (current?.manifestPath === manifest.manifestPath) current = undefined;
   });

@@ -1,0 +1,29 @@
+/**
+ * Vitest globalSetup (the plugin adds it): start the run before any worker exists, with the same
+ * code as Jest's global setup (server, template, lease, manifest, reaper); the returned teardown
+ * reports what is still connected, drops the run's databases and prints the summary line.
+ */
+import { existsSync } from 'node:fs';
+import { MANIFEST_ENV, readManifest, startRun, teardownRun } from '../run/run';
+import { sweptLine } from '../sandbox/report';
+
+interface ProjectLike {
+  config: { root: string; environmentOptions?: Record<string, unknown> };
+}
+
+export default async function globalSetup(project: ProjectLike): Promise<() => Promise<void>> {
+  const config = project.config;
+  const m = await startRun(config.environmentOptions?.pg, process.pid, { rootDir: config.root });
+  if (m.swept) {
+    const line = sweptLine(m.swept);
+    if (line) process.stderr.write(line + '\n');
+  }
+  for (const d of m.cache?.discarded ?? []) process.stderr.write(`\njest-environment-pg: ${d}.\n`);
+  return async () => {
+    const file = process.env[MANIFEST_ENV];
+    if (!file || !existsSync(file)) return; // already torn down
+    const summary = await teardownRun(readManifest(file));
+    if (summary.report) process.stderr.write(summary.report + '\n');
+    process.stderr.write(summary.summaryLine + '\n');
+  };
+}
