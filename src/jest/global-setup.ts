@@ -10,7 +10,9 @@ interface ProjectConfigLike {
 }
 
 export default async function globalSetup(globalConfig: unknown, projectConfig?: ProjectConfigLike): Promise<void> {
-  const m = await startRun(projectConfig?.testEnvironmentOptions?.pg, process.pid, { rootDir: projectConfig?.rootDir });
+  // This process outlives the tests and runs the teardown: the reaper's boot is not waited for here
+  // (it holds the lease before the workers need it, and the teardown fails the run if it never does).
+  const m = await startRun(projectConfig?.testEnvironmentOptions?.pg, process.pid, { rootDir: projectConfig?.rootDir, reaperInBackground: true });
   if (m.swept) process.stderr.write(sweptLine(m.swept) + '\n');
   // A damaged cache entry never fails a run: it is deleted, the run starts without it, and says so.
   for (const d of m.cache?.discarded ?? []) process.stderr.write(`\njest-environment-pg: ${d}.\n`);

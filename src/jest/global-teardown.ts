@@ -18,6 +18,8 @@ export default async function globalTeardown(globalConfig?: unknown, projectConf
     const summary = await teardownRun(readManifest(file));
     if (summary.report) process.stderr.write(summary.report + '\n');
     process.stderr.write(summary.summaryLine + '\n');
+    // The reaper never took the lease: nothing would have cleaned up had Jest been killed.
+    if (summary.reaperError) throw summary.reaperError;
   } finally {
     clearInterval(keepAlive);
   }

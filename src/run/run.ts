@@ -19,9 +19,10 @@ import { newRunId, parseMarker, workerDbName } from '../util/names';
 import { validate, type PgOptions } from '../util/options';
 import { isAlive, startToken } from '../util/proc';
 import { startReaper, stopReaper } from './reaper';
+import { processRuns } from './registry';
 import { sweepStaleLocal } from './stale';
 import { atMost, guardSetup, raceAbort, setupBudgetMs, step, stepTimeoutMs, type SetupGuard } from '../util/settle';
-import { ensureTemplateDetailed, templateNameFor } from '../schema/template';
+import { ensureTemplateDetailed, lockKeyFor, templateNameFor } from '../schema/template';
 import { packageVersion } from '../util/version';
 
 export interface RunManifest {
@@ -94,6 +95,8 @@ export interface TeardownSummary {
   summaryLine: string;
   /** keepDatabases: what was kept. */
   kept?: string[];
+  /** The run's reaper, started in the background, never took the lease (JESTPG_REAPER_FAILED): the run fails. */
+  reaperError?: Error;
 }
 
 export interface RunContext {
@@ -101,6 +104,13 @@ export interface RunContext {
   rootDir?: string;
   /** Internal: lock files to remove at teardown. */
   lockFiles?: string[];
+  /**
+   * Return once the run is ready without waiting for the reaper's node process to boot: this
+   * process holds the lease until the reaper does, and teardownRun waits for the reaper's outcome
+   * (a reaper that never took the lease fails the run there, JESTPG_REAPER_FAILED). For a caller
+   * whose process outlives the tests and calls teardownRun (Jest's global setup); the default waits.
+   */
+  reaperInBackground?: boolean;
 }
 
 export const MANIFEST_ENV = 'JEST_PG_MANIFEST';
@@ -273,20 +283,31 @@ async function startRunGuarded(projectOptions: unknown, mainPid: number, ctx: Ru
       return r.name;
     });
     // The run does not start without its reaper: if Jest were killed, nothing else would clean up.
+    // In the background (reaperInBackground), this process holds the lease until the reaper does.
     const ready = step('starting the reaper', (signal) => raceAbort(reaper, signal));
-    const [tpl, sw, rp] = await Promise.allSettled([template, swept, ready]);
+    let reaperSettled: PromiseSettledResult<number> | undefined;
+    ready.then(
+      (value) => (reaperSettled = { status: 'fulfilled', value }),
+      (reason: unknown) => (reaperSettled = { status: 'rejected', reason }),
+    );
+    const [tpl, sw] = await Promise.allSettled([template, swept, ...(ctx.reaperInBackground ? [] : [ready.catch(() => undefined)])]);
     if (tpl.status === 'rejected') throw tpl.reason;
-    if (rp.status === 'rejected') throw rp.reason;
+    if ((reaperSettled as PromiseSettledResult<number> | undefined)?.status === 'rejected') throw (reaperSettled as PromiseRejectedResult).reason;
     if (sw.status === 'rejected') throw sw.reason;
     if (sw.value.dropped.length || sw.value.templates.length) m.swept = sw.value;
     m.reaperPid = reaperPid;
     m.templateDb = tpl.value;
     delete m.phase;
-    // The reaper holds the lease and the template now: this process lets go of them.
-    void bridge?.end().catch(() => undefined);
+    // Once the reaper holds the lease and the template, this process lets go of them.
+    const held = bridge;
     bridge = undefined;
+    if (reaperSettled) void held?.end().catch(() => undefined);
+    else processRuns.trackReaper(runId, handOverLease(ready, held));
     // A cache entry still being written finishes while the tests run (teardownRun waits for it).
-    for (const w of cacheWrites) trackBackground(w);
+    for (const w of cacheWrites) processRuns.trackBackground(w);
+    // Jest's first worker (in band too) is always worker 1: its database is cloned while Jest
+    // starts its workers. It takes the clone's lock, so the worker waits for it, never clones twice.
+    if (ctx.reaperInBackground) processRuns.trackBackground(ensureWorkerDatabase(m, '1').catch(() => undefined));
     lap('total', t0);
     m.timings = timings;
     writeManifest(m);
@@ -306,6 +327,24 @@ async function startRunGuarded(projectOptions: unknown, mainPid: number, ctx: Ru
     await fsp.rm(runDir, { recursive: true, force: true }).catch(() => undefined);
     dropExitCleanup();
     throw e;
+  }
+}
+
+/**
+ * The reaper is still starting and the run has begun: the lease stays with this process until the
+ * reaper holds it. A reaper that fails is said at once; teardownRun fails the run with its error.
+ */
+async function handOverLease(ready: Promise<number>, lease: import('pg').Client | undefined): Promise<Error | undefined> {
+  try {
+    await ready;
+    await lease?.end().catch(() => undefined);
+    return undefined;
+  } catch (e) {
+    const err = e instanceof Error ? e : new Error(String(e));
+    const code = (e as { code?: string }).code;
+    process.stderr.write(`\njest-environment-pg: ${code ? `${code}: ` : ''}${err.message}\nThe run fails at its end (its teardown runs from this process).\n`);
+    // The lease is kept until the teardown: the run's databases are still this process's.
+    return Object.assign(err, { lease });
   }
 }
 
@@ -471,16 +510,6 @@ function listEntries(dir: string, key: string): string[] {
   }
 }
 
-/** Work of this process that must end before a teardown returns (cache entries being written). */
-const background = new Set<Promise<unknown>>();
-function trackBackground(p: Promise<unknown>): void {
-  const done: Promise<unknown> = p.then(
-    () => background.delete(done),
-    () => background.delete(done),
-  );
-  background.add(done);
-}
-
 let attached: { key: string; promise: Promise<RunManifest> } | undefined;
 
 /**
@@ -622,6 +651,8 @@ export async function ensureWorkerDatabase(m: RunManifest, workerId: string): Pr
   const created = await withClient(
     m.adminUrl,
     async (c) => {
+      // One clone of a name at a time (the run's start clones worker 1's ahead of it); released with the session.
+      await c.query('SELECT pg_advisory_lock($1::bigint)', [lockKeyFor(`${name} clone`)]);
       const exists = await c.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
       if (exists.rowCount) return false;
       try {
@@ -677,8 +708,6 @@ interface Backend {
   backend_start: Date | null;
 }
 
-const torn = new Set<string>();
-
 /** Where the workers count the idle connections they closed at the ends of files (one line per file). */
 export const idleLog = (m: RunManifest): string => path.join(m.runDir, 'idle-connections');
 
@@ -724,10 +753,14 @@ export async function teardownRun(m: RunManifest, opts: { fromReaper?: boolean }
     };
   };
   // Cache entries this process is still writing: never leave a temp file behind.
-  if (background.size) await Promise.allSettled([...background]);
-  if (torn.has(m.runId) || !existsSync(m.manifestPath)) {
-    torn.add(m.runId);
-    return summary([], 0, '');
+  await processRuns.backgroundDone();
+  // A reaper started in the background: it holds the lease by now, or it never will (the run fails).
+  const reaperError = await processRuns.reaperOutcome(m.runId);
+  const lease = (reaperError as { lease?: import('pg').Client } | undefined)?.lease;
+  if (lease) await atMost(lease.end(), 2000);
+  if (processRuns.torn.has(m.runId) || !existsSync(m.manifestPath)) {
+    processRuns.torn.add(m.runId);
+    return { ...summary([], 0, ''), reaperError };
   }
   const dropped: string[] = [];
   let terminated = 0;
@@ -798,14 +831,14 @@ export async function teardownRun(m: RunManifest, opts: { fromReaper?: boolean }
   } else if (m.cluster) {
     await stopCluster(m.cluster).catch(() => undefined);
   }
-  torn.add(m.runId);
+  processRuns.torn.add(m.runId);
   // Removing the manifest is what tells the reaper the run ended normally.
   await fsp.rm(m.runDir, { recursive: true, force: true }).catch(() => undefined);
   for (const f of m.lockFiles ?? []) await fsp.rm(f, { recursive: true, force: true }).catch(() => undefined);
   if (!opts.fromReaper) stopReaper(m.reaperPid);
   if (process.env[MANIFEST_ENV] === m.manifestPath) delete process.env[MANIFEST_ENV];
   if (attached) attached = undefined;
-  return summary(dropped, terminated, report, kept);
+  return { ...summary(dropped, terminated, report, kept), reaperError };
 }
 
 /** This run's databases: `<prefix>_<runId>_*` with our marker (or no comment yet: a crash between CREATE and COMMENT). */
