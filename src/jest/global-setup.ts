@@ -1,6 +1,6 @@
 /** Jest globalSetup: start the run (server, template, reaper) before any worker exists. */
 import { existsSync } from 'node:fs';
-import { MANIFEST_ENV, readManifest, startRun, teardownRun } from '../run/run';
+import { MANIFEST_ENV, printTeardown, readManifest, startRun, teardownRun } from '../run/run';
 import { runProjectSetup } from './user-hooks';
 import { closeWorkerInProcess } from './worker';
 
@@ -75,8 +75,7 @@ function onInterrupt(signal: NodeJS.Signals): void {
     try {
       await closeWorkerInProcess(); // --runInBand: the sandbox lives in this process
       const summary = await teardownRun(readManifest(file));
-      if (summary.report) process.stderr.write(summary.report + '\n');
-      process.stderr.write(summary.summaryLine + '\n');
+      printTeardown(summary);
     } catch (e) {
       process.stderr.write(`jest-environment-pg: teardown after ${signal} failed (${(e as Error).message}); the reaper process retries it.\n`);
     } finally {

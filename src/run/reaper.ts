@@ -12,7 +12,7 @@ import { connect } from '../util/admin';
 import { errors, messageOf } from '../util/errors';
 import { acquireLease, holdTemplate } from './lease';
 import { cmdline, isAlive, isSameProcess } from '../util/proc';
-import type { RunManifest } from './run';
+import type { RunManifest } from './manifest';
 
 export const POLL_MS = 250;
 
@@ -108,7 +108,7 @@ export function stopReaper(pid: number | undefined): void {
   }
 }
 
-/** What the reaper runs when the run must be torn down (run.ts's teardownRun, loaded only then). */
+/** What the reaper runs when the run must be torn down (teardown.ts's teardownRun, loaded only then). */
 export type LoadTeardown = () => Promise<(m: RunManifest, opts: { fromReaper?: boolean }) => Promise<unknown>>;
 
 /** The reaper process' main loop. */

@@ -1,3 +1,5 @@
+import type { RunManifest } from './manifest';
+
 /**
  * What this process knows of its runs beyond their manifests, in one object: work a teardown
  * must wait for, runs already torn down, and reapers still starting when their run began.
@@ -12,6 +14,8 @@ export class RunRegistry {
    * its reaper holds the lease, or with the error that says why it never will.
    */
   private readonly reapers = new Map<string, Promise<Error | undefined>>();
+  /** The run a Jest worker attached to (attachRun), keyed by its manifest path or "env-only". */
+  attached: { key: string; promise: Promise<RunManifest> } | undefined;
 
   trackBackground(p: Promise<unknown>): void {
     const done: Promise<unknown> = p.then(
