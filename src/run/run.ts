@@ -11,3 +11,4 @@ export { attachRun, jestMainPid } from './attach';
 export { ensureWorkerDatabase, rebuildWorkerDatabase } from './worker-db';
 export { idleLog, noteIdleClosed, teardownRun } from './teardown';
 export { formatReport, printTeardown } from './report';
+export { takeReaperLogs } from './reaper';
