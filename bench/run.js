@@ -206,6 +206,7 @@ function strategies(peers) {
     { key: 'truncate', label: 'TRUNCATE all tables after each test', env: { BENCH_STRATEGY: 'truncate' }, perWorkerDb: true },
     { key: 'delete', label: 'DELETE all rows after each test', env: { BENCH_STRATEGY: 'delete' }, perWorkerDb: true },
     { key: 'template', label: 'template clone per file (CREATE DATABASE … TEMPLATE)', env: { BENCH_STRATEGY: 'template' } },
+    { key: 'templateTest', label: 'template clone per test (a fresh database per test: pgtestdb / IntegreSQL)', env: { BENCH_STRATEGY: 'templateTest' } },
   ];
   if (VITEST) list.push(...VITEST_STRATEGIES);
   if (peers.ptt?.version) {
@@ -254,6 +255,50 @@ function describeFailure(s, r) {
   return `${s.label}: exit ${r.code}${r.signal ? ` (${r.signal})` : ''}, ${r.passed} passed, ${r.failed} failed of ${r.total}\n${tail}`;
 }
 
+// ---------------------------------------------------------------- single file
+/**
+ * `jest one.test.js` (1 file, 10 tests): what most runs during development are. Plain Jest (no
+ * isolation, its database cloned before, untimed) beside ours on a running server (JEST_PG_URL),
+ * with its own cluster from a warm cache, and filling an empty cache (cold). Round-robin, medians.
+ */
+async function singleFile(ctx, list, root) {
+  const none = list.find((s) => s.key === 'none');
+  const pkg = list.find((s) => s.key === 'pkgTest');
+  const own = (key, cacheDir) => ({ ...pkg, key, pgExtra: { cacheDir } });
+  const warmDir = path.join(root, 'one-cache-warm');
+  let coldSeq = 0;
+  const cases = [
+    { key: 'plain', run: () => runStrategy(ctx, none, { size: 10 }) },
+    { key: 'server', run: () => runStrategy(ctx, pkg, { size: 10 }) },
+    { key: 'warm', run: () => runStrategy(ctx, own('pkgOwnWarm', warmDir), { size: 10, env: { JEST_PG_URL: undefined } }) },
+    {
+      key: 'cold',
+      run: async () => {
+        const dir = path.join(root, `one-cache-cold-${++coldSeq}`);
+        try {
+          return await runStrategy(ctx, own('pkgOwnCold', dir), { size: 10, env: { JEST_PG_URL: undefined } });
+        } finally {
+          fs.rmSync(dir, { recursive: true, force: true });
+        }
+      },
+    },
+  ];
+  const out = { ms: {}, runs: {}, problems: [] };
+  for (const c of cases) out.runs[c.key] = [];
+  await cases[2].run(); // fills the warm cache (untimed)
+  for (let round = 0; round < REPEATS; round++) {
+    for (let i = 0; i < cases.length; i++) {
+      const c = cases[(i + round) % cases.length];
+      const r = await c.run();
+      log(`bench: single file ${c.key.padEnd(6)} ${Math.round(r.ms)} ms${r.ok ? '' : '  FAILED'}`);
+      if (r.ok) out.runs[c.key].push(r.ms);
+      else out.problems.push(`single file ${c.key}: exit ${r.code}, ${r.passed} passed, ${r.failed} failed\n${(r.firstFailure || r.output || '').trim().split('\n').slice(0, 25).join('\n')}`);
+    }
+  }
+  for (const c of cases) out.ms[c.key] = median(out.runs[c.key]);
+  return out;
+}
+
 // ---------------------------------------------------------------- peers
 function installPeers(project) {
   const peers = {};
@@ -284,7 +329,7 @@ async function lifecycle(ctx, migrations) {
   const { startRun, ensureWorkerDatabase, teardownRun } = dist('run/run');
   const runOnce = async (opts) => {
     const t0 = now();
-    const m = await startRun(opts, process.pid, { rootDir: ctx.project });
+    const m = await startRun(opts, process.pid, { rootDir: ctx.project, reaperInBackground: true }); // as global setup does
     state.manifests.add(m);
     const startMs = now() - t0;
     await ensureWorkerDatabase(m, '1');
@@ -462,12 +507,17 @@ async function main() {
     v.max = ms.length ? max(ms) : NaN;
   }
 
+  // ---- one file (`jest one.test.js`, 10 tests): cold (filling an empty cache), warm, on a running server, vs plain Jest
+  log('bench: single file…');
+  results.singleFile = await singleFile(ctx, list, root);
+  for (const p of results.singleFile.problems) results.problems.push(p);
+
   // ---- scaling: 50 → 1000 tests (2 workers), 1 → 2 workers (200 tests)
   if (SCALING) {
     log('bench: scaling…');
     const pair = list.filter((s) => s.key === 'none' || s.key === 'pkgTest');
     const cases = [
-      { size: 50, workers: WORKERS, n: 1 },
+      { size: 50, workers: WORKERS, n: REPEATS },
       { size: MAIN_SIZE, workers: 1, n: 1 },
       { size: 1000, workers: WORKERS, n: 1 },
     ];
@@ -476,7 +526,8 @@ async function main() {
     for (const c of cases) {
       const elapsed = now() - tStart;
       const predicted = c.n * per200 * (c.workers === 1 ? 1.3 : 1) * Math.max(0.5, c.size / MAIN_SIZE) * 0.9;
-      if (elapsed + predicted > BUDGET_MS) {
+      // The 50-test suite always runs (a small suite is where fixed costs show); the rest within the budget.
+      if (c.size !== 50 && elapsed + predicted > BUDGET_MS) {
         results.notes.push(
           `scaling ${c.size} tests × ${c.workers} worker(s) skipped: ${Math.round(elapsed / 1000)} s spent, ~${Math.round(predicted / 1000)} s more predicted on this machine now (5-minute budget)`,
         );
@@ -548,7 +599,7 @@ function report(res) {
   const fmtX = (x, d = 2) => (Number.isFinite(x) ? `${x.toFixed(d)}×` : '—');
 
   const main = [];
-  const order = ['none', 'pkgTest', 'pkgFile', 'ptt', 'truncate', 'delete', 'template', 'pkgOwn'];
+  const order = ['none', 'pkgTest', 'pkgFile', 'ptt', 'truncate', 'delete', 'template', 'templateTest', 'pkgOwn'];
   const noneCpu = S.none?.cpuMs;
   const pkgCpuOvh = S.pkgTest ? S.pkgTest.cpuMs - noneCpu : NaN;
   const vsCpu = (k) => (S[k] && pkgCpuOvh > 0 ? (S[k].cpuMs - noneCpu) / pkgCpuOvh : null);
@@ -623,6 +674,18 @@ function report(res) {
   const microHead = ['micro cost', 'median', 'p99', 'detail', 'target'];
   const V = vitestRows(S, { fmtMs, fmtX, size: MAIN_SIZE });
 
+  const F = res.singleFile ?? { ms: {}, runs: {} };
+  const oneOver = (k) => F.ms[k] - F.ms.plain;
+  const oneRuns = (k) => (F.runs[k] ?? []).map((x) => Math.round(x)).join(', ');
+  const oneRows = [
+    ['plain Jest (no isolation)', fmtMs(F.ms.plain), '0', oneRuns('plain'), ''],
+    ['ours, running server (JEST_PG_URL)', fmtMs(F.ms.server), fmtMs(oneOver('server')), oneRuns('server'), ''],
+    ['ours, own cluster, warm cache', fmtMs(F.ms.warm), fmtMs(oneOver('warm')), oneRuns('warm'), '≤ 150 ms over plain'],
+    ['ours, own cluster, empty cache (cold: initdb, migrations, cache fill)', fmtMs(F.ms.cold), fmtMs(oneOver('cold')), oneRuns('cold'), ''],
+  ];
+  const oneHead = ['jest one.test.js (1 file, 10 tests)', 'wall ms', 'over plain ms', 'runs ms', 'target'];
+  const s50 = res.scaling.find((r) => r.tests === 50);
+
   const scalingRows = res.scaling.map((r) => [
     `${r.tests} tests (${r.tests / TESTS_PER_FILE} files)`,
     String(r.workers),
@@ -641,6 +704,11 @@ function report(res) {
     vsTruncate: round(vs('truncate'), 1),
     vsTemplatePerFile: round(vs('template'), 1),
     vsDelete: round(vs('delete'), 1),
+    vsTemplatePerTest: round(vs('templateTest'), 1),
+    vsTemplatePerTestCpu: round(vsCpu('templateTest'), 1),
+    vsNone50: s50 ? round(s50.pkgTest / s50.none, 3) : null,
+    singleFileOverheadMs: { cold: round(oneOver('cold')), warm: round(oneOver('warm')), server: round(oneOver('server')) },
+    singleFileMs: Object.fromEntries(Object.entries(F.ms).map(([k, v]) => [k, round(v)])),
     vsNoneCpu: round(S.pkgTest?.cpuMs / noneCpu, 3),
     vsTruncateCpu: round(vsCpu('truncate'), 1),
     vsTemplatePerFileCpu: round(vsCpu('template'), 1),
@@ -688,6 +756,8 @@ function report(res) {
     ...(V.rows.length ? [table(V.head, V.rows, V.align), ''] : []),
     table(microHead, microRows, ['l', 'r', 'r', 'l', 'l']),
     '',
+    table(oneHead, oneRows, ['l', 'r', 'r', 'l', 'l']),
+    '',
     res.scaling.length ? table(scalingHead, scalingRows, ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r']) : '(scaling skipped)',
     '',
     note,
@@ -716,6 +786,10 @@ function report(res) {
       '## Micro costs',
       '',
       mdTable(microHead, microRows, ['l', 'r', 'r', 'l', 'l']),
+      '',
+      '## Single file (`jest one.test.js`, 10 tests), same run',
+      '',
+      mdTable(oneHead, oneRows, ['l', 'r', 'r', 'l', 'l']),
       '',
       '## Scaling',
       '',

@@ -1,6 +1,6 @@
 /** Jest globalSetup: start the run (server, template, reaper) before any worker exists. */
 import { existsSync } from 'node:fs';
-import { MANIFEST_ENV, readManifest, startRun, teardownRun } from '../run/run';
+import { MANIFEST_ENV, printTeardown, readManifest, startRun, takeReaperLogs, teardownRun } from '../run/run';
 import { runProjectSetup } from './user-hooks';
 import { closeWorkerInProcess } from '../sandbox/worker';
 import { sweptLine } from '../sandbox/report';
@@ -11,8 +11,12 @@ interface ProjectConfigLike {
 }
 
 export default async function globalSetup(globalConfig: unknown, projectConfig?: ProjectConfigLike): Promise<void> {
-  const m = await startRun(projectConfig?.testEnvironmentOptions?.pg, process.pid, { rootDir: projectConfig?.rootDir });
+  // This process outlives the tests and runs the teardown: the reaper's boot is not waited for here
+  // (it holds the lease before the workers need it, and the teardown fails the run if it never does).
+  const m = await startRun(projectConfig?.testEnvironmentOptions?.pg, process.pid, { rootDir: projectConfig?.rootDir, reaperInBackground: true });
   if (m.swept) process.stderr.write(sweptLine(m.swept) + '\n');
+  // What the reaper of an earlier run (Jest killed) could not do: its output went nowhere then.
+  for (const line of takeReaperLogs()) process.stderr.write(`\njest-environment-pg: ${line}\n`);
   // A damaged cache entry never fails a run: it is deleted, the run starts without it, and says so.
   for (const d of m.cache?.discarded ?? []) process.stderr.write(`\njest-environment-pg: ${d}.\n`);
   installInterruptHandler();
@@ -59,8 +63,7 @@ function onInterrupt(signal: NodeJS.Signals): void {
     try {
       await closeWorkerInProcess(); // --runInBand: the sandbox lives in this process
       const summary = await teardownRun(readManifest(file));
-      if (summary.report) process.stderr.write(summary.report + '\n');
-      process.stderr.write(summary.summaryLine + '\n');
+      printTeardown(summary);
     } catch (e) {
       process.stderr.write(`jest-environment-pg: teardown after ${signal} failed (${(e as Error).message}); the reaper process retries it.\n`);
     } finally {

@@ -1,5 +1,5 @@
 /** Jest globalTeardown: report leftovers, terminate, drop the run's databases, stop the embedded server. */
-import { MANIFEST_ENV, readManifest, teardownRun } from '../run/run';
+import { MANIFEST_ENV, printTeardown, readManifest, teardownRun } from '../run/run';
 import { existsSync } from 'node:fs';
 import { runProjectTeardown, type ProjectConfigLike } from './user-hooks';
 import { closeWorkerInProcess } from '../sandbox/worker';
@@ -16,8 +16,9 @@ export default async function globalTeardown(globalConfig?: unknown, projectConf
   try {
     await closeWorkerInProcess();
     const summary = await teardownRun(readManifest(file));
-    if (summary.report) process.stderr.write(summary.report + '\n');
-    process.stderr.write(summary.summaryLine + '\n');
+    printTeardown(summary);
+    // The reaper never took the lease: nothing would have cleaned up had Jest been killed.
+    if (summary.reaperError) throw summary.reaperError;
   } finally {
     clearInterval(keepAlive);
   }

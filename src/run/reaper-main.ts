@@ -16,4 +16,4 @@ process.stderr.on('error', () => undefined);
 const { reaperMain } = require('./reaper') as typeof import('./reaper');
 
 // The run's teardown (and with it the cache and template code) is loaded only when it is needed.
-void reaperMain(process.argv[2], async () => (await import('./run')).teardownRun);
+void reaperMain(process.argv[2], async () => (await import('./teardown')).teardownRun);

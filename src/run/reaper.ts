@@ -5,14 +5,15 @@
  * mode (no globalTeardown) it is the teardown.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Client } from 'pg';
 import { connect } from '../util/admin';
 import { errors, messageOf } from '../util/errors';
 import { acquireLease, holdTemplate } from './lease';
 import { cmdline, isAlive, isSameProcess } from '../util/proc';
-import type { RunManifest } from './run';
+import type { RunManifest } from './manifest';
 
 export const POLL_MS = 250;
 
@@ -108,7 +109,7 @@ export function stopReaper(pid: number | undefined): void {
   }
 }
 
-/** What the reaper runs when the run must be torn down (run.ts's teardownRun, loaded only then). */
+/** What the reaper runs when the run must be torn down (teardown.ts's teardownRun, loaded only then). */
 export type LoadTeardown = () => Promise<(m: RunManifest, opts: { fromReaper?: boolean }) => Promise<unknown>>;
 
 /** The reaper process' main loop. */
@@ -136,8 +137,7 @@ export async function reaperMain(manifestPath: string, loadTeardown: LoadTeardow
       }
       if (pre) {
         if (!isSameProcess(pre.mainPid, pre.mainStart)) {
-          const teardownRun = await loadTeardown();
-          await teardownRun({ ...pre, options: { ...pre.options, keepDatabases: false } }, { fromReaper: true }).catch(() => undefined);
+          await tearDownLogged(pre.runId, loadTeardown, { ...pre, options: { ...pre.options, keepDatabases: false } });
           process.exit(0);
         }
         deadline = Date.now() + 120_000; // the main process is alive and working on it
@@ -193,8 +193,7 @@ export async function reaperMain(manifestPath: string, loadTeardown: LoadTeardow
       }
       // Jest's main process is gone and nobody tore the run down: do it.
       const fresh = JSON.parse(readFileSync(manifestPath, 'utf8')) as RunManifest;
-      const teardownRun = await loadTeardown();
-      await teardownRun(fresh, { fromReaper: true }).catch(() => undefined);
+      await tearDownLogged(m.runId, loadTeardown, fresh);
       await exit(0);
     } catch {
       // transient (manifest being rewritten): try again next tick
@@ -203,4 +202,47 @@ export async function reaperMain(manifestPath: string, loadTeardown: LoadTeardow
     }
   };
   setInterval(() => void tick(), POLL_MS);
+}
+
+const LOG_PREFIX = 'jest-pg-reaper-';
+
+/**
+ * The reaper's teardown: its stdout is closed by then, so what went wrong (the teardown failed,
+ * or could not reach the server) is logged in the temp dir, and the next run's global setup says it.
+ */
+export async function tearDownLogged(runId: string, loadTeardown: LoadTeardown, m: RunManifest, dir = os.tmpdir()): Promise<void> {
+  let problem: string | undefined;
+  try {
+    const teardownRun = await loadTeardown();
+    const r = (await teardownRun(m, { fromReaper: true })) as { report?: string };
+    if (r?.report && /could not connect/.test(r.report)) problem = r.report.replace(/^jest-environment-pg: /, '');
+  } catch (e) {
+    problem = `its teardown failed: ${messageOf(e)}`;
+  }
+  if (!problem) return;
+  try {
+    appendFileSync(path.join(dir, `${LOG_PREFIX}${runId}.log`), `run ${runId} (Jest's main process died; its reaper cleaned up): ${problem}\n`, { mode: 0o600 });
+  } catch {
+    // nowhere left to say it
+  }
+}
+
+/** What reapers of earlier runs could not do (see tearDownLogged), read once: the files are removed. */
+export function takeReaperLogs(dir = os.tmpdir()): string[] {
+  const out: string[] = [];
+  let names: string[] = [];
+  try {
+    names = readdirSync(dir).filter((n) => n.startsWith(LOG_PREFIX) && n.endsWith('.log'));
+  } catch {
+    return out;
+  }
+  for (const n of names) {
+    try {
+      out.push(...readFileSync(path.join(dir, n), 'utf8').split('\n').filter(Boolean));
+      rmSync(path.join(dir, n), { force: true });
+    } catch {
+      // another run took it
+    }
+  }
+  return out;
 }

@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { isPostmasterOf, pickRoot, stopCluster } from '../server/cluster';
 import { isAlive, isSameProcess, startToken } from '../util/proc';
-import type { RunManifest } from './run';
+import type { RunManifest } from './manifest';
 
 /** Younger than this, a dir may belong to a setup in progress. */
 const GRACE_MS = 60_000;

@@ -165,32 +165,23 @@ export async function startCluster(opts: StartClusterOptions): Promise<ClusterIn
     }
     const tInit = performance.now();
 
-    let lastLog = '';
-    for (let attempt = 0; attempt < 8; attempt++) {
-      const port = await freePort();
-      const r = await step('starting the server', (signal) => startPostmaster({ binDir, dataDir, baseDir, port, env, osUser, major, settings: opts.settings, signal }));
-      if ('pid' in r) {
-        const tEnd = performance.now();
-        return {
-          pid: r.pid,
-          port,
-          socketDir: baseDir,
-          dataDir,
-          baseDir,
-          binDir,
-          user: 'postgres',
-          url: clusterUrl(dataDir, port),
-          versionNum: versionNumOf(opts.version),
-          osUser,
-          timings: { initdb: Math.round(tInit - t0) - (afterInitdb ?? 0), start: Math.round(tEnd - tInit), total: Math.round(tEnd - t0), afterInitdb },
-          restored: opts.populate ? true : undefined,
-          settings: opts.settings,
-        };
-      }
-      lastLog = r.log;
-      if (!r.portInUse) break;
-    }
-    throw errors.startFailed(lastLog || '(no server log)');
+    const { pid, port } = await startOnFreePort({ binDir, dataDir, baseDir, env, osUser, major, settings: opts.settings }, { bounded: true });
+    const tEnd = performance.now();
+    return {
+      pid,
+      port,
+      socketDir: baseDir,
+      dataDir,
+      baseDir,
+      binDir,
+      user: 'postgres',
+      url: clusterUrl(dataDir, port),
+      versionNum: versionNumOf(opts.version),
+      osUser,
+      timings: { initdb: Math.round(tInit - t0) - (afterInitdb ?? 0), start: Math.round(tEnd - tInit), total: Math.round(tEnd - t0), afterInitdb },
+      restored: opts.populate ? true : undefined,
+      settings: opts.settings,
+    };
   } catch (e) {
     await fsp.rm(baseDir, { recursive: true, force: true }).catch(() => undefined);
     throw e;
@@ -276,6 +267,25 @@ export function freePort(): Promise<number> {
       srv.close(() => resolve(port));
     });
   });
+}
+
+type PostmasterOptions = Parameters<typeof startPostmaster>[0];
+
+/**
+ * Start the postmaster on a free port (`firstPort` first, if given), on another while the port
+ * turns out to be taken (8 tries); JESTPG_START_FAILED with the server's log if it never starts.
+ * `bounded`: each try is the setup step "starting the server" (JEST_PG_SETUP_TIMEOUT_MS).
+ */
+async function startOnFreePort(o: Omit<PostmasterOptions, 'port' | 'signal'>, opts: { firstPort?: number; bounded?: boolean } = {}): Promise<{ pid: number; port: number }> {
+  let lastLog = '';
+  for (let attempt = 0; attempt < 8; attempt++) {
+    const port = attempt === 0 && opts.firstPort ? opts.firstPort : await freePort();
+    const r = opts.bounded ? await step('starting the server', (signal) => startPostmaster({ ...o, port, signal })) : await startPostmaster({ ...o, port });
+    if ('pid' in r) return { pid: r.pid, port };
+    lastLog = r.log;
+    if (!r.portInUse) break;
+  }
+  throw errors.startFailed(lastLog || '(no server log)');
 }
 
 /** Settings that make a disposable cluster fast and quiet. Durability is irrelevant: it is deleted at the end. */
@@ -481,20 +491,14 @@ export async function snapshotCluster(
   const t2 = performance.now();
   const major = Math.floor(info.versionNum / 10000);
   const env = childEnv(info.baseDir);
-  let lastLog = '';
-  for (let attempt = 0; attempt < 8; attempt++) {
-    const port = attempt === 0 ? info.port : await freePort();
-    const r = await startPostmaster({ binDir: info.binDir, dataDir: info.dataDir, baseDir: info.baseDir, port, env, osUser: info.osUser, major, settings: info.settings });
-    if ('pid' in r) {
-      const t3 = performance.now();
-      return {
-        cluster: { ...info, pid: r.pid, port, url: clusterUrl(info.dataDir, port) },
-        saveError,
-        ms: { stop: Math.round(t1 - t0), save: Math.round(t2 - t1), start: Math.round(t3 - t2) },
-      };
-    }
-    lastLog = r.log;
-    if (!r.portInUse) break;
-  }
-  throw errors.startFailed(lastLog || '(no server log)');
+  const { pid, port } = await startOnFreePort(
+    { binDir: info.binDir, dataDir: info.dataDir, baseDir: info.baseDir, env, osUser: info.osUser, major, settings: info.settings },
+    { firstPort: info.port },
+  );
+  const t3 = performance.now();
+  return {
+    cluster: { ...info, pid, port, url: clusterUrl(info.dataDir, port) },
+    saveError,
+    ms: { stop: Math.round(t1 - t0), save: Math.round(t2 - t1), start: Math.round(t3 - t2) },
+  };
 }
