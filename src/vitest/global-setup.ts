@@ -4,7 +4,7 @@
  * reports what is still connected, drops the run's databases and prints the summary line.
  */
 import { existsSync } from 'node:fs';
-import { MANIFEST_ENV, readManifest, startRun, teardownRun } from '../run/run';
+import { MANIFEST_ENV, printTeardown, readManifest, startRun, takeReaperLogs, teardownRun } from '../run/run';
 import { sweptLine } from '../sandbox/report';
 
 interface ProjectLike {
@@ -18,12 +18,13 @@ export default async function globalSetup(project: ProjectLike): Promise<() => P
     const line = sweptLine(m.swept);
     if (line) process.stderr.write(line + '\n');
   }
+  for (const line of takeReaperLogs()) process.stderr.write(`\njest-environment-pg: ${line}\n`);
   for (const d of m.cache?.discarded ?? []) process.stderr.write(`\njest-environment-pg: ${d}.\n`);
   return async () => {
     const file = process.env[MANIFEST_ENV];
     if (!file || !existsSync(file)) return; // already torn down
     const summary = await teardownRun(readManifest(file));
-    if (summary.report) process.stderr.write(summary.report + '\n');
-    process.stderr.write(summary.summaryLine + '\n');
+    printTeardown(summary);
+    if (summary.reaperError) throw summary.reaperError;
   };
 }
