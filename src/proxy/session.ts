@@ -25,7 +25,8 @@ import { refText, type VirtualRow } from './backends';
 import { applyEdits, positionMap, sortEdits, type Edit } from './rewrite';
 import { checkMd5, checkStoredMd5, newSalt, ScramServer, type RoleAuth } from './auth';
 import { errors, JestPgError } from '../util/errors';
-import { ident } from '../util/names';
+import { ident, literal as lit } from '../util/names';
+import { oneLine } from '../util/text';
 
 export const GUARD = 'jestpg_guard';
 const NOOP = "SET LOCAL jestpg.noop = ''";
@@ -1674,10 +1675,6 @@ function settingsSql(settings: [string, string][]): string {
   );
 }
 
-function lit(v: string): string {
-  return "'" + v.replace(/'/g, "''") + "'";
-}
-
 /** `-c name=value` pairs from the startup `options` parameter. */
 function parseOptions(options: string): [string, string][] {
   const out: [string, string][] = [];
@@ -1695,10 +1692,5 @@ function wireMessage(err: JestPgError): string {
 function contains(buf: Buffer, text: string, start: number, end: number): boolean {
   const i = buf.indexOf(text, start);
   return i >= 0 && i < end;
-}
-
-function oneLine(sql: string): string {
-  const s = sql.replace(/\s+/g, ' ').trim();
-  return s.length > 100 ? s.slice(0, 97) + '...' : s;
 }
 

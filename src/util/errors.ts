@@ -3,6 +3,7 @@
  * (listed in the README), says what happened, whose fault it is, and what to do.
  * Secrets never reach a message: pass URLs through `redactUrl` first.
  */
+import { oneLine } from './text';
 
 export type ErrorCode =
   | 'JESTPG_OPTION_UNKNOWN'
@@ -271,6 +272,5 @@ function describe(v: unknown): string {
 }
 
 function quoteSql(sql: string): string {
-  const one = sql.replace(/\s+/g, ' ').trim();
-  return JSON.stringify(one.length > 120 ? one.slice(0, 117) + '...' : one);
+  return JSON.stringify(oneLine(sql, 120));
 }
