@@ -1,6 +1,6 @@
 /** Small helpers over pg.Client for the administrative side (template, worker databases, teardown). */
 import { Client } from 'pg';
-import { errors, messageOf } from './errors';
+import { errors } from './errors';
 import { ident } from './names';
 import { sleep } from './text';
 
@@ -127,5 +127,3 @@ export async function dropDatabase(c: Client, name: string, versionNum: number):
     }
   }
 }
-
-export { messageOf };
