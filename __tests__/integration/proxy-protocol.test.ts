@@ -444,7 +444,7 @@ test('every startup parameter is a setting, reported back like a server does; no
     max: 1,
     connection: { application_name: 'reported', work_mem: '7MB', 'my.custom': 'yes' },
     onparameter: (k: string, v: string) => (statuses[k] = v),
-  } as never);
+  });
   const plain = await connect();
   await inTest('startup parameters', async () => {
     const [row] = await sql`SELECT current_setting('work_mem') AS wm, current_setting('my.custom') AS c, current_setting('application_name') AS app`;
