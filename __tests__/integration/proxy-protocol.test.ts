@@ -7,25 +7,20 @@ import pg from 'pg';
 import Cursor from 'pg-cursor';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import postgres from 'postgres';
-import { bootServer, runTest, type TestServer } from '../helpers/server';
+import { closeFile, openFile, runTest, type TestServer } from '../helpers/server';
 import type { Sandbox } from '../../src/proxy/sandbox';
 
 let server: TestServer;
 let sb: Sandbox;
 
 beforeAll(async () => {
-  server = await bootServer(`
+  ({ server, sb } = await openFile(`
     CREATE TABLE items (id serial PRIMARY KEY, name text UNIQUE NOT NULL);
     INSERT INTO items (name) SELECT 'seed' || g FROM generate_series(1, 100) g;
-  `);
-  sb = await server.sandbox();
-  await sb.beginFile();
+  `));
 });
 
-afterAll(async () => {
-  await sb?.endFile();
-  await server?.stop();
-});
+afterAll(() => closeFile(server, sb));
 
 const inTest = (name: string, fn: () => Promise<unknown>) => runTest(sb, name, fn);
 

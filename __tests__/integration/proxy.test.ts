@@ -1,24 +1,19 @@
 import pg from 'pg';
 import postgres from 'postgres';
-import { bootServer, runTest, type TestServer } from '../helpers/server';
+import { closeFile, openFile, runTest, type TestServer } from '../helpers/server';
 import type { Sandbox } from '../../src/proxy/sandbox';
 
 let server: TestServer;
 let sb: Sandbox;
 
 beforeAll(async () => {
-  server = await bootServer(`
+  ({ server, sb } = await openFile(`
     CREATE TABLE items (id serial PRIMARY KEY, name text UNIQUE NOT NULL);
     INSERT INTO items (name) VALUES ('seed');
-  `);
-  sb = await server.sandbox();
-  await sb.beginFile();
+  `));
 });
 
-afterAll(async () => {
-  await sb?.endFile();
-  await server?.stop();
-});
+afterAll(() => closeFile(server, sb));
 
 const inTest = (name: string, fn: () => Promise<unknown>) => runTest(sb, name, fn);
 
