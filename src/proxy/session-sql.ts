@@ -87,7 +87,7 @@ export function deallocateAll(prefix: string): string {
 }
 
 /** Put settings changed with SET LOCAL back to their session values, for the rest of the file's transaction. */
-export function resetLocals(names: Set<string>): string {
+export function resetLocals(names: ReadonlySet<string>): string {
   const list = [...names].map((n) => lit(n)).join(', ');
   // Custom settings (app.user_id) are not in pg_settings: their session value is ''.
   return (
