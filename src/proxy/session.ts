@@ -23,6 +23,7 @@ import { clockRewrite } from '../util/sql-clock';
 import { countInjected, countSent, Kind, newUnit, type Owner, type Sink, type Unit, type Upstream } from './upstream';
 import { refText, type VirtualRow } from './backends';
 import { applyEdits, positionMap, sortEdits, type Edit } from './rewrite';
+import { ClientStatements } from './client-statements';
 import { txRewrite, type TxEffect, type TxRewrite } from './tx-control';
 import type { RoleAuth } from './auth';
 import { PasswordExchange, readStartupPacket, settingsFrame, startupSettings, welcomeFrames } from './handshake';
@@ -176,6 +177,8 @@ let nextId = 1;
 export class Session implements Sink, Owner {
   readonly id = nextId++;
   private readonly prefix = `jp${this.id}_`;
+  /** Its prepared statements and portals, private to it on the shared upstream. */
+  private readonly names = new ClientStatements(this.prefix, this);
   private state: State = { kind: 'startup', partial: undefined };
   get phase(): Phase {
     return this.state.kind;
@@ -215,10 +218,6 @@ export class Session implements Sink, Owner {
   txStartedAt: Date | undefined;
   /** The connection the current cycle runs on (the upstream, or the side connection). */
   private conn: Upstream | undefined;
-  /** Statements parsed for the side connection: their Parse, as the side's unnamed statement. */
-  private readonly sideStatements = new Map<string, Buffer>();
-  /** Statements that need the clients' list when they run (pg_stat_activity, kill functions). */
-  private readonly activityStatements = new Set<string>();
   /** A cycle of this client's transaction may have created temporary objects / changed settings. */
   private tempPending = false;
   private setsPending = false;
@@ -242,18 +241,6 @@ export class Session implements Sink, Owner {
   private executes = 0;
   private readonly pending: Frame[] = [];
   private readonly framer = new Framer();
-  /** The client's last Parse of the unnamed statement, to re-create it upstream when needed. */
-  private unnamedParse: Buffer | undefined;
-  /** Renamed statements this client has prepared. */
-  private readonly prepared = new Set<string>();
-  /** Their Parse as sent upstream, to parse them again on a new upstream (after the old one was lost). */
-  private readonly parseFrames = new Map<string, Buffer>();
-  /** The upstream they were parsed on, and those not yet parsed again on the current one. */
-  private stmtGen = 0;
-  private stale: Set<string> | undefined;
-  /** Renamed statements / portals that are transaction control (BEGIN/COMMIT/ROLLBACK via the extended protocol). */
-  private readonly txStatements = new Map<string, Statement>();
-  private readonly txPortals = new Map<string, Statement>();
   /** Discarding the rest of a cycle, then answering this error. */
   private rejecting: JestPgError | undefined;
   private rejectSent = false;
@@ -579,10 +566,10 @@ export class Session implements Sink, Owner {
    */
   private route(frame: Frame, up: Upstream): Upstream | undefined {
     const [buf, code, start, end] = frame;
-    if (this.sideStatements.size > 0 && (code === F.Bind || code === F.Describe)) {
+    if (this.names.sideStatements.size > 0 && (code === F.Bind || code === F.Describe)) {
       const off = code === F.Bind ? m.readCString(buf, start + 5, end)[1] : start + 6;
       const [name] = m.readCString(buf, off, end);
-      if (this.sideStatements.has(this.prefix + (name || 'u'))) return this.sideOr(up);
+      if (this.names.sideStatements.has(this.prefix + (name || 'u'))) return this.sideOr(up);
       return up;
     }
     if (up.owner === this || up.owner === undefined || this.inTx) return up;
@@ -633,7 +620,7 @@ export class Session implements Sink, Owner {
     const [buf, code, start, end] = frame;
     if (code === F.Execute) {
       const [portal] = m.readCString(buf, start + 5, end);
-      return this.txPortals.has(portal ? this.prefix + portal : '');
+      return this.names.txPortals.has(portal ? this.prefix + portal : '');
     }
     const sql = m.readCString(buf, start + 5, end)[0];
     return this.lex(sql).stmts.some(isTxControl);
@@ -766,8 +753,8 @@ export class Session implements Sink, Owner {
     if (kind === 'setLocal') this.localSettings.add(tx[0].name!);
     else this.noteSetConfig(sql, 0, sql.length);
     const nonTx = tx.find((t) => t.kind === 'nonTx');
-    if (tx.length === 1 && isTxControl(tx[0]) && !nonTx) this.txStatements.set(key, tx[0]);
-    else if (this.txStatements.size) this.txStatements.delete(key);
+    if (tx.length === 1 && isTxControl(tx[0]) && !nonTx) this.names.txStatements.set(key, tx[0]);
+    else if (this.names.txStatements.size) this.names.txStatements.delete(key);
     // Never let it reach the server (PREPARE TRANSACTION would take the whole file's
     // transaction with it): a statement that raises our error when executed.
     if (nonTx) return m.writer.cstring(target).cstring(raising(errors.unsupportedStatement(nonTx.what!))).int16(0).flush(F.Parse);
@@ -778,7 +765,7 @@ export class Session implements Sink, Owner {
     if (edits || text !== sql) {
       // Rewritten: per-client names, virtual-backend functions, the moving clock.
       if (edits) unit.positionMap = positionMap(0, edits);
-      if (kind === 'prepare') this.prepared.add(this.prefix + tx[0].name);
+      if (kind === 'prepare') this.names.prepared.add(this.prefix + tx[0].name);
       return m.writer.cstring(target).cstring(edits ? applyEdits(text, edits) : text).bytes(buf, b, end).flush(F.Parse);
     }
     // The unnamed statement stays unnamed upstream (no rewrite, no copy); it is re-created
@@ -788,29 +775,17 @@ export class Session implements Sink, Owner {
 
   /** What a Parse leaves behind: the statement's kind, where it lives, the session objects it may make. */
   private parsed(up: Upstream, key: string, name: string, sql: string, lexed: Lexed, frame: Buffer): void {
-    if (lexed.activity) this.activityStatements.add(key);
-    else if (this.activityStatements.size) this.activityStatements.delete(key);
-    if (up.isSide) {
-      // Nothing of a client stays on the side connection: its statements are the side's
-      // unnamed one, parsed again whenever another replaced it.
-      this.sideStatements.set(key, Buffer.from(frame));
-      up.unnamedOwner = this;
-      this.sideCurrent = key;
-      return;
-    }
-    if (this.sideStatements.size) this.sideStatements.delete(key);
+    if (lexed.activity) this.names.activityStatements.add(key);
+    else if (this.names.activityStatements.size) this.names.activityStatements.delete(key);
+    // Nothing of a client stays on the side connection: its statements are the side's
+    // unnamed one, parsed again whenever another replaced it.
+    if (up.isSide) return this.names.parsedOnSide(up, key, frame);
+    if (this.names.sideStatements.size) this.names.sideStatements.delete(key);
     if (lexed.temp) this.tempPending = true;
     if (lexed.sets) this.noteSettings(sql, lexed.stmts);
     if (lexed.deferrable && !this.host.deferrable) this.host.noteDeferrable();
-    if (name) {
-      this.prepared.add(key);
-      this.sameUpstream(up);
-      this.parseFrames.set(key, frame);
-      this.stale?.delete(key);
-    } else {
-      this.unnamedParse = frame;
-      up.unnamedOwner = this;
-    }
+    if (name) this.names.parsedNamed(up, key, frame);
+    else this.names.parsedUnnamed(up, frame);
   }
 
   private Bind(up: Upstream, buf: Buffer, start: number, end: number): void {
@@ -819,20 +794,20 @@ export class Session implements Sink, Owner {
     const [stmt, b] = m.readCString(buf, a, end);
     const key = this.prefix + (stmt || 'u');
     if (up.isSide) {
-      if (this.activityStatements.has(key)) this.injectState(up, unit);
-      this.onSide(up, unit, key);
+      if (this.names.activityStatements.has(key)) this.injectState(up, unit);
+      this.names.onSide(up, unit, key);
       up.socket.write(m.writer.cstring('').cstring('').bytes(buf, b, end).flush(F.Bind));
       countSent(unit, Kind.Bind);
       return;
     }
     const p = portal ? this.prefix + portal : '';
-    const tx = this.txStatements.get(key);
-    if (tx) this.txPortals.set(p, tx);
-    else if (this.txPortals.size) this.txPortals.delete(p);
+    const tx = this.names.txStatements.get(key);
+    if (tx) this.names.txPortals.set(p, tx);
+    else if (this.names.txPortals.size) this.names.txPortals.delete(p);
     // The virtual-backend functions learn the current clients before the statement runs.
-    if (this.activityStatements.size && this.activityStatements.has(key)) this.injectState(up, unit);
-    if (!stmt) this.ensureUnnamed(up, unit);
-    else this.ensurePrepared(up, unit, key);
+    if (this.names.activityStatements.size && this.names.activityStatements.has(key)) this.injectState(up, unit);
+    if (!stmt) this.names.ensureUnnamed(up, unit);
+    else this.names.ensurePrepared(up, unit, key);
     if (!portal && !stmt) up.socket.write(buf.subarray(start, end));
     else up.socket.write(m.writer.cstring(p).cstring(stmt ? key : '').bytes(buf, b, end).flush(F.Bind));
     countSent(unit, Kind.Bind);
@@ -843,13 +818,13 @@ export class Session implements Sink, Owner {
     const kind = buf[start + 5];
     const [name] = m.readCString(buf, start + 6, end);
     if (up.isSide) {
-      if (kind === 0x53) this.onSide(up, unit, this.prefix + (name || 'u'));
+      if (kind === 0x53) this.names.onSide(up, unit, this.prefix + (name || 'u'));
       up.socket.write(m.writer.byte(kind).cstring('').flush(F.Describe));
     } else if (!name) {
-      if (kind === 0x53) this.ensureUnnamed(up, unit);
+      if (kind === 0x53) this.names.ensureUnnamed(up, unit);
       up.socket.write(buf.subarray(start, end));
     } else {
-      if (kind === 0x53) this.ensurePrepared(up, unit, this.prefix + name);
+      if (kind === 0x53) this.names.ensurePrepared(up, unit, this.prefix + name);
       up.socket.write(m.writer.byte(kind).cstring(this.prefix + name).flush(F.Describe));
     }
   }
@@ -858,7 +833,7 @@ export class Session implements Sink, Owner {
     const unit = this.extUnit(up);
     const [portal, a] = m.readCString(buf, start + 5, end);
     const p = portal && !up.isSide ? this.prefix + portal : '';
-    const tx = this.txPortals.size && !up.isSide ? this.txPortals.get(p) : undefined;
+    const tx = this.names.txPortals.size && !up.isSide ? this.names.txPortals.get(p) : undefined;
     if (tx) return this.txExecute(up, unit, tx);
     if (p) up.socket.write(m.writer.cstring(p).bytes(buf, a, end).flush(F.Execute));
     else if (portal) up.socket.write(m.writer.cstring('').bytes(buf, a, end).flush(F.Execute));
@@ -872,30 +847,15 @@ export class Session implements Sink, Owner {
     const [name] = m.readCString(buf, start + 6, end);
     let target: string;
     if (up.isSide) {
-      if (kind === 0x53) this.sideStatements.delete(this.prefix + (name || 'u'));
+      if (kind === 0x53) this.names.sideStatements.delete(this.prefix + (name || 'u'));
       target = '';
-    } else if (kind === 0x53) target = this.closeStatement(up, name);
+    } else if (kind === 0x53) target = this.names.close(up, name);
     else {
       target = name ? this.prefix + name : '';
-      this.txPortals.delete(target);
+      this.names.txPortals.delete(target);
     }
     up.socket.write(m.writer.byte(kind).cstring(target).flush(F.Close));
     countSent(unit, Kind.Close);
-  }
-
-  /** The client closes one of its statements: forgotten here; the name to close upstream. */
-  private closeStatement(up: Upstream, name: string): string {
-    const key = this.prefix + (name || 'u');
-    this.prepared.delete(key);
-    this.parseFrames.delete(key);
-    this.txStatements.delete(key);
-    this.sideStatements.delete(key);
-    if (name) return key;
-    // Close the upstream's unnamed statement only if it is this client's.
-    const target = up.unnamedOwner === this ? '' : key;
-    this.unnamedParse = undefined;
-    if (up.unnamedOwner === this) up.unnamedOwner = undefined;
-    return target;
   }
 
   private Sync(up: Upstream, buf: Buffer, start: number, end: number): void {
@@ -917,49 +877,10 @@ export class Session implements Sink, Owner {
   }
   private lexed: { sql: string; lexed: Lexed } | undefined;
 
-  /** Which of this client's statements the side connection's unnamed statement is (see onSide). */
-  private sideCurrent: string | undefined;
-
-  /** On the side connection, the statement `key` must be its unnamed one: parse it again if not. */
-  private onSide(side: Upstream, unit: Unit, key: string): void {
-    if (side.unnamedOwner === this && this.sideCurrent === key) return;
-    const parse = this.sideStatements.get(key);
-    if (parse === undefined) return; // unknown to us: the server answers as it would
-    side.socket.write(parse);
-    countInjected(unit, Kind.Parse);
-    side.unnamedOwner = this;
-    this.sideCurrent = key;
-  }
-
   /** The clients' list for the virtual-backend functions, as a statement of ours inside the client's cycle. */
   private injectState(up: Upstream, unit: Unit): void {
     this.executeInjected(up, unit, this.host.backendState(this));
     (unit.tags ??= [])[this.executes++] = null;
-  }
-
-  /** A new upstream since this client's statements were parsed: all of them are to be parsed again. */
-  private sameUpstream(up: Upstream): void {
-    if (this.stmtGen === up.gen) return;
-    if (this.stmtGen !== 0 && this.parseFrames.size) this.stale = new Set(this.parseFrames.keys());
-    this.stmtGen = up.gen;
-  }
-
-  /** The named statement `key` lived on an upstream that was lost: parse it again here first. */
-  private ensurePrepared(up: Upstream, unit: Unit, key: string): void {
-    if (this.stmtGen !== up.gen) this.sameUpstream(up);
-    if (this.stale === undefined || !this.stale.delete(key)) return;
-    const frame = this.parseFrames.get(key);
-    if (frame === undefined) return;
-    up.socket.write(frame);
-    countInjected(unit, Kind.Parse);
-  }
-
-  /** The upstream's unnamed statement is someone else's now: parse ours again first. */
-  private ensureUnnamed(up: Upstream, unit: Unit): void {
-    if (up.unnamedOwner === this || this.unnamedParse === undefined) return;
-    up.socket.write(this.unnamedParse);
-    countInjected(unit, Kind.Parse);
-    up.unnamedOwner = this;
   }
 
   /** Execute of a BEGIN/COMMIT/ROLLBACK (or a refused PREPARE TRANSACTION) prepared through the extended protocol. */
@@ -1095,7 +1016,7 @@ export class Session implements Sink, Owner {
       else if (this.inTx || s.kind === 'other') this.noteSetConfig(sql, s.start, s.end);
       if (isTxControl(s) || s.kind === 'deallocate' || s.kind === 'discardAll' || s.kind === 'discardTemp' || s.kind === 'setTransaction') rewrite = true;
       else if (s.kind === 'setLocal' && !this.inTx) rewrite = true;
-      else if (s.kind === 'prepare') this.prepared.add(this.prefix + s.name);
+      else if (s.kind === 'prepare') this.names.prepared.add(this.prefix + s.name);
     }
     return rewrite;
   }
@@ -1154,8 +1075,7 @@ export class Session implements Sink, Owner {
   /** DEALLOCATE [ALL] and DISCARD ALL act on this client's statements only (protocol and SQL level share the namespace). */
   private rewriteDeallocate(s: Statement, out: Rewritten): void {
     if (s.kind === 'deallocate' && s.name !== undefined) {
-      this.prepared.delete(this.prefix + s.name);
-      this.parseFrames.delete(this.prefix + s.name);
+      this.names.deallocate(s.name);
       return push(out, `DEALLOCATE ${ident(this.prefix + s.name)}`, 'DEALLOCATE');
     }
     if (s.kind === 'discardAll') {
@@ -1164,8 +1084,7 @@ export class Session implements Sink, Owner {
       if (temp) push(out, temp, null);
       push(out, settingsSql(this.startupSettings), null);
     }
-    this.prepared.clear();
-    this.parseFrames.clear();
+    this.names.deallocate();
     push(out, deallocateAll(this.prefix), s.kind === 'discardAll' ? 'DISCARD ALL' : 'DEALLOCATE ALL');
   }
 
@@ -1356,7 +1275,7 @@ export class Session implements Sink, Owner {
     if (code === F.Bind) {
       const [, a] = m.readCString(buf, start + 5, end);
       const [statement] = m.readCString(buf, a, end);
-      return this.txStatements.has(statement ? this.prefix + statement : '');
+      return this.names.txStatements.has(statement ? this.prefix + statement : '');
     }
     return false;
   }
@@ -1520,7 +1439,7 @@ export class Session implements Sink, Owner {
 
   /** Something of this client stays on the upstream until it is cleaned up: a transaction, statements, temporary objects. */
   private get leftBehind(): boolean {
-    return this.inTx || this.prepared.size > 0 || this.tempScan !== undefined || this.host.hasTemp(this);
+    return this.inTx || this.names.prepared.size > 0 || this.tempScan !== undefined || this.host.hasTemp(this);
   }
 
   /** Owning the upstream with nothing in flight: roll back what the client left, close its statements. */
@@ -1549,18 +1468,7 @@ export class Session implements Sink, Owner {
         this.inTx = false;
         this.guardOpen = false;
       }
-      if (this.prepared.size > 0) {
-        const unit = newUnit(undefined);
-        up.socket.cork();
-        for (const name of this.prepared) {
-          up.socket.write(m.close('S', name));
-          countInjected(unit, Kind.Close);
-        }
-        up.expectUnit(unit);
-        up.socket.write(m.syncFrame);
-        up.socket.uncork();
-        this.prepared.clear();
-      }
+      if (this.names.prepared.size > 0) this.names.closeAll(up, newUnit(undefined));
       // Its temporary objects go with it, as they do when a real session ends.
       const drop = this.host.dropTempSql(this);
       if (drop) up.send(m.query(drop), newUnit(undefined));
