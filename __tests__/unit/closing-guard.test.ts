@@ -4,6 +4,8 @@
  * reaches the listeners that were there, which stay installed.
  */
 import { spawnSync } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import vm from 'node:vm';
 import path from 'node:path';
 import { ensureBuilt } from '../helpers/build';
 import { closedBySandbox } from '../../src/sandbox/closing-guard';
@@ -23,9 +25,27 @@ test('what the sandbox closing a connection makes a client throw, and nothing el
   expect(closedBySandbox(Object.assign(new Error('JESTPG_FILE_ENDED: The test file a.test.js ended'), { code: '57P01' }))).toBe(true);
   expect(closedBySandbox(Object.assign(new Error('terminating connection due to administrator command'), { code: '57P01' }))).toBe(true);
   expect(closedBySandbox(new Error('Connection terminated unexpectedly'))).toBe(true);
+  // From a worker thread's pool: the error crosses to this thread without its code.
+  expect(closedBySandbox(new Error('JESTPG_FILE_ENDED: The test file a.test.js ended'))).toBe(true);
+  expect(closedBySandbox(new Error('terminating connection due to administrator command'))).toBe(false);
   expect(closedBySandbox(Object.assign(new Error('JESTPG_FILE_ENDED: x'), { code: '42P01' }))).toBe(false);
   expect(closedBySandbox(new Error('JESTPG_FILE_ENDED in a test of its own'))).toBe(false);
   expect(closedBySandbox('Connection terminated unexpectedly')).toBe(false);
+});
+
+test("a pool of the test's realm with no 'error' listener: Node's ERR_UNHANDLED_ERROR around the sandbox's error is recognised", () => {
+  const unhandled = (source: string) => {
+    try {
+      new EventEmitter().emit('error', vm.runInNewContext(source));
+    } catch (e) {
+      return e as { code?: string };
+    }
+    throw new Error('emit did not throw');
+  };
+  const ours = unhandled(`Object.assign(new Error('JESTPG_FILE_ENDED: The test file a.test.js ended'), { code: '57P01' })`);
+  expect(ours.code).toBe('ERR_UNHANDLED_ERROR');
+  expect(closedBySandbox(ours)).toBe(true);
+  expect(closedBySandbox(unhandled(`Object.assign(new Error('relation "x" does not exist'), { code: '42P01' })`))).toBe(false);
 });
 
 test("the listeners that were there stay, and get every error that is not the sandbox's", () => {

@@ -16,16 +16,23 @@ import { sleep } from '../util/text';
 /** What the sandbox's end of a file makes a client throw: recognised by SQLSTATE and our code, not by wording alone. */
 export function closedBySandbox(e: unknown): boolean {
   if (typeof e !== 'object' || e === null) return false;
-  const { code, message } = e as { code?: unknown; message?: unknown };
+  const { code, message, context } = e as { code?: unknown; message?: unknown; context?: unknown };
+  // An 'error' event nobody listens to, whose error is not an Error of this realm (a test's pool
+  // runs in Jest's vm context): Node throws ERR_UNHANDLED_ERROR with the emitted error as its context.
+  if (code === 'ERR_UNHANDLED_ERROR') return closedBySandbox(context);
   const msg = typeof message === 'string' ? message : '';
-  // Our FATAL at the end of a file (57P01, "JESTPG_FILE_ENDED: …"), or a backend that went around
-  // the sandbox, terminated by the end-of-file check (Postgres' own 57P01).
-  if (code === '57P01') return msg.startsWith('JESTPG_FILE_ENDED') || msg === 'terminating connection due to administrator command';
+  // Our FATAL at the end of a file (57P01, "JESTPG_FILE_ENDED: …"; thrown in a worker thread, the
+  // error reaches this thread without its code), or a backend that went around the sandbox,
+  // terminated by the end-of-file check (Postgres' own 57P01).
+  if (code === '57P01' || code === undefined) {
+    if (msg.startsWith('JESTPG_FILE_ENDED: ')) return true;
+    if (code === '57P01') return msg === 'terminating connection due to administrator command';
+  }
   // node-postgres when the socket ends before it read the FATAL.
   return code === undefined && msg === 'Connection terminated unexpectedly';
 }
 
-function passOn(err: Error): void {
+function passOn(err: unknown): void {
   if (process.listenerCount('uncaughtException') > 0) {
     process.emit('uncaughtException', err, 'uncaughtException');
     return;
@@ -40,8 +47,7 @@ function passOn(err: Error): void {
 export async function withClosingGuard<T extends { open: unknown[]; foreign?: unknown[]; idle?: number }>(fn: () => Promise<T>): Promise<T> {
   let captured = false;
   const capture = (err: unknown) => {
-    if (closedBySandbox(err)) return;
-    passOn(err instanceof Error ? err : new Error(String(err)));
+    if (!closedBySandbox(err)) passOn(err);
   };
   const prepended = () => undefined;
   try {
