@@ -10,6 +10,7 @@ beforeAll(async () => {
   ({ server, sb } = await openFile(`
     CREATE TABLE items (id serial PRIMARY KEY, name text UNIQUE NOT NULL);
     INSERT INTO items (name) VALUES ('seed');
+    CREATE SEQUENCE big_ids START 9007199254740993;
   `));
 });
 
@@ -214,4 +215,18 @@ test('a query sent while a leaked transaction sits idle runs inside it; the leak
   });
   await a.query('ROLLBACK').catch(() => undefined);
   await Promise.all([a.end(), b.end(), c.end()]);
+});
+
+test('a sequence past 2^53 is put back exactly at the end of each test (its value restored as text)', async () => {
+  const c = new pg.Client({ connectionString: sb.info.url });
+  await c.connect();
+  const next = async () => (await c.query("SELECT nextval('big_ids')::text AS v")).rows[0].v as string;
+  await inTest('advances big_ids', async () => {
+    expect(await next()).toBe('9007199254740993');
+    expect(await next()).toBe('9007199254740994');
+  });
+  await inTest('starts where the database has it', async () => {
+    expect(await next()).toBe('9007199254740993');
+  });
+  await c.end();
 });
