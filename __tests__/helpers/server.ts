@@ -6,6 +6,7 @@ import { Sandbox, type SandboxOptions } from '../../src/proxy/sandbox';
 import os from 'node:os';
 import path from 'node:path';
 import fs from 'node:fs';
+import pg from 'pg';
 import { stopOnExit } from './watchdog';
 
 export interface TestServer {
@@ -66,4 +67,37 @@ export async function runTest(sb: Sandbox, name: string, fn: () => Promise<unkno
     problems = (await sb.endTest()).problems.map((p) => p.message);
   }
   return problems;
+}
+
+/** A server with `schema` and one sandbox on it (`opts` over the defaults), its file open: a test file's beforeAll. */
+export async function openFile(schema: string, opts: Partial<SandboxOptions> = {}): Promise<{ server: TestServer; sb: Sandbox }> {
+  const server = await bootServer(schema);
+  const sb = await server.sandbox(opts);
+  await sb.beginFile();
+  return { server, sb };
+}
+
+/** End the file and stop the server, either of them missing after a failed beforeAll: a test file's afterAll. */
+export async function closeFile(server: TestServer | undefined, sb: Sandbox | undefined): Promise<void> {
+  await sb?.endFile();
+  await server?.stop();
+}
+
+/** A client of the sandbox whose connection-level errors are collected instead of crashing the test process. */
+export async function connectClient(url: string, config: pg.ClientConfig = {}): Promise<pg.Client & { errors: Error[] }> {
+  const c = new pg.Client({ connectionString: url, ...config }) as pg.Client & { errors: Error[] };
+  c.errors = [];
+  c.on('error', (e) => c.errors.push(e));
+  await c.connect();
+  return c;
+}
+
+/** Until the sandbox's upstream runs a statement LIKE `pattern` (seen from a direct connection). */
+export async function untilUpstreamRuns(server: TestServer, sb: Sandbox, pattern: string): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    const rows = await server.direct<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = $1 AND state = 'active' AND query LIKE $2`, [sb.upstream!.backendPid, pattern]);
+    if (rows[0].n > 0) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`the upstream never ran ${pattern}`);
 }

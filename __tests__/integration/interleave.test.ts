@@ -6,26 +6,21 @@
  */
 import pg from 'pg';
 import postgres from 'postgres';
-import { bootServer, runTest, type TestServer } from '../helpers/server';
+import { closeFile, openFile, runTest, type TestServer } from '../helpers/server';
 import type { Sandbox } from '../../src/proxy/sandbox';
 
 let server: TestServer;
 let sb: Sandbox;
 
+// A lock wait far longer than the test: if anything waited for the holder, the test would time out.
 beforeAll(async () => {
-  server = await bootServer(`
+  ({ server, sb } = await openFile(`
     CREATE TABLE items (id serial PRIMARY KEY, name text UNIQUE NOT NULL);
     INSERT INTO items (name) VALUES ('seed');
-  `);
-  // A lock wait far longer than the test: if anything waited for the holder, the test would time out.
-  sb = await server.sandbox({ lockWaitMs: 60_000 });
-  await sb.beginFile();
+  `, { lockWaitMs: 60_000 }));
 });
 
-afterAll(async () => {
-  await sb?.endFile();
-  await server?.stop();
-});
+afterAll(() => closeFile(server, sb));
 
 const inTest = (name: string, fn: () => Promise<unknown>) => runTest(sb, name, fn);
 const count = async (c: pg.Pool | pg.Client, name: string) => (await c.query('SELECT count(*)::int AS n FROM items WHERE name = $1', [name])).rows[0].n as number;

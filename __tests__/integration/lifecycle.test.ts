@@ -281,7 +281,7 @@ test('environment-only mode: the first worker starts the run, the others wait an
             // fork: like a jest-worker child, so the "Jest main process" is us (the parent).
             const ch = fork(script, [], { env: { ...env, JEST_WORKER_ID: id }, stdio: 'ignore' });
             children.push(ch);
-            ch.once('message', (msg) => resolve(msg as never));
+            ch.once('message', (msg) => resolve(msg as { m: RunManifest; w: { name: string }; error?: string }));
             ch.once('error', reject);
           }),
       ),

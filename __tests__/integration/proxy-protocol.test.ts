@@ -7,25 +7,20 @@ import pg from 'pg';
 import Cursor from 'pg-cursor';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import postgres from 'postgres';
-import { bootServer, runTest, type TestServer } from '../helpers/server';
+import { closeFile, openFile, runTest, type TestServer } from '../helpers/server';
 import type { Sandbox } from '../../src/proxy/sandbox';
 
 let server: TestServer;
 let sb: Sandbox;
 
 beforeAll(async () => {
-  server = await bootServer(`
+  ({ server, sb } = await openFile(`
     CREATE TABLE items (id serial PRIMARY KEY, name text UNIQUE NOT NULL);
     INSERT INTO items (name) SELECT 'seed' || g FROM generate_series(1, 100) g;
-  `);
-  sb = await server.sandbox();
-  await sb.beginFile();
+  `));
 });
 
-afterAll(async () => {
-  await sb?.endFile();
-  await server?.stop();
-});
+afterAll(() => closeFile(server, sb));
 
 const inTest = (name: string, fn: () => Promise<unknown>) => runTest(sb, name, fn);
 
@@ -444,7 +439,7 @@ test('every startup parameter is a setting, reported back like a server does; no
     max: 1,
     connection: { application_name: 'reported', work_mem: '7MB', 'my.custom': 'yes' },
     onparameter: (k: string, v: string) => (statuses[k] = v),
-  } as never);
+  });
   const plain = await connect();
   await inTest('startup parameters', async () => {
     const [row] = await sql`SELECT current_setting('work_mem') AS wm, current_setting('my.custom') AS c, current_setting('application_name') AS app`;

@@ -1,24 +1,20 @@
 import pg from 'pg';
 import postgres from 'postgres';
-import { bootServer, runTest, type TestServer } from '../helpers/server';
+import { closeFile, openFile, runTest, type TestServer } from '../helpers/server';
 import type { Sandbox } from '../../src/proxy/sandbox';
 
 let server: TestServer;
 let sb: Sandbox;
 
 beforeAll(async () => {
-  server = await bootServer(`
+  ({ server, sb } = await openFile(`
     CREATE TABLE items (id serial PRIMARY KEY, name text UNIQUE NOT NULL);
     INSERT INTO items (name) VALUES ('seed');
-  `);
-  sb = await server.sandbox();
-  await sb.beginFile();
+    CREATE SEQUENCE big_ids START 9007199254740993;
+  `));
 });
 
-afterAll(async () => {
-  await sb?.endFile();
-  await server?.stop();
-});
+afterAll(() => closeFile(server, sb));
 
 const inTest = (name: string, fn: () => Promise<unknown>) => runTest(sb, name, fn);
 
@@ -219,4 +215,18 @@ test('a query sent while a leaked transaction sits idle runs inside it; the leak
   });
   await a.query('ROLLBACK').catch(() => undefined);
   await Promise.all([a.end(), b.end(), c.end()]);
+});
+
+test('a sequence past 2^53 is put back exactly at the end of each test (its value restored as text)', async () => {
+  const c = new pg.Client({ connectionString: sb.info.url });
+  await c.connect();
+  const next = async () => (await c.query("SELECT nextval('big_ids')::text AS v")).rows[0].v as string;
+  await inTest('advances big_ids', async () => {
+    expect(await next()).toBe('9007199254740993');
+    expect(await next()).toBe('9007199254740994');
+  });
+  await inTest('starts where the database has it', async () => {
+    expect(await next()).toBe('9007199254740993');
+  });
+  await c.end();
 });

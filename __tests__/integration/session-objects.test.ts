@@ -5,30 +5,21 @@
  */
 import pg from 'pg';
 import postgres from 'postgres';
-import { bootServer, runTest, type TestServer } from '../helpers/server';
+import { closeFile, connectClient, openFile, runTest, type TestServer } from '../helpers/server';
 import type { Sandbox } from '../../src/proxy/sandbox';
 
 let server: TestServer;
 let sb: Sandbox;
 
 beforeAll(async () => {
-  server = await bootServer(`CREATE TABLE base (id int PRIMARY KEY);`);
-  sb = await server.sandbox({ lockWaitMs: 5000 });
-  await sb.beginFile();
+  ({ server, sb } = await openFile(`CREATE TABLE base (id int PRIMARY KEY);`, { lockWaitMs: 5000 }));
 });
 
-afterAll(async () => {
-  await sb?.endFile();
-  await server?.stop();
-});
+afterAll(() => closeFile(server, sb));
 
 const inTest = (name: string, fn: () => Promise<unknown>) => runTest(sb, name, fn);
 
-async function connect(applicationName = 'same'): Promise<pg.Client> {
-  const c = new pg.Client({ connectionString: sb.info.url, application_name: applicationName });
-  await c.connect();
-  return c;
-}
+const connect = (applicationName = 'same') => connectClient(sb.info.url, { application_name: applicationName });
 
 const exists = async (c: pg.Client, rel: string) => (await c.query('SELECT to_regclass($1) IS NOT NULL AS e', [rel])).rows[0].e as boolean;
 

@@ -4,7 +4,7 @@
  * every later client are served; the file that lost it fails at its end, the next file does not.
  */
 import pg from 'pg';
-import { bootServer, runTest, type TestServer } from '../helpers/server';
+import { bootServer, connectClient, runTest, untilUpstreamRuns, type TestServer } from '../helpers/server';
 import type { Sandbox } from '../../src/proxy/sandbox';
 
 let server: TestServer;
@@ -31,13 +31,7 @@ afterAll(async () => {
 
 const inTest = (name: string, fn: () => Promise<unknown>) => runTest(sb, name, fn);
 
-async function connect(applicationName: string): Promise<pg.Client & { errors: Error[] }> {
-  const c = new pg.Client({ connectionString: sb.info.url, application_name: applicationName }) as pg.Client & { errors: Error[] };
-  c.errors = [];
-  c.on('error', (e) => c.errors.push(e));
-  await c.connect();
-  return c;
-}
+const connect = (applicationName: string) => connectClient(sb.info.url, { application_name: applicationName });
 
 const killUpstream = async () => {
   const pid = sb.upstream!.backendPid;
@@ -69,11 +63,7 @@ test('upstream terminated from outside during a test: users told once, idle clie
     expect((await idle.query('SELECT what FROM events ORDER BY id')).rows).toEqual([{ what: 'after' }]);
     // A statement in flight when it dies gets the error too.
     const sleeping = running.query('SELECT pg_sleep(30)').catch((e: Error) => e);
-    for (let i = 0; i < 500; i++) {
-      const [r] = await server.direct<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = $1 AND query LIKE '%pg_sleep(30)'`, [sb.upstream!.backendPid]);
-      if (r.n > 0) break;
-      await new Promise((res) => setTimeout(res, 10));
-    }
+    await untilUpstreamRuns(server, sb, '%pg_sleep(30)');
     await killUpstream();
     expect(String(await sleeping)).toMatch(/JESTPG_UPSTREAM_LOST/);
     // Every later client is served.

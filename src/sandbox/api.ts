@@ -16,6 +16,7 @@ import { ensureWorkerDatabase, rebuildWorkerDatabase, startRun, teardownRun, typ
 import type { ConnectionInfo, FileReport, ForeignBackend, Problem } from '../proxy/sandbox';
 import { SandboxThread } from './thread';
 import { formatFileReport } from './report';
+import { withClosingGuard } from './closing-guard';
 import { JestPgError, type ErrorCode } from '../util/errors';
 import { atMost, guardSetup, raceAbort, step } from '../util/settle';
 import type { PgOptions } from '../util/options';
@@ -144,52 +145,6 @@ export function upstreamUrl(m: RunManifest, db: { name: string; url: string }): 
   const c = m.cluster;
   if (!c) return db.url;
   return `postgres://${encodeURIComponent(c.user)}@localhost:${c.port}/${encodeURIComponent(db.name)}?host=${encodeURIComponent(c.socketDir)}`;
-}
-
-/**
- * Closing an idle pg.Pool's connections makes the pool emit 'error'; a pool without an
- * 'error' listener throws, and a test runner (or Jest's worker) dies on any uncaught exception.
- * While the sandbox closes connections, the process's uncaughtException listeners are set aside
- * and exactly those errors are swallowed; any other error goes to the listeners that were there.
- */
-export async function withClosingGuard<T extends { open: unknown[]; foreign?: unknown[]; idle?: number }>(fn: () => Promise<T>): Promise<T> {
-  const ours = (e: unknown) => {
-    const msg = String((e as Error | undefined)?.message ?? e);
-    return (
-      msg.includes('JESTPG_FILE_ENDED') ||
-      msg.includes('Connection terminated unexpectedly') ||
-      // a backend that went around the sandbox, terminated by the end-of-file check
-      msg.includes('terminating connection due to administrator command')
-    );
-  };
-  const saved = process.rawListeners('uncaughtException') as ((err: Error, origin: string) => void)[];
-  const guard = (err: Error, origin: string) => {
-    if (ours(err)) return;
-    if (saved.length === 0) {
-      process.removeListener('uncaughtException', guard);
-      process.nextTick(() => {
-        throw err;
-      });
-    }
-    for (const l of saved) l.call(process, err, origin);
-  };
-  process.removeAllListeners('uncaughtException');
-  process.on('uncaughtException', guard);
-  let closedSome = true;
-  try {
-    const report = await fn();
-    closedSome = report.open.length > 0 || (report.idle ?? 0) > 0 || (report.foreign?.length ?? 0) > 0;
-    return report;
-  } finally {
-    // Let the clients read the FATAL and their sockets' end before handing errors back
-    // (only when the sandbox closed connections: a clean file costs nothing here).
-    if (closedSome) {
-      for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
-      await new Promise((r) => setTimeout(r, 5));
-    }
-    process.removeListener('uncaughtException', guard);
-    for (const l of saved) if (!process.rawListeners('uncaughtException').includes(l)) process.on('uncaughtException', l);
-  }
 }
 
 // ---------------------------------------------------------------------------------------------

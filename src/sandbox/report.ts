@@ -1,5 +1,6 @@
 /** Human-readable reports: what a test file left behind and what to do about it. */
 import type { FileReport } from '../proxy/sandbox';
+import { errors } from '../util/errors';
 
 export function formatFileReport(testPath: string, r: FileReport): string {
   const lines: string[] = [];
@@ -18,13 +19,8 @@ export function formatFileReport(testPath: string, r: FileReport): string {
     );
   }
   if (r.foreign.length) {
-    lines.push(
-      `jest-environment-pg: JESTPG_FOREIGN_BACKENDS: ${r.foreign.length} backend${r.foreign.length === 1 ? '' : 's'} on the worker database did not come through the sandbox (their writes are not rolled back); terminated them and rebuilt the database:`,
-      ...r.foreign.map(
-        (f) => `  - pid ${f.pid}, application_name ${JSON.stringify(f.applicationName)}, client ${f.clientAddr}, state ${f.state || 'unknown'}, last query ${JSON.stringify(f.query)}`,
-      ),
-      '  Fix: connect through DATABASE_URL/PG* of the test process; if another variable holds a URL (a replica URL), list it in the "exposeAs" option.',
-    );
+    const each = r.foreign.map((f) => `pid ${f.pid}, application_name ${JSON.stringify(f.applicationName)}, client ${f.clientAddr}, state ${f.state || 'unknown'}, last query ${JSON.stringify(f.query)}`);
+    lines.push(`jest-environment-pg: ${errors.foreignBackends(each).toString()}`);
   }
   return lines.join('\n');
 }

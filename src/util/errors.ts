@@ -3,6 +3,7 @@
  * (listed in the README), says what happened, whose fault it is, and what to do.
  * Secrets never reach a message: pass URLs through `redactUrl` first.
  */
+import { oneLine } from './text';
 
 export type ErrorCode =
   | 'JESTPG_OPTION_UNKNOWN'
@@ -55,7 +56,7 @@ export class JestPgError extends Error {
   detail?: string;
   hint?: string;
   constructor(code: ErrorCode, message: string, sqlState = 'XX000', options?: { cause?: unknown }) {
-    super(message, options as never);
+    super(message, options);
     // Node's convention for coded errors ("TypeError [ERR_X]: …"): the code reaches whatever
     // prints the error (Jest's "Got error running globalSetup", a failed test suite, a stack).
     this.name = `JestPgError [${code}]`;
@@ -214,6 +215,13 @@ export const errors = {
   },
   authFailed: (user: string) =>
     make('JESTPG_AUTH_FAILED', '28P01')(`Password authentication failed for user "${user}" on the jest-environment-pg sandbox. Connect with the credentials in DATABASE_URL / PGPASSWORD of the test process.`),
+  /** Found at the end of a file (a warning: the backends were terminated and the database rebuilt); `lines` describe each backend. */
+  foreignBackends: (lines: string[]) =>
+    make('JESTPG_FOREIGN_BACKENDS')(
+      `${lines.length} backend${lines.length === 1 ? '' : 's'} on the worker database did not come through the sandbox (their writes are not rolled back); terminated them and rebuilt the database:\n` +
+        lines.map((l) => `  - ${l}`).join('\n') +
+        '\n  Fix: connect through DATABASE_URL/PG* of the test process; if another variable holds a URL (a replica URL), list it in the "exposeAs" option.',
+    ),
   fileEnded: (testFile: string) =>
     make('JESTPG_FILE_ENDED', '57P01')(`The test file ${testFile} ended, so jest-environment-pg closed this connection. Close pools in afterAll to avoid this message.`),
   terminated: () => {
@@ -272,6 +280,5 @@ function describe(v: unknown): string {
 }
 
 function quoteSql(sql: string): string {
-  const one = sql.replace(/\s+/g, ' ').trim();
-  return JSON.stringify(one.length > 120 ? one.slice(0, 117) + '...' : one);
+  return JSON.stringify(oneLine(sql, 120));
 }
