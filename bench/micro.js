@@ -336,3 +336,40 @@ async function endOfTestStatements({ dbUrl, rounds = 30, per = 20 }) {
 }
 
 module.exports = { proxyOverhead, perTestOverhead, endOfTestStatements, startSandbox };
+
+/**
+ * `node bench/micro.js [samples]` (after `npm run build`): the proxy-overhead rows alone, on a
+ * cluster of their own, in a few seconds — the quick check of the ≤ 30 µs target. Prints the
+ * load average beside the figures: they mean something only on a quiet machine.
+ */
+async function main() {
+  const os = require('os');
+  const { dist, admin, dbUrl } = require('./common');
+  const { findBinaries } = dist('server/binaries');
+  const { startCluster, stopCluster } = dist('server/cluster');
+  const bins = await findBinaries({ resolveFrom: [ROOT] });
+  const cluster = await startCluster({ binDir: bins.binDir, version: bins.version, nativeDir: bins.nativeDir });
+  const live = [];
+  const socketDir = fs.mkdtempSync(path.join(os.tmpdir(), 'jestpg-micro-'));
+  try {
+    await admin(cluster.url, (c) => c.query('CREATE DATABASE bench_micro'));
+    const r = await proxyOverhead({ dbUrl: dbUrl(cluster.url, 'bench_micro'), cluster, socketDir: path.join(socketDir, 's'), samples: Number(process.argv[2]) || 3000, track: (x) => live.push(x) });
+    const rows = { tcp: 'in process, upstream over TCP', upstreamUnix: 'in process, upstream on the unix socket', thread: 'own thread (as in Jest), upstream on the unix socket', inTx: 'in a client transaction (no guard)', relay: 'a do-nothing relay (one more hop)' };
+    for (const [k, label] of Object.entries(rows)) {
+      const p = r[k];
+      console.log(`${label.padEnd(55)} overhead p50 ${p.overheadP50.toFixed(1).padStart(6)} µs   (direct ${p.directP50.toFixed(1)} µs, through it ${p.proxyP50.toFixed(1)} µs)`);
+    }
+    console.log(`load average ${os.loadavg().map((x) => x.toFixed(2)).join(' / ')}`);
+  } finally {
+    for (const x of live) await x.close().catch(() => undefined);
+    await stopCluster(cluster);
+    fs.rmSync(socketDir, { recursive: true, force: true });
+  }
+}
+
+if (require.main === module) {
+  main().catch((e) => {
+    console.error(e);
+    process.exitCode = 1;
+  });
+}
