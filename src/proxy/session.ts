@@ -172,13 +172,10 @@ const SERVER_WIDE = new Set(['server_version', 'server_version_num', 'server_enc
 
 const FRONTEND = new Set<number>([F.Bind, F.Close, F.CopyData, F.CopyDone, F.CopyFail, F.Describe, F.Execute, F.Flush, F.FunctionCall, F.Parse, F.Query, F.Sync, F.Terminate]);
 
-let nextId = 1;
-
 export class Session implements Sink, Owner {
-  readonly id = nextId++;
-  private readonly prefix = `jp${this.id}_`;
+  private readonly prefix: string;
   /** Its prepared statements and portals, private to it on the shared upstream. */
-  private readonly names = new ClientStatements(this.prefix, this);
+  private readonly names: ClientStatements;
   private state: State = { kind: 'startup', partial: undefined };
   get phase(): Phase {
     return this.state.kind;
@@ -261,7 +258,10 @@ export class Session implements Sink, Owner {
   private startupSettings: [string, string][] = [];
   readonly viaUnix: boolean;
 
-  constructor(private readonly socket: net.Socket, private readonly host: SessionHost, viaUnix: boolean) {
+  /** `id`: unique among the sandbox's clients (their statement and portal names on the shared upstream). */
+  constructor(private readonly socket: net.Socket, private readonly host: SessionHost, viaUnix: boolean, readonly id: number) {
+    this.prefix = `jp${id}_`;
+    this.names = new ClientStatements(this.prefix, this);
     this.viaUnix = viaUnix;
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));

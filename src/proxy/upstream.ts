@@ -84,13 +84,11 @@ function dropped(unit: Unit, kind: Kind): boolean {
   return unit.drop !== undefined && unit.drop[kind].includes(i);
 }
 
-let generations = 0;
-
 export class Upstream {
   /** The side connection: runs a kill statement while the upstream is busy; no transaction, no guard. */
   isSide = false;
   /** Tells upstreams apart (a client's prepared statements live on one; after a reconnect they are parsed again). */
-  readonly gen = ++generations;
+  readonly gen: number;
   readonly socket: net.Socket;
   readonly backendPid: number;
   private readonly secretKey: number;
@@ -125,7 +123,8 @@ export class Upstream {
   /** Notices are offered here first; true swallows one (the marker of a virtual pg_terminate_backend). */
   onNotice: ((fields: Record<string, string>) => boolean) | undefined;
 
-  private constructor(c: Connected) {
+  private constructor(c: Connected, gen: number) {
+    this.gen = gen;
     const socket = c.socket;
     this.socket = socket;
     this.backendPid = c.backendPid;
@@ -138,11 +137,14 @@ export class Upstream {
     socket.resume(); // connect() hands it over paused, right after the first ReadyForQuery
   }
 
-  /** Connect, authenticate and take the socket (see connect.ts): from here on the bytes are ours. */
-  static async connect(url: string, applicationName: string): Promise<Upstream> {
+  /**
+   * Connect, authenticate and take the socket (see connect.ts): from here on the bytes are ours.
+   * `gen`: unique among the sandbox's upstream connections.
+   */
+  static async connect(url: string, applicationName: string, gen: number): Promise<Upstream> {
     let up: Upstream;
     try {
-      up = new Upstream(await connect(url, { applicationName }));
+      up = new Upstream(await connect(url, { applicationName }), gen);
     } catch (e) {
       throw errors.serverUnreachable(url, e);
     }
