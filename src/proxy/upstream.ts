@@ -364,29 +364,10 @@ export class Upstream {
     if (unit === undefined) return; // asynchronous ParameterStatus/Notice outside any unit
     const sink = unit.sink;
     switch (code) {
-      case B.ReadyForQuery: {
-        this.expect.shift();
-        const status = buf[start + 5];
-        if (sink) {
-          this.touch(sink);
-          sink.ready(unit, status, buf, start, this);
-        }
-        unit.done?.(status, unit);
-        return;
-      }
-      case B.CommandComplete: {
-        const i = unit.tagIndex++;
-        const tag = unit.tags?.[i];
-        if (sink) {
-          if (tag === undefined) this.forward(sink, buf, start, end);
-          else if (tag !== null) {
-            this.touch(sink);
-            sink.out(commandComplete(tag));
-          }
-        }
-        unit.onCommand?.(i);
-        return;
-      }
+      case B.ReadyForQuery:
+        return this.unitDone(unit, buf, start);
+      case B.CommandComplete:
+        return this.commandDone(unit, buf, start, end);
       case B.ParseComplete:
         if (dropped(unit, Kind.Parse)) return;
         break;
@@ -421,6 +402,33 @@ export class Upstream {
     }
     if (sink) this.forward(sink, buf, start, end);
   };
+
+  /** The unit's ReadyForQuery: it is answered. */
+  private unitDone(unit: Unit, buf: Buffer, start: number): void {
+    this.expect.shift();
+    const status = buf[start + 5];
+    const sink = unit.sink;
+    if (sink) {
+      this.touch(sink);
+      sink.ready(unit, status, buf, start, this);
+    }
+    unit.done?.(status, unit);
+  }
+
+  /** A CommandComplete: forwarded, or replaced by the unit's tag for it (null: dropped). */
+  private commandDone(unit: Unit, buf: Buffer, start: number, end: number): void {
+    const i = unit.tagIndex++;
+    const tag = unit.tags?.[i];
+    const sink = unit.sink;
+    if (sink) {
+      if (tag === undefined) this.forward(sink, buf, start, end);
+      else if (tag !== null) {
+        this.touch(sink);
+        sink.out(commandComplete(tag));
+      }
+    }
+    unit.onCommand?.(i);
+  }
 
   private forward(sink: Sink, buf: Buffer, start: number, end: number): void {
     this.touch(sink);
