@@ -6,6 +6,7 @@
 import pg from 'pg';
 import { bootServer, connectClient, runTest, untilUpstreamRuns, type TestServer } from '../helpers/server';
 import type { Sandbox } from '../../src/proxy/sandbox';
+import { withClient } from '../../src/util/admin';
 
 let server: TestServer;
 let sb: Sandbox;
@@ -99,6 +100,31 @@ test('lost outside a test (a hook, or the one command of jest-environment-pg run
   expect((await c.query('SELECT count(*)::int AS n FROM events')).rows[0].n).toBe(0);
   expect(warnings).toHaveLength(1);
   expect(warnings[0]).toMatch(/JESTPG_UPSTREAM_LOST: .*new connection, in a new transaction/s);
+  await c.end();
+  await expect(sb.endFile()).rejects.toMatchObject({ code: 'JESTPG_UPSTREAM_LOST' });
+  await sb.beginFile();
+  await expect(sb.endFile()).resolves.toMatchObject({ foreign: [] });
+});
+
+test('the upstream lost and no new one to be had: every statement of the client is answered with the error, not only the first', async () => {
+  await sb.beginFile();
+  const c = await connect('no upstream');
+  const first = sb.upstream!;
+  const admin = (sql: string) => withClient(server.cluster.url, (a) => a.query(sql));
+  await admin('ALTER DATABASE sbx WITH ALLOW_CONNECTIONS false');
+  try {
+    // (From the cluster's own database: sbx takes no new connections now.)
+    await admin(`SELECT pg_terminate_backend(${first.backendPid})`);
+    // (A statement sent before the sandbox notices would be one that was using it: told, and closed.)
+    while (!first.lost) await new Promise((r) => setImmediate(r));
+    // Each of them is a cycle of its own, rejected because the upstream cannot be opened again.
+    for (const sql of ['SELECT 1 AS one', 'SELECT 2 AS two', 'SELECT 3 AS three']) {
+      await expect(c.query(sql)).rejects.toThrow(/^JESTPG_SERVER_UNREACHABLE: .*"sbx" is not currently accepting connections/s);
+    }
+  } finally {
+    await admin('ALTER DATABASE sbx WITH ALLOW_CONNECTIONS true');
+  }
+  expect(c.errors).toEqual([]);
   await c.end();
   await expect(sb.endFile()).rejects.toMatchObject({ code: 'JESTPG_UPSTREAM_LOST' });
   await sb.beginFile();

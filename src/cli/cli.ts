@@ -234,34 +234,7 @@ async function runCommand(args: string[], io: Io): Promise<number> {
   const quiet = flags.quiet === true;
   const shown = command.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a))).join(' ');
   const label = `the command \`${shown.length > 80 ? shown.slice(0, 77) + '...' : shown}\``;
-
-  // Signals: forwarded to the command while it runs; before it starts they cancel the run;
-  // during teardown the first is noted and a second one leaves the rest to the reaper.
-  let child: ChildProcess | undefined;
-  let childDone = false;
-  let pending: NodeJS.Signals | undefined;
-  let tearingDown = false;
-  let noted = false;
-  const onSignal = (sig: NodeJS.Signals) => {
-    if (child && !childDone) {
-      try {
-        child.kill(sig);
-      } catch {
-        // already gone
-      }
-      return;
-    }
-    if (tearingDown) {
-      if (!noted) {
-        noted = true;
-        io.err('jest-environment-pg: rolling back and tearing down; interrupt again to leave it to the reaper.');
-        return;
-      }
-      process.exit(signalExit(sig));
-    }
-    pending ??= sig;
-  };
-  for (const s of FORWARDED) process.on(s, onSignal);
+  const signals = new RunSignals(io);
   try {
     const t0 = performance.now();
     let sb: SandboxHandle;
@@ -269,47 +242,94 @@ async function runCommand(args: string[], io: Io): Promise<number> {
       sb = await startSandbox({ ...(options as object), rootDir: process.cwd(), label });
     } catch (e) {
       io.err(`jest-environment-pg: could not start the sandbox: ${codedMessage(e)}`);
-      return pending ? signalExit(pending) : 1;
+      return signals.pending ? signalExit(signals.pending) : 1;
     }
     let code: number;
-    if (pending) {
-      code = signalExit(pending);
-    } else {
+    if (signals.pending) code = signalExit(signals.pending);
+    else {
       if (!quiet) {
         io.err(`jest-environment-pg: sandbox ready in ${Math.round(performance.now() - t0)} ms: DATABASE_URL=${redactUrl(sb.url)} (database ${sb.database}); running ${shown}`);
       }
-      const env: NodeJS.ProcessEnv = { ...process.env };
-      for (const k of DROPPED_ENV) delete env[k];
-      Object.assign(env, sb.env);
-      code = await new Promise<number>((resolve) => {
-        try {
-          child = spawn(command[0], command.slice(1), { stdio: 'inherit', env, shell: process.platform === 'win32' });
-        } catch (e) {
-          childDone = true;
-          io.err(`jest-environment-pg: could not start ${shown}: ${messageOf(e)}`);
-          resolve(127);
-          return;
-        }
-        child.on('error', (e) => {
-          childDone = true;
-          io.err(`jest-environment-pg: could not start ${shown}: ${messageOf(e)}`);
-          resolve((e as NodeJS.ErrnoException).code === 'ENOENT' ? 127 : 126);
-        });
-        child.on('exit', (c, s) => {
-          childDone = true;
-          resolve(c ?? (s ? signalExit(s) : 1));
-        });
-      });
+      code = await runChild(command, shown, sb, signals, io);
     }
-    tearingDown = true;
+    signals.tearingDown = true;
     const report = await sb.close();
     if (report.text) io.err(report.text);
     if (report.teardown.report) io.err(report.teardown.report);
     if (!quiet || report.text || report.teardown.report) io.err(report.teardown.summaryLine);
     return code;
   } finally {
-    for (const s of FORWARDED) process.removeListener(s, onSignal);
+    signals.remove();
   }
+}
+
+/**
+ * Signals during `run`: forwarded to the command while it runs; before it starts they cancel the
+ * run; during teardown the first is noted and a second one leaves the rest to the reaper.
+ */
+class RunSignals {
+  child: ChildProcess | undefined;
+  childDone = false;
+  /** A signal that came before the command started: the run is cancelled, with its exit code. */
+  pending: NodeJS.Signals | undefined;
+  tearingDown = false;
+  private noted = false;
+  private readonly onSignal = (sig: NodeJS.Signals) => this.signal(sig);
+
+  constructor(private readonly io: Io) {
+    for (const s of FORWARDED) process.on(s, this.onSignal);
+  }
+
+  remove(): void {
+    for (const s of FORWARDED) process.removeListener(s, this.onSignal);
+  }
+
+  private signal(sig: NodeJS.Signals): void {
+    if (this.child && !this.childDone) {
+      try {
+        this.child.kill(sig);
+      } catch {
+        // already gone
+      }
+      return;
+    }
+    if (this.tearingDown) {
+      if (!this.noted) {
+        this.noted = true;
+        this.io.err('jest-environment-pg: rolling back and tearing down; interrupt again to leave it to the reaper.');
+        return;
+      }
+      process.exit(signalExit(sig));
+    }
+    this.pending ??= sig;
+  }
+}
+
+/** Run the command against the sandbox (its variables in the environment); resolves with its exit code. */
+function runChild(command: string[], shown: string, sb: SandboxHandle, signals: RunSignals, io: Io): Promise<number> {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const k of DROPPED_ENV) delete env[k];
+  Object.assign(env, sb.env);
+  return new Promise<number>((resolve) => {
+    let child: ChildProcess;
+    try {
+      child = signals.child = spawn(command[0], command.slice(1), { stdio: 'inherit', env, shell: process.platform === 'win32' });
+    } catch (e) {
+      signals.childDone = true;
+      io.err(`jest-environment-pg: could not start ${shown}: ${messageOf(e)}`);
+      resolve(127);
+      return;
+    }
+    child.on('error', (e) => {
+      signals.childDone = true;
+      io.err(`jest-environment-pg: could not start ${shown}: ${messageOf(e)}`);
+      resolve((e as NodeJS.ErrnoException).code === 'ENOENT' ? 127 : 126);
+    });
+    child.on('exit', (c, s) => {
+      signals.childDone = true;
+      resolve(c ?? (s ? signalExit(s) : 1));
+    });
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -418,15 +438,23 @@ async function checkServer(url: string, prefix: string, line: Line, problems: st
 }
 
 async function checkEmbedded(binDir: string | undefined, line: Line, problems: string[]): Promise<void> {
-  let osUser: ReturnType<typeof serverOsUser>;
   try {
-    osUser = serverOsUser();
+    const osUser = serverOsUser();
     if (osUser) line(true, `running as root: Postgres will run as "${osUser.name}" (uid ${osUser.uid}; set JEST_PG_OS_USER to change)`);
   } catch (e) {
     line(false, messageOf(e));
     problems.push(messageOf(e));
     return;
   }
+  const bins = await checkBinaries(binDir, line, problems);
+  if (!bins) return;
+  const root = await pickRoot();
+  line(true, `data directories go under ${root}${root === '/dev/shm' ? ' (RAM-backed)' : ''}`);
+  await checkThrowawayCluster(bins, line, problems);
+}
+
+/** Every place the binaries are looked for, and the ones that will be used (undefined: none, a problem noted). */
+async function checkBinaries(binDir: string | undefined, line: Line, problems: string[]): Promise<Binaries | undefined> {
   let bins: Binaries | undefined;
   let lookupError: unknown;
   try {
@@ -443,11 +471,14 @@ async function checkEmbedded(binDir: string | undefined, line: Line, problems: s
         ? `binDir ${path.resolve(binDir)} has no working initdb and postgres (a binDir that is set is never skipped): fix or remove it (or --bin-dir), or set JEST_PG_URL to an existing server.`
         : messageOf(lookupError),
     );
-    return;
+    return undefined;
   }
   line(true, `using ${bins.binDir} (${bins.source}), PostgreSQL ${bins.version}`);
-  const root = await pickRoot();
-  line(true, `data directories go under ${root}${root === '/dev/shm' ? ' (RAM-backed)' : ''}`);
+  return bins;
+}
+
+/** Start a throwaway cluster, query it, stop it: each step's time on one line. */
+async function checkThrowawayCluster(bins: Binaries, line: Line, problems: string[]): Promise<void> {
   let cluster: ClusterInfo | undefined;
   const stop = () => {
     if (cluster) void stopCluster(cluster).finally(() => process.exit(130));

@@ -120,189 +120,216 @@ export function connect(url: string, opts: { applicationName: string; timeoutMs?
 }
 
 export function connectTarget(t: Target, opts: { applicationName: string; timeoutMs?: number }): Promise<Connected> {
-  const timeoutMs = opts.timeoutMs ?? 10_000;
-  const unix = t.host.startsWith('/');
-  const where = unix ? `socket ${path.join(t.host, `.s.PGSQL.${t.port}`)}` : `${t.host}:${t.port}`;
-  return new Promise<Connected>((resolve, reject) => {
-    let step = `connecting to ${where}`;
-    let socket: net.Socket = unix ? net.connect({ path: path.join(t.host, `.s.PGSQL.${t.port}`) }) : net.connect({ host: t.host, port: t.port });
-    let settled = false;
-    let encrypted = false;
-    const timer = setTimeout(() => fail(new ConnectError(`timed out after ${timeoutMs} ms ${step}`)), timeoutMs);
-    const fail = (e: Error) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      socket.destroy();
-      reject(e);
-    };
-    const onError = (e: Error) => fail(new ConnectError(`${step}: ${e.message}`, (e as { code?: string }).code));
-    const onClose = () => fail(new ConnectError(`the server closed the connection while ${step}`));
-    socket.on('error', onError);
-    socket.on('close', onClose);
+  return new Promise<Connected>((resolve, reject) => new Attempt(t, opts.applicationName, opts.timeoutMs ?? 10_000, resolve, reject));
+}
 
-    socket.once('connect', () => {
-      if (unix || t.sslmode === 'disable' || t.sslmode === 'allow') return startup();
-      step = 'asking for TLS (SSLRequest)';
-      socket.once('data', (answer: Buffer) => {
-        if (answer.length !== 1) return fail(new ConnectError(`unexpected answer to SSLRequest (${answer.length} bytes)`));
-        if (answer[0] === 0x53 /* S */) return startTls();
-        if (answer[0] === 0x4e /* N */) {
-          if (t.sslmode === 'prefer') return startup();
-          return fail(new ConnectError(`the server does not accept TLS connections, and the URL says sslmode=${t.sslmode}`));
-        }
-        fail(new ConnectError(`unexpected answer to SSLRequest: ${JSON.stringify(String.fromCharCode(answer[0]))}`));
-      });
-      socket.write(writer.int32(StartupCode.SSLRequest).flush(0));
-    });
+/**
+ * One connection attempt, in its steps: the socket, TLS when asked (SSLRequest, handshake), the
+ * StartupMessage, then the server's messages up to the first ReadyForQuery. Settled once: with
+ * the connection, or with a ConnectError naming the step (the socket destroyed then).
+ */
+class Attempt {
+  private step: string;
+  private socket: net.Socket;
+  private settled = false;
+  private encrypted = false;
+  private readonly timer: NodeJS.Timeout;
+  private readonly where: string;
+  private readonly framer = new Framer();
+  private readonly params = new Map<string, string>();
+  private backendPid = 0;
+  private secretKey = 0;
+  private scram: ScramClient | undefined;
+  private readonly onError = (e: Error) => this.fail(new ConnectError(`${this.step}: ${e.message}`, (e as { code?: string }).code));
+  private readonly onClose = () => this.fail(new ConnectError(`the server closed the connection while ${this.step}`));
+  private readonly onData = (chunk: Buffer) => this.read(chunk);
 
-    function startTls(): void {
-      step = `negotiating TLS with ${where}`;
-      let ca: Buffer | undefined;
-      let cert: Buffer | undefined;
-      let key: Buffer | undefined;
-      try {
-        if (t.sslrootcert && t.sslrootcert !== 'system') ca = readFileSync(t.sslrootcert);
-        if (t.sslcert) cert = readFileSync(t.sslcert);
-        if (t.sslkey) key = readFileSync(t.sslkey);
-      } catch (e) {
-        return fail(new ConnectError(`reading a TLS file named in the URL: ${(e as Error).message}`));
+  constructor(
+    private readonly t: Target,
+    private readonly applicationName: string,
+    timeoutMs: number,
+    private readonly resolve: (c: Connected) => void,
+    private readonly reject: (e: Error) => void,
+  ) {
+    const unix = t.host.startsWith('/');
+    this.where = unix ? `socket ${path.join(t.host, `.s.PGSQL.${t.port}`)}` : `${t.host}:${t.port}`;
+    this.step = `connecting to ${this.where}`;
+    this.socket = unix ? net.connect({ path: path.join(t.host, `.s.PGSQL.${t.port}`) }) : net.connect({ host: t.host, port: t.port });
+    this.timer = setTimeout(() => this.fail(new ConnectError(`timed out after ${timeoutMs} ms ${this.step}`)), timeoutMs);
+    this.socket.on('error', this.onError);
+    this.socket.on('close', this.onClose);
+    this.socket.once('connect', () => (unix || t.sslmode === 'disable' || t.sslmode === 'allow' ? this.startup() : this.askTls()));
+  }
+
+  private fail(e: Error): void {
+    if (this.settled) return;
+    this.settled = true;
+    clearTimeout(this.timer);
+    this.socket.destroy();
+    this.reject(e);
+  }
+
+  /** SSLRequest: 'S' goes on with TLS, 'N' without it when sslmode=prefer. */
+  private askTls(): void {
+    this.step = 'asking for TLS (SSLRequest)';
+    this.socket.once('data', (answer: Buffer) => {
+      if (answer.length !== 1) return this.fail(new ConnectError(`unexpected answer to SSLRequest (${answer.length} bytes)`));
+      if (answer[0] === 0x53 /* S */) return this.startTls();
+      if (answer[0] === 0x4e /* N */) {
+        if (this.t.sslmode === 'prefer') return this.startup();
+        return this.fail(new ConnectError(`the server does not accept TLS connections, and the URL says sslmode=${this.t.sslmode}`));
       }
-      const verify = t.sslmode === 'verify-ca' || t.sslmode === 'verify-full';
-      const raw = socket;
-      raw.removeListener('error', onError);
-      raw.removeListener('close', onClose);
-      const secure = tls.connect({
-        socket: raw,
-        servername: net.isIP(t.host) ? undefined : t.host,
-        ca,
-        cert,
-        key,
-        rejectUnauthorized: verify,
-        // verify-ca: the chain is checked, the host name is not (libpq's meaning).
-        checkServerIdentity: t.sslmode === 'verify-full' ? tls.checkServerIdentity : () => undefined,
-      });
-      socket = secure;
-      socket.on('error', onError);
-      socket.on('close', onClose);
-      secure.once('secureConnect', () => {
-        encrypted = true;
-        startup();
-      });
+      this.fail(new ConnectError(`unexpected answer to SSLRequest: ${JSON.stringify(String.fromCharCode(answer[0]))}`));
+    });
+    this.socket.write(writer.int32(StartupCode.SSLRequest).flush(0));
+  }
+
+  private startTls(): void {
+    const t = this.t;
+    this.step = `negotiating TLS with ${this.where}`;
+    let ca: Buffer | undefined;
+    let cert: Buffer | undefined;
+    let key: Buffer | undefined;
+    try {
+      if (t.sslrootcert && t.sslrootcert !== 'system') ca = readFileSync(t.sslrootcert);
+      if (t.sslcert) cert = readFileSync(t.sslcert);
+      if (t.sslkey) key = readFileSync(t.sslkey);
+    } catch (e) {
+      return this.fail(new ConnectError(`reading a TLS file named in the URL: ${(e as Error).message}`));
     }
+    const verify = t.sslmode === 'verify-ca' || t.sslmode === 'verify-full';
+    const raw = this.socket;
+    raw.removeListener('error', this.onError);
+    raw.removeListener('close', this.onClose);
+    const secure = tls.connect({
+      socket: raw,
+      servername: net.isIP(t.host) ? undefined : t.host,
+      ca,
+      cert,
+      key,
+      rejectUnauthorized: verify,
+      // verify-ca: the chain is checked, the host name is not (libpq's meaning).
+      checkServerIdentity: t.sslmode === 'verify-full' ? tls.checkServerIdentity : () => undefined,
+    });
+    this.socket = secure;
+    secure.on('error', this.onError);
+    secure.on('close', this.onClose);
+    secure.once('secureConnect', () => {
+      this.encrypted = true;
+      this.startup();
+    });
+  }
 
-    function startup(): void {
-      step = `starting up as user "${t.user}", database "${t.database}"`;
-      const w = writer.int32(StartupCode.Protocol3).cstring('user').cstring(t.user).cstring('database').cstring(t.database);
-      w.cstring('application_name').cstring(opts.applicationName);
-      if (t.options) w.cstring('options').cstring(t.options);
-      socket.write(w.byte(0).flush(0));
-      const framer = new Framer();
-      const params = new Map<string, string>();
-      let backendPid = 0;
-      let secretKey = 0;
-      let scram: ScramClient | undefined;
+  private startup(): void {
+    const t = this.t;
+    this.step = `starting up as user "${t.user}", database "${t.database}"`;
+    const w = writer.int32(StartupCode.Protocol3).cstring('user').cstring(t.user).cstring('database').cstring(t.database);
+    w.cstring('application_name').cstring(this.applicationName);
+    if (t.options) w.cstring('options').cstring(t.options);
+    this.socket.write(w.byte(0).flush(0));
+    this.socket.on('data', this.onData);
+  }
 
-      const password = (): string => {
-        const p = t.password ?? pgpass(t);
-        if (p === undefined) {
-          throw new ConnectError(`the server asks for a password for user "${t.user}" and none was given: put it in the URL (postgres://user:password@host/db) or in ~/.pgpass`);
-        }
-        return p;
-      };
-      const send = (b: Buffer) => socket.write(b);
+  private read(chunk: Buffer): void {
+    if (this.settled) return;
+    try {
+      this.framer.push(chunk, (buf, code, start, end) => {
+        if (!this.settled) this.message(buf, code, start, end);
+      });
+    } catch (e) {
+      if (e instanceof ConnectError) return this.fail(e);
+      if (e instanceof ScramError) return this.fail(new ConnectError(`SCRAM authentication failed: ${e.message}`));
+      if (e instanceof FrameError) return this.fail(new ConnectError(`malformed message from the server: ${e.message}`));
+      this.fail(e as Error);
+    }
+  }
 
-      const Authentication = (buf: Buffer, start: number, end: number) => {
-        const kind = buf.readInt32BE(start + 5);
-        switch (kind) {
-          case 0: // AuthenticationOk
-            step = 'waiting for the server to be ready';
-            return;
-          case 3: // AuthenticationCleartextPassword
-            return send(writer.cstring(password()).flush(F.Password));
-          case 5: {
-            // AuthenticationMD5Password: "md5" + md5(md5(password + user) + salt)
-            const salt = buf.subarray(start + 9, start + 13);
-            const inner = createHash('md5').update(password() + t.user).digest('hex');
-            const outer = createHash('md5').update(Buffer.concat([Buffer.from(inner), salt])).digest('hex');
-            return send(writer.cstring('md5' + outer).flush(F.Password));
-          }
-          case 10: {
-            // AuthenticationSASL: a list of mechanisms
-            const mechanisms = buf.toString('utf8', start + 9, end).split('\0').filter(Boolean);
-            if (!mechanisms.includes(SCRAM_SHA_256)) throw new ConnectError(`the server offers SASL mechanisms ${mechanisms.join(', ')}; only ${SCRAM_SHA_256} is supported`);
-            scram = scramClient(password());
-            const first = Buffer.from(scram.first);
-            step = 'authenticating (SCRAM-SHA-256)';
-            return send(writer.cstring(SCRAM_SHA_256).int32(first.length).bytes(first).flush(F.Password));
-          }
-          case 11: // AuthenticationSASLContinue
-            if (!scram) throw new ConnectError('SASLContinue before SASL');
-            return send(writer.bytes(Buffer.from(scram.final(buf.toString('utf8', start + 9, end)))).flush(F.Password));
-          case 12: // AuthenticationSASLFinal
-            if (!scram) throw new ConnectError('SASLFinal before SASL');
-            return scram.verify(buf.toString('utf8', start + 9, end));
-          default:
-            throw new ConnectError(`the server asks for an authentication method this package does not speak (code ${kind}: 2 Kerberos, 7 GSSAPI, 9 SSPI); use password, md5 or scram-sha-256 in pg_hba.conf`);
-        }
-      };
-      const ParameterStatus = (buf: Buffer, start: number, end: number) => {
+  /** A server message during startup (throws a ConnectError for what ends the attempt). */
+  private message(buf: Buffer, code: number, start: number, end: number): void {
+    switch (code) {
+      case B.Authentication:
+        return this.authentication(buf, start, end);
+      case B.ParameterStatus: {
         const [k, v] = buf.toString('utf8', start + 5, end - 1).split('\0');
-        params.set(k, v);
-      };
-      const BackendKeyData = (buf: Buffer, start: number) => {
-        backendPid = buf.readInt32BE(start + 5);
-        secretKey = buf.readInt32BE(start + 9);
-      };
-      const ErrorResponse = (buf: Buffer, start: number, end: number) => {
+        this.params.set(k, v);
+        return;
+      }
+      case B.BackendKeyData:
+        this.backendPid = buf.readInt32BE(start + 5);
+        this.secretKey = buf.readInt32BE(start + 9);
+        return;
+      case B.ErrorResponse: {
         const f = readFields(buf, start, end);
-        throw new ConnectError(`${f.M ?? 'error'} (SQLSTATE ${f.C ?? '?'}, while ${step})`, f.C);
-      };
-      const ReadyForQuery = (buf: Buffer, end: number) => {
-        settled = true;
-        clearTimeout(timer);
-        socket.removeListener('data', onData);
-        socket.removeListener('error', onError);
-        socket.removeListener('close', onClose);
-        socket.pause();
-        if (end < buf.length) socket.unshift(Buffer.from(buf.subarray(end)));
-        resolve({ socket, backendPid, secretKey, params, cancelTarget: cancelTargetOf(t), tls: encrypted });
-      };
-
-      const onData = (chunk: Buffer) => {
-        if (settled) return;
-        try {
-          framer.push(chunk, (buf, code, start, end) => {
-            if (settled) return;
-            switch (code) {
-              case B.Authentication:
-                return Authentication(buf, start, end);
-              case B.ParameterStatus:
-                return ParameterStatus(buf, start, end);
-              case B.BackendKeyData:
-                return BackendKeyData(buf, start);
-              case B.ErrorResponse:
-                return ErrorResponse(buf, start, end);
-              case B.ReadyForQuery:
-                // Bytes after it (none expected) go back to the socket for the next reader.
-                return ReadyForQuery(buf, end);
-              case B.NoticeResponse:
-              case B.NegotiateProtocolVersion:
-                return;
-              default:
-                throw new ConnectError(`unexpected message ${JSON.stringify(String.fromCharCode(code))} while ${step}`);
-            }
-          });
-        } catch (e) {
-          if (e instanceof ConnectError) return fail(e);
-          if (e instanceof ScramError) return fail(new ConnectError(`SCRAM authentication failed: ${e.message}`));
-          if (e instanceof FrameError) return fail(new ConnectError(`malformed message from the server: ${e.message}`));
-          fail(e as Error);
-        }
-      };
-      socket.on('data', onData);
+        throw new ConnectError(`${f.M ?? 'error'} (SQLSTATE ${f.C ?? '?'}, while ${this.step})`, f.C);
+      }
+      case B.ReadyForQuery:
+        // Bytes after it (none expected) go back to the socket for the next reader.
+        return this.ready(buf, end);
+      case B.NoticeResponse:
+      case B.NegotiateProtocolVersion:
+        return;
+      default:
+        throw new ConnectError(`unexpected message ${JSON.stringify(String.fromCharCode(code))} while ${this.step}`);
     }
-  });
+  }
+
+  private authentication(buf: Buffer, start: number, end: number): void {
+    const t = this.t;
+    const send = (b: Buffer) => void this.socket.write(b);
+    const kind = buf.readInt32BE(start + 5);
+    switch (kind) {
+      case 0: // AuthenticationOk
+        this.step = 'waiting for the server to be ready';
+        return;
+      case 3: // AuthenticationCleartextPassword
+        return send(writer.cstring(this.password()).flush(F.Password));
+      case 5: {
+        // AuthenticationMD5Password: "md5" + md5(md5(password + user) + salt)
+        const salt = buf.subarray(start + 9, start + 13);
+        const inner = createHash('md5').update(this.password() + t.user).digest('hex');
+        const outer = createHash('md5').update(Buffer.concat([Buffer.from(inner), salt])).digest('hex');
+        return send(writer.cstring('md5' + outer).flush(F.Password));
+      }
+      case 10: {
+        // AuthenticationSASL: a list of mechanisms
+        const mechanisms = buf.toString('utf8', start + 9, end).split('\0').filter(Boolean);
+        if (!mechanisms.includes(SCRAM_SHA_256)) throw new ConnectError(`the server offers SASL mechanisms ${mechanisms.join(', ')}; only ${SCRAM_SHA_256} is supported`);
+        this.scram = scramClient(this.password());
+        const first = Buffer.from(this.scram.first);
+        this.step = 'authenticating (SCRAM-SHA-256)';
+        return send(writer.cstring(SCRAM_SHA_256).int32(first.length).bytes(first).flush(F.Password));
+      }
+      case 11: // AuthenticationSASLContinue
+        if (!this.scram) throw new ConnectError('SASLContinue before SASL');
+        return send(writer.bytes(Buffer.from(this.scram.final(buf.toString('utf8', start + 9, end)))).flush(F.Password));
+      case 12: // AuthenticationSASLFinal
+        if (!this.scram) throw new ConnectError('SASLFinal before SASL');
+        return this.scram.verify(buf.toString('utf8', start + 9, end));
+      default:
+        throw new ConnectError(`the server asks for an authentication method this package does not speak (code ${kind}: 2 Kerberos, 7 GSSAPI, 9 SSPI); use password, md5 or scram-sha-256 in pg_hba.conf`);
+    }
+  }
+
+  private password(): string {
+    const p = this.t.password ?? pgpass(this.t);
+    if (p === undefined) {
+      throw new ConnectError(`the server asks for a password for user "${this.t.user}" and none was given: put it in the URL (postgres://user:password@host/db) or in ~/.pgpass`);
+    }
+    return p;
+  }
+
+  /** The first ReadyForQuery: the socket is handed over, paused, with nothing of ours on it. */
+  private ready(buf: Buffer, end: number): void {
+    const socket = this.socket;
+    this.settled = true;
+    clearTimeout(this.timer);
+    socket.removeListener('data', this.onData);
+    socket.removeListener('error', this.onError);
+    socket.removeListener('close', this.onClose);
+    socket.pause();
+    if (end < buf.length) socket.unshift(Buffer.from(buf.subarray(end)));
+    this.resolve({ socket, backendPid: this.backendPid, secretKey: this.secretKey, params: this.params, cancelTarget: cancelTargetOf(this.t), tls: this.encrypted });
+  }
 }
 
 /**

@@ -135,6 +135,9 @@ export class Sandbox implements SessionHost {
   upstream: Upstream | undefined;
   serverParams = new Map<string, string>();
   readonly sessions = new Set<Session>();
+  /** Numbers its clients (their statement names on the upstream) and its upstream connections (see Upstream.gen). */
+  private lastSessionId = 0;
+  private lastUpstreamGen = 0;
   private readonly byPid = new Map<number, Session>();
   private scope: Scope = { kind: 'between' };
   private lastTestName: string | undefined;
@@ -216,7 +219,7 @@ export class Sandbox implements SessionHost {
       return;
     }
     if (this.opts.unref) socket.unref();
-    const s = new Session(socket, this, viaUnix);
+    const s = new Session(socket, this, viaUnix, ++this.lastSessionId);
     this.sessions.add(s);
   }
 
@@ -312,7 +315,7 @@ export class Sandbox implements SessionHost {
     const url = this.opts.upstreamUrl;
     if (this.closing || !url || Date.now() - this.sideFailedAt < 1000) return false;
     this.sideWaiters.push(cb);
-    this.sideOpening ??= Upstream.connect(url, `${this.opts.label} side`).then(
+    this.sideOpening ??= Upstream.connect(url, `${this.opts.label} side`, ++this.lastUpstreamGen).then(
       (side) => {
         side.isSide = true;
         side.onNotice = this.onNotice;
@@ -866,7 +869,7 @@ export class Sandbox implements SessionHost {
 
   private async connectUpstream(): Promise<Upstream> {
     if (!this.opts.upstreamUrl) throw new Error('jest-environment-pg: the sandbox has no upstream database yet (setUpstream)');
-    const up = await Upstream.connect(this.opts.upstreamUrl, this.opts.label);
+    const up = await Upstream.connect(this.opts.upstreamUrl, this.opts.label, ++this.lastUpstreamGen);
     up.onNotice = this.onNotice;
     up.onLost = (err) => this.lost(up, err);
     this.temp.clear();

@@ -172,13 +172,10 @@ const SERVER_WIDE = new Set(['server_version', 'server_version_num', 'server_enc
 
 const FRONTEND = new Set<number>([F.Bind, F.Close, F.CopyData, F.CopyDone, F.CopyFail, F.Describe, F.Execute, F.Flush, F.FunctionCall, F.Parse, F.Query, F.Sync, F.Terminate]);
 
-let nextId = 1;
-
 export class Session implements Sink, Owner {
-  readonly id = nextId++;
-  private readonly prefix = `jp${this.id}_`;
+  private readonly prefix: string;
   /** Its prepared statements and portals, private to it on the shared upstream. */
-  private readonly names = new ClientStatements(this.prefix, this);
+  private readonly names: ClientStatements;
   private state: State = { kind: 'startup', partial: undefined };
   get phase(): Phase {
     return this.state.kind;
@@ -261,7 +258,10 @@ export class Session implements Sink, Owner {
   private startupSettings: [string, string][] = [];
   readonly viaUnix: boolean;
 
-  constructor(private readonly socket: net.Socket, private readonly host: SessionHost, viaUnix: boolean) {
+  /** `id`: unique among the sandbox's clients (their statement and portal names on the shared upstream). */
+  constructor(private readonly socket: net.Socket, private readonly host: SessionHost, viaUnix: boolean, readonly id: number) {
+    this.prefix = `jp${id}_`;
+    this.names = new ClientStatements(this.prefix, this);
     this.viaUnix = viaUnix;
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
@@ -524,14 +524,14 @@ export class Session implements Sink, Owner {
       if (!up || up.lost) {
         // A new upstream is on its way (pumped again then), or cannot be had now.
         const err = this.host.whenUpstream(() => this.pump());
-        return err === undefined ? 'stop' : this.rejectWith(err, false);
+        return err === undefined ? 'stop' : this.rejectWith(err);
       }
       conn = this.route(frame, up);
       if (conn === undefined) return 'stop'; // the side connection is being opened: pumped again when it is
       // Answers come back in order only from one connection: finish the other's cycles first.
       if (conn !== this.conn && this.inflight > 0) return 'stop';
     }
-    if (!conn || conn.lost) return this.rejectWith(conn?.lost instanceof JestPgError ? conn.lost : errors.upstreamLost(conn?.lost?.message ?? 'not connected'), false);
+    if (!conn || conn.lost) return this.rejectWith(conn?.lost instanceof JestPgError ? conn.lost : errors.upstreamLost(conn?.lost?.message ?? 'not connected'));
     if (conn.owner !== this) {
       this.wait(conn);
       return 'stop';
@@ -550,10 +550,10 @@ export class Session implements Sink, Owner {
     return conn;
   }
 
-  /** Discard the rest of the cycle and answer `err` (`fresh`: its ErrorResponse not sent yet). */
-  private rejectWith(err: JestPgError, fresh = true): 'next' {
+  /** Discard the rest of the cycle and answer `err`. */
+  private rejectWith(err: JestPgError): 'next' {
     this.rejecting = err;
-    if (fresh) this.rejectSent = false;
+    this.rejectSent = false;
     return 'next';
   }
 
@@ -1145,7 +1145,9 @@ export class Session implements Sink, Owner {
       this.rejectSent = true;
     }
     if (code === F.Query || code === F.Sync || code === F.FunctionCall) {
+      // The cycle is answered: the next rejection is told with an ErrorResponse of its own.
       this.rejecting = undefined;
+      this.rejectSent = false;
       this.cycleOpen = false;
       if (this.inTx) this.txFailed = true;
       this.out(m.readyForQuery(this.inTx ? 'E' : 'I'));

@@ -287,8 +287,47 @@ function gidOf(sql: string, start: number, end: number): string | undefined {
   return m ? m[1].replace(/''/g, "'") : undefined;
 }
 
+/** A Statement of the given kind spanning the statement being classified. */
+type Make = (kind: StatementKind, extra?: Partial<Statement>) => Statement;
+
+/** What a statement is, from its first words `w` (lower case; their offsets `at`). */
 function classify(sql: string, w: string[], at: number[], concurrently: boolean, start: number, end: number): Statement {
-  const s = (kind: StatementKind, extra?: Partial<Statement>): Statement => ({ kind, start, end, ...extra });
+  const s: Make = (kind, extra) => ({ kind, start, end, ...extra });
+  switch (w[0]) {
+    case 'begin':
+    case 'start':
+    case 'commit':
+    case 'end':
+    case 'abort':
+    case 'rollback':
+    case 'savepoint':
+    case 'release':
+      return transactionControl(w, s, sql, start, end);
+    case 'set':
+    case 'reset':
+    case 'show':
+      return settings(w, s);
+    case 'prepare':
+    case 'execute':
+    case 'explain':
+    case 'deallocate':
+    case 'discard':
+      return sessionObjects(w, at, s, sql, start, end);
+    case 'vacuum':
+    case 'cluster':
+    case 'reindex':
+      return maintenance(w, concurrently, s);
+    case 'create':
+    case 'drop':
+    case 'alter':
+      return definition(w, at, concurrently, s);
+    default:
+      return s('other');
+  }
+}
+
+/** BEGIN, START TRANSACTION, COMMIT/END, ABORT, ROLLBACK (TO), SAVEPOINT, RELEASE, COMMIT/ROLLBACK PREPARED. */
+function transactionControl(w: string[], s: Make, sql: string, start: number, end: number): Statement {
   const [a, b, c] = w;
   switch (a) {
     case 'begin':
@@ -307,20 +346,29 @@ function classify(sql: string, w: string[], at: number[], concurrently: boolean,
       return s('rollback', { tag: 'ROLLBACK' });
     case 'savepoint':
       return s('savepoint');
-    case 'set':
-      // SET TRANSACTION … must come before any query of a transaction; a client's transaction
-      // is a savepoint deep inside the file's, so its characteristics cannot be set.
-      if (b === 'transaction' || (b === 'session' && c === 'characteristics')) return s('setTransaction');
-      // SET LOCAL x: undone by the client's ROLLBACK, but its COMMIT (a kept savepoint) must undo it too.
-      if (b === 'local' && c !== undefined && !c.startsWith('"')) return s('setLocal', { name: c });
-      if (b === 'constraints') return s('other');
-      return s('other', { sets: true });
-    case 'reset':
-      return s('other', { sets: true });
-    case 'show':
-      return s('other', { show: b });
-    case 'release':
+    default:
       return s('release');
+  }
+}
+
+/** SET (TRANSACTION, LOCAL, CONSTRAINTS), RESET, SHOW. */
+function settings(w: string[], s: Make): Statement {
+  const [a, b, c] = w;
+  if (a === 'show') return s('other', { show: b });
+  if (a === 'reset') return s('other', { sets: true });
+  // SET TRANSACTION … must come before any query of a transaction; a client's transaction
+  // is a savepoint deep inside the file's, so its characteristics cannot be set.
+  if (b === 'transaction' || (b === 'session' && c === 'characteristics')) return s('setTransaction');
+  // SET LOCAL x: undone by the client's ROLLBACK, but its COMMIT (a kept savepoint) must undo it too.
+  if (b === 'local' && c !== undefined && !c.startsWith('"')) return s('setLocal', { name: c });
+  if (b === 'constraints') return s('other');
+  return s('other', { sets: true });
+}
+
+/** PREPARE (TRANSACTION), EXECUTE, EXPLAIN … EXECUTE, DEALLOCATE, DISCARD. */
+function sessionObjects(w: string[], at: number[], s: Make, sql: string, start: number, end: number): Statement {
+  const [a, b] = w;
+  switch (a) {
     case 'prepare': {
       if (b === 'transaction') return s('prepareTx', { gid: gidOf(sql, start, end) });
       const n = nameAt(w, at, 1);
@@ -336,43 +384,40 @@ function classify(sql: string, w: string[], at: number[], concurrently: boolean,
       return n ? s('other', { exec: n }) : s('other');
     }
     case 'deallocate': {
-      const k = b === 'prepare' ? 2 : 1;
-      const n = nameAt(w, at, k);
+      const n = nameAt(w, at, b === 'prepare' ? 2 : 1);
       if (n === undefined || n.name === 'all') return s('deallocate');
       return s('deallocate', { name: n.name, nameAt: n.at });
     }
-    case 'discard':
+    default:
       if (b === 'all') return s('discardAll', { sets: true });
       if (b === 'temp' || b === 'temporary') return s('discardTemp');
       return s('other');
-    case 'vacuum':
-      return s('nonTx', { what: 'VACUUM' });
-    case 'cluster':
-      return b === undefined ? s('nonTx', { what: 'CLUSTER without a table' }) : s('other');
-    case 'reindex':
-      return concurrently || b === 'system' || b === 'database'
-        ? s('nonTx', { what: `REINDEX ${concurrently ? 'CONCURRENTLY' : (b ?? '').toUpperCase()}` })
-        : s('other');
-    case 'create':
-    case 'drop':
-    case 'alter': {
-      const verb = a.toUpperCase();
-      if (b === 'database' && a !== 'alter') return s('nonTx', { what: `${verb} DATABASE` });
-      if (b === 'tablespace' && a !== 'alter') return s('nonTx', { what: `${verb} TABLESPACE` });
-      if (a === 'alter' && b === 'system') return s('nonTx', { what: 'ALTER SYSTEM' });
-      if (b === 'subscription' && a !== 'alter') return s('nonTx', { what: `${verb} SUBSCRIPTION` });
-      if (concurrently && (b === 'index' || (b === 'unique' && c === 'index'))) return s('nonTx', { what: `${verb} INDEX CONCURRENTLY` });
-      if (a === 'create') {
-        // CREATE TABLE … AS EXECUTE name
-        const k = w.indexOf('execute');
-        if (k > 1 && w[k - 1] === 'as') {
-          const n = nameAt(w, at, k + 1);
-          if (n) return s('other', { exec: n });
-        }
-      }
-      return s('other');
-    }
-    default:
-      return s('other');
   }
+}
+
+/** VACUUM, CLUSTER, REINDEX: some of them cannot run inside a transaction block. */
+function maintenance(w: string[], concurrently: boolean, s: Make): Statement {
+  const [a, b] = w;
+  if (a === 'vacuum') return s('nonTx', { what: 'VACUUM' });
+  if (a === 'cluster') return b === undefined ? s('nonTx', { what: 'CLUSTER without a table' }) : s('other');
+  return concurrently || b === 'system' || b === 'database' ? s('nonTx', { what: `REINDEX ${concurrently ? 'CONCURRENTLY' : (b ?? '').toUpperCase()}` }) : s('other');
+}
+
+/** CREATE, DROP, ALTER: those that cannot run inside a transaction block; CREATE TABLE … AS EXECUTE name. */
+function definition(w: string[], at: number[], concurrently: boolean, s: Make): Statement {
+  const [a, b, c] = w;
+  const verb = a.toUpperCase();
+  if (b === 'database' && a !== 'alter') return s('nonTx', { what: `${verb} DATABASE` });
+  if (b === 'tablespace' && a !== 'alter') return s('nonTx', { what: `${verb} TABLESPACE` });
+  if (a === 'alter' && b === 'system') return s('nonTx', { what: 'ALTER SYSTEM' });
+  if (b === 'subscription' && a !== 'alter') return s('nonTx', { what: `${verb} SUBSCRIPTION` });
+  if (concurrently && (b === 'index' || (b === 'unique' && c === 'index'))) return s('nonTx', { what: `${verb} INDEX CONCURRENTLY` });
+  if (a === 'create') {
+    const k = w.indexOf('execute');
+    if (k > 1 && w[k - 1] === 'as') {
+      const n = nameAt(w, at, k + 1);
+      if (n) return s('other', { exec: n });
+    }
+  }
+  return s('other');
 }

@@ -84,13 +84,11 @@ function dropped(unit: Unit, kind: Kind): boolean {
   return unit.drop !== undefined && unit.drop[kind].includes(i);
 }
 
-let generations = 0;
-
 export class Upstream {
   /** The side connection: runs a kill statement while the upstream is busy; no transaction, no guard. */
   isSide = false;
   /** Tells upstreams apart (a client's prepared statements live on one; after a reconnect they are parsed again). */
-  readonly gen = ++generations;
+  readonly gen: number;
   readonly socket: net.Socket;
   readonly backendPid: number;
   private readonly secretKey: number;
@@ -125,7 +123,8 @@ export class Upstream {
   /** Notices are offered here first; true swallows one (the marker of a virtual pg_terminate_backend). */
   onNotice: ((fields: Record<string, string>) => boolean) | undefined;
 
-  private constructor(c: Connected) {
+  private constructor(c: Connected, gen: number) {
+    this.gen = gen;
     const socket = c.socket;
     this.socket = socket;
     this.backendPid = c.backendPid;
@@ -138,11 +137,14 @@ export class Upstream {
     socket.resume(); // connect() hands it over paused, right after the first ReadyForQuery
   }
 
-  /** Connect, authenticate and take the socket (see connect.ts): from here on the bytes are ours. */
-  static async connect(url: string, applicationName: string): Promise<Upstream> {
+  /**
+   * Connect, authenticate and take the socket (see connect.ts): from here on the bytes are ours.
+   * `gen`: unique among the sandbox's upstream connections.
+   */
+  static async connect(url: string, applicationName: string, gen: number): Promise<Upstream> {
     let up: Upstream;
     try {
-      up = new Upstream(await connect(url, { applicationName }));
+      up = new Upstream(await connect(url, { applicationName }), gen);
     } catch (e) {
       throw errors.serverUnreachable(url, e);
     }
@@ -362,29 +364,10 @@ export class Upstream {
     if (unit === undefined) return; // asynchronous ParameterStatus/Notice outside any unit
     const sink = unit.sink;
     switch (code) {
-      case B.ReadyForQuery: {
-        this.expect.shift();
-        const status = buf[start + 5];
-        if (sink) {
-          this.touch(sink);
-          sink.ready(unit, status, buf, start, this);
-        }
-        unit.done?.(status, unit);
-        return;
-      }
-      case B.CommandComplete: {
-        const i = unit.tagIndex++;
-        const tag = unit.tags?.[i];
-        if (sink) {
-          if (tag === undefined) this.forward(sink, buf, start, end);
-          else if (tag !== null) {
-            this.touch(sink);
-            sink.out(commandComplete(tag));
-          }
-        }
-        unit.onCommand?.(i);
-        return;
-      }
+      case B.ReadyForQuery:
+        return this.unitDone(unit, buf, start);
+      case B.CommandComplete:
+        return this.commandDone(unit, buf, start, end);
       case B.ParseComplete:
         if (dropped(unit, Kind.Parse)) return;
         break;
@@ -419,6 +402,33 @@ export class Upstream {
     }
     if (sink) this.forward(sink, buf, start, end);
   };
+
+  /** The unit's ReadyForQuery: it is answered. */
+  private unitDone(unit: Unit, buf: Buffer, start: number): void {
+    this.expect.shift();
+    const status = buf[start + 5];
+    const sink = unit.sink;
+    if (sink) {
+      this.touch(sink);
+      sink.ready(unit, status, buf, start, this);
+    }
+    unit.done?.(status, unit);
+  }
+
+  /** A CommandComplete: forwarded, or replaced by the unit's tag for it (null: dropped). */
+  private commandDone(unit: Unit, buf: Buffer, start: number, end: number): void {
+    const i = unit.tagIndex++;
+    const tag = unit.tags?.[i];
+    const sink = unit.sink;
+    if (sink) {
+      if (tag === undefined) this.forward(sink, buf, start, end);
+      else if (tag !== null) {
+        this.touch(sink);
+        sink.out(commandComplete(tag));
+      }
+    }
+    unit.onCommand?.(i);
+  }
 
   private forward(sink: Sink, buf: Buffer, start: number, end: number): void {
     this.touch(sink);
