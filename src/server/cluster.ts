@@ -194,14 +194,18 @@ async function usableBinDir(
   baseDir: string,
   osUser: ClusterInfo['osUser'],
 ): Promise<string> {
-  const postgres = path.join(opts.binDir, 'postgres');
-  const native = opts.nativeDir;
+  // Their real location: it is what the server user must reach, so it is what gets spawned (a
+  // symlinked node_modules under a private directory is reachable only through its target).
+  const real = (p: string) => fsp.realpath(p).catch(() => p);
+  const binDir = await real(opts.binDir);
+  const postgres = path.join(binDir, 'postgres');
+  const native = opts.nativeDir && (await real(opts.nativeDir));
   const symlinksOk = !native || missingSymlinks(native).length === 0 || hydrateSymlinks(native);
   const reachable =
     !osUser ||
     ((await reachableBy(postgres, osUser.uid, osUser.gid)) &&
       (!native || (await reachableBy(path.join(native, 'share'), osUser.uid, osUser.gid))));
-  if (symlinksOk && reachable) return opts.binDir;
+  if (symlinksOk && reachable) return binDir;
   if (!native) {
     throw errors.startFailed(
       `The PostgreSQL binaries in ${opts.binDir} cannot be read by the user "${osUser?.name}" that Postgres must run as (it refuses to run as root).`,
