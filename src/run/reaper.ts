@@ -14,6 +14,7 @@ import { errors, messageOf } from '../util/errors';
 import { acquireLease, holdTemplate } from './lease';
 import { cmdline, isAlive, isSameProcess } from '../util/proc';
 import type { RunManifest } from './manifest';
+import { sleep } from '../util/text';
 
 export const POLL_MS = 250;
 
@@ -169,7 +170,7 @@ async function awaitManifest(manifestPath: string, loadTeardown: LoadTeardown): 
       }
       deadline = Date.now() + 120_000; // the main process is alive and working on it
     }
-    await new Promise((r) => setTimeout(r, 5));
+    await sleep(5);
   }
 }
 
