@@ -202,7 +202,9 @@ async function usableBinDir(
     !osUser ||
     ((await reachableBy(postgres, osUser.uid, osUser.gid)) &&
       (!native || (await reachableBy(path.join(native, 'share'), osUser.uid, osUser.gid))));
-  if (symlinksOk && reachable) return opts.binDir;
+  // Reachability is judged along the real path, so the server is started through it: a symlinked
+  // node_modules under a directory private to root is reachable only that way.
+  if (symlinksOk && reachable) return osUser ? await fsp.realpath(opts.binDir) : opts.binDir;
   if (!native) {
     throw errors.startFailed(
       `The PostgreSQL binaries in ${opts.binDir} cannot be read by the user "${osUser?.name}" that Postgres must run as (it refuses to run as root).`,
