@@ -26,7 +26,6 @@ export default async function globalSetup(globalConfig: unknown, projectConfig?:
 const SIGNALS = ['SIGINT', 'SIGTERM'] as const;
 /** How long an interrupted run may spend on its teardown before the process exits anyway (the reaper finishes). */
 const INTERRUPT_TEARDOWN_MS = 10_000;
-let installed = false;
 
 /**
  * Ctrl-C (SIGINT) or SIGTERM while tests run: Jest itself installs no handler, so Node would exit
@@ -34,19 +33,24 @@ let installed = false;
  * what was still connected, drop the databases, stop the embedded server), print the summary line,
  * then die of the same signal so the exit status is what the shell expects. A second signal exits
  * at once; the reaper finishes whatever is left. Installed once per process (watch mode re-runs
- * globalSetup); it acts on the run that is current when the signal arrives.
+ * globalSetup: the process's own listeners say whether it is there already); it acts on the run
+ * that is current when the signal arrives.
  */
 function installInterruptHandler(): void {
-  if (installed) return;
-  installed = true;
+  const ours = (l: unknown) => l === onInterrupt || l === exitNow;
+  if (SIGNALS.some((sig) => process.listeners(sig).some(ours))) return;
   for (const sig of SIGNALS) process.once(sig, onInterrupt);
+}
+
+/** A second signal: exit now; the reaper sees Jest gone and does the rest. */
+function exitNow(sig: NodeJS.Signals): void {
+  process.exit(128 + (sig === 'SIGINT' ? 2 : 15));
 }
 
 function onInterrupt(signal: NodeJS.Signals): void {
   for (const sig of SIGNALS) {
     process.removeListener(sig, onInterrupt);
-    // A second signal: exit now; the reaper sees Jest gone and does the rest.
-    process.once(sig, () => process.exit(128 + (sig === 'SIGINT' ? 2 : 15)));
+    process.once(sig, exitNow);
   }
   const rethrow = () => {
     for (const sig of SIGNALS) process.removeAllListeners(sig);

@@ -711,8 +711,16 @@ export class Sandbox implements SessionHost {
     if (done) await done;
   }
 
+  /** The end of a test: running work gets graceMs, late work is stopped, leaks said, the savepoint rolled back. */
   private async settle(up: Upstream, name: string, problems: Problem[]): Promise<void> {
+    const quiet = await this.awaitRunning(name, problems);
+    if (!quiet) await this.stopLateWork(up, name, problems);
+    this.reportLeaks(name, problems);
+    await this.rollbackTest(up, name);
+  }
 
+  /** Give what is running at the test's end graceMs; what finished in time is a warning. Whether all of it did. */
+  private async awaitRunning(name: string, problems: Problem[]): Promise<boolean> {
     // Running: a query in flight, or a connection opened for one that has not sent it yet.
     const since = Date.now();
     const running = () =>
@@ -730,32 +738,38 @@ export class Sandbox implements SessionHost {
         });
       }
     }
-    if (!quiet) {
-      // Clients still queued for the upstream: their query belongs to the test that ended.
-      for (const s of this.sessions) {
-        if (!s.waiting) continue;
+    return quiet;
+  }
+
+  /** graceMs passed with work still running: reject clients still queued, cancel running queries. */
+  private async stopLateWork(up: Upstream, name: string, problems: Problem[]): Promise<void> {
+    // Clients still queued for the upstream: their query belongs to the test that ended.
+    for (const s of this.sessions) {
+      if (!s.waiting) continue;
+      problems.push({
+        kind: 'late',
+        message: `JESTPG_LATE_QUERY: test "${name}" ended while ${s.describe()} was still waiting for the sandbox connection to run ${JSON.stringify(s.pendingSql())}; it was rejected after ${this.opts.graceMs} ms (graceMs). Await every query before the test ends.`,
+      });
+      s.abandonWait(errors.lateQuery(name, s.pendingSql()));
+    }
+    const busy = (s: Session) => s.inflight > 0 || s.cycleOpen;
+    const stuck = [...this.sessions].filter(busy);
+    if (stuck.length > 0) {
+      for (const s of stuck) {
         problems.push({
           kind: 'late',
-          message: `JESTPG_LATE_QUERY: test "${name}" ended while ${s.describe()} was still waiting for the sandbox connection to run ${JSON.stringify(s.pendingSql())}; it was rejected after ${this.opts.graceMs} ms (graceMs). Await every query before the test ends.`,
+          message: `JESTPG_LATE_QUERY: test "${name}" ended while ${s.describe()} was still running its query; it was cancelled after ${this.opts.graceMs} ms (graceMs). Await every query and request before the test ends.`,
         });
-        s.abandonWait(errors.lateQuery(name, s.pendingSql()));
+        if (s.cycleOpen && s.inflight === 0) s.fatal(errors.lateQuery(name, s.lastSql));
       }
-      const busy = (s: Session) => s.inflight > 0 || s.cycleOpen;
-      const stuck = [...this.sessions].filter(busy);
-      if (stuck.length > 0) {
-        for (const s of stuck) {
-          problems.push({
-            kind: 'late',
-            message: `JESTPG_LATE_QUERY: test "${name}" ended while ${s.describe()} was still running its query; it was cancelled after ${this.opts.graceMs} ms (graceMs). Await every query and request before the test ends.`,
-          });
-          if (s.cycleOpen && s.inflight === 0) s.fatal(errors.lateQuery(name, s.lastSql));
-        }
-        await up.cancel();
-        await this.until(() => ![...this.sessions].some(busy), 2000);
-        for (const s of this.sessions) if (busy(s)) s.fatal(errors.lateQuery(name, s.lastSql));
-      }
+      await up.cancel();
+      await this.until(() => ![...this.sessions].some(busy), 2000);
+      for (const s of this.sessions) if (busy(s)) s.fatal(errors.lateQuery(name, s.lastSql));
     }
-    // A client still inside its transaction holds the upstream: take it back.
+  }
+
+  /** A client still inside its transaction holds the upstream (taken back by rollbackTest). */
+  private reportLeaks(name: string, problems: Problem[]): void {
     for (const s of this.sessions) {
       if (s.inTx) {
         problems.push({
@@ -764,6 +778,10 @@ export class Sandbox implements SessionHost {
         });
       }
     }
+  }
+
+  /** Take the upstream back and roll the test's savepoint back (not awaited: see rollbackDone). */
+  private async rollbackTest(up: Upstream, name: string): Promise<void> {
     const owner = new InternalOwner('end of test');
     const holder = up.owner instanceof Session && up.owner.inTx && up.owner.inflight === 0 ? up.owner : undefined;
     if (holder) up.seize(owner);

@@ -13,7 +13,8 @@ import { processRuns } from './registry';
 import { guardSetup, setupBudgetMs, type SetupGuard } from '../util/settle';
 import { MANIFEST_ENV, readManifest, type RunContext, type RunManifest } from './manifest';
 import { startRun } from './start';
-import { readJson, readText, sleep, writeJsonAtomic } from './files';
+import { readJson, readText, writeJsonAtomic } from './files';
+import { sleep } from '../util/text';
 
 
 /**

@@ -25,6 +25,3 @@ export function readJson(file: string): unknown {
     return undefined;
   }
 }
-
-
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

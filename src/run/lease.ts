@@ -29,18 +29,23 @@ export interface RunDatabase {
   runId: string;
 }
 
-/** Databases on the server that carry our prefix and a run marker naming their run. */
-export async function listRunDatabases(c: Client, prefix: string): Promise<RunDatabase[]> {
+/**
+ * Databases on the server that carry our prefix and a run marker naming their run. With `runId`,
+ * that run's only, and also those with no comment yet (a crash between CREATE and COMMENT).
+ */
+export async function listRunDatabases(c: Client, prefix: string, runId?: string): Promise<RunDatabase[]> {
   const r = await c.query<{ datname: string; comment: string | null }>(
     `SELECT datname, shobj_description(oid, 'pg_database') AS comment
        FROM pg_database
-      WHERE NOT datistemplate AND left(datname, length($1)) = $1`,
-    [`${prefix}_`],
+      WHERE NOT datistemplate AND left(datname, length($1)) = $1
+      ORDER BY datname`,
+    [runId ? `${prefix}_${runId}_` : `${prefix}_`],
   );
   const out: RunDatabase[] = [];
   for (const row of r.rows) {
     const m = parseMarker(row.comment);
-    if (m && 'runId' in m && row.datname.startsWith(`${prefix}_${m.runId}_`)) out.push({ name: row.datname, runId: m.runId });
+    if (runId && row.comment === null) out.push({ name: row.datname, runId });
+    else if (m && 'runId' in m && (!runId || m.runId === runId) && row.datname.startsWith(`${prefix}_${m.runId}_`)) out.push({ name: row.datname, runId: m.runId });
   }
   return out;
 }

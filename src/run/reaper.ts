@@ -14,6 +14,7 @@ import { errors, messageOf } from '../util/errors';
 import { acquireLease, holdTemplate } from './lease';
 import { cmdline, isAlive, isSameProcess } from '../util/proc';
 import type { RunManifest } from './manifest';
+import { sleep } from '../util/text';
 
 export const POLL_MS = 250;
 
@@ -112,56 +113,81 @@ export function stopReaper(pid: number | undefined): void {
 /** What the reaper runs when the run must be torn down (teardown.ts's teardownRun, loaded only then). */
 export type LoadTeardown = () => Promise<(m: RunManifest, opts: { fromReaper?: boolean }) => Promise<unknown>>;
 
-/** The reaper process' main loop. */
+/** The reaper process' main loop: hold the run, say "ready", then watch it until it ends. */
 export async function reaperMain(manifestPath: string, loadTeardown: LoadTeardown): Promise<void> {
-  let m: RunManifest;
-  let lease: Client | undefined;
+  const held = await holdRun(manifestPath, loadTeardown);
+  process.stdout.write('ready\n');
+  // Nothing is written to stdout from here on: the parent has closed its end.
+  process.stdout.on('error', () => undefined);
+  watchRun(manifestPath, held, loadTeardown);
+}
+
+/** The run the reaper holds: its manifest and the session holding its lease. */
+interface HeldRun {
+  m: RunManifest;
+  lease: Client;
+  /** The server dropped the lease's session. */
+  lost: boolean;
+}
+
+/** Wait for the run, take its lease; on failure say why on stdout (the parent reads it) and exit 1. */
+async function holdRun(manifestPath: string, loadTeardown: LoadTeardown): Promise<HeldRun> {
   try {
-    // Started early (while initdb runs); the manifest appears once the server is up.
-    // If the run dir disappears first, the setup failed and cleaned up: nothing to watch.
-    // A manifest in phase "setup" (the cluster runs, the template is being built and cached):
-    // no lease yet, but if the main process dies now, this is the only one left to clean up.
-    const runDir = path.dirname(manifestPath);
-    let deadline = Date.now() + 120_000;
-    for (;;) {
-      if (!existsSync(runDir) || Date.now() > deadline) process.exit(0);
-      let pre: RunManifest | undefined;
-      try {
-        if (existsSync(manifestPath)) pre = JSON.parse(readFileSync(manifestPath, 'utf8')) as RunManifest;
-      } catch {
-        pre = undefined; // being replaced: read it again
-      }
-      if (pre && pre.phase !== 'setup') {
-        m = pre;
-        break;
-      }
-      if (pre) {
-        if (!isSameProcess(pre.mainPid, pre.mainStart)) {
-          await tearDownLogged(pre.runId, loadTeardown, { ...pre, options: { ...pre.options, keepDatabases: false } });
-          process.exit(0);
-        }
-        deadline = Date.now() + 120_000; // the main process is alive and working on it
-      }
-      await new Promise((r) => setTimeout(r, 5));
-    }
-    lease = await connect(m.adminUrl, { applicationName: 'jest-environment-pg reaper' });
-    await acquireLease(lease, m.runId);
-    if (m.templateDb) await holdTemplate(lease, m.templateDb); // before "ready": the main process lets go of it then
+    const m = await awaitManifest(manifestPath, loadTeardown);
+    const held = { m, lost: false } as HeldRun;
+    held.lease = await takeLease(m, () => (held.lost = true));
+    held.lease.on('end', () => (held.lost = true));
+    return held;
   } catch (e) {
     const code = (e as { code?: string }).code;
     process.stdout.write(`error ${JSON.stringify({ code: code?.startsWith('JESTPG_') ? code : undefined, message: messageOf(e) })}\n`);
     process.exit(1);
   }
-  let leaseLost = false;
-  lease.on('error', () => (leaseLost = true));
-  lease.on('end', () => (leaseLost = true));
-  process.stdout.write('ready\n');
-  // Nothing is written to stdout from here on: the parent has closed its end.
-  process.stdout.on('error', () => undefined);
+}
 
+/**
+ * Started early (while initdb runs); the manifest appears once the server is up. If the run dir
+ * disappears first, the setup failed and cleaned up: nothing to watch, exit. A manifest in phase
+ * "setup" (the cluster runs, the template is being built and cached): no lease yet, but if the
+ * main process dies now, this is the only one left to clean up.
+ */
+async function awaitManifest(manifestPath: string, loadTeardown: LoadTeardown): Promise<RunManifest> {
+  const runDir = path.dirname(manifestPath);
+  let deadline = Date.now() + 120_000;
+  for (;;) {
+    if (!existsSync(runDir) || Date.now() > deadline) process.exit(0);
+    let pre: RunManifest | undefined;
+    try {
+      if (existsSync(manifestPath)) pre = JSON.parse(readFileSync(manifestPath, 'utf8')) as RunManifest;
+    } catch {
+      pre = undefined; // being replaced: read it again
+    }
+    if (pre && pre.phase !== 'setup') return pre;
+    if (pre) {
+      if (!isSameProcess(pre.mainPid, pre.mainStart)) {
+        await tearDownLogged(pre.runId, loadTeardown, { ...pre, options: { ...pre.options, keepDatabases: false } });
+        process.exit(0);
+      }
+      deadline = Date.now() + 120_000; // the main process is alive and working on it
+    }
+    await sleep(5);
+  }
+}
+
+/** A session holding the run's lease (and its template, before "ready": the main process lets go of it then). */
+async function takeLease(m: RunManifest, onError: () => void): Promise<Client> {
+  const lease = await connect(m.adminUrl, { applicationName: 'jest-environment-pg reaper' });
+  lease.on('error', onError);
+  await acquireLease(lease, m.runId);
+  if (m.templateDb) await holdTemplate(lease, m.templateDb);
+  return lease;
+}
+
+/** Every POLL_MS: exit once the run was torn down, tear it down if Jest's main process died, retake a lost lease. */
+function watchRun(manifestPath: string, held: HeldRun, loadTeardown: LoadTeardown): void {
   let busy = false;
   const exit = async (code: number) => {
-    await lease?.end().catch(() => undefined);
+    await held.lease.end().catch(() => undefined);
     process.exit(code);
   };
   process.on('SIGTERM', () => {
@@ -176,24 +202,13 @@ export async function reaperMain(manifestPath: string, loadTeardown: LoadTeardow
     busy = true;
     try {
       if (!existsSync(manifestPath)) return void (await exit(0));
-      if (isSameProcess(m.mainPid, m.mainStart)) {
-        if (leaseLost) {
-          // The server dropped our session (restart?): take the lease again if we can.
-          try {
-            lease = await connect(m.adminUrl, { applicationName: 'jest-environment-pg reaper' });
-            lease.on('error', () => (leaseLost = true));
-            await acquireLease(lease, m.runId);
-            if (m.templateDb) await holdTemplate(lease, m.templateDb);
-            leaseLost = false;
-          } catch {
-            // keep polling
-          }
-        }
+      if (isSameProcess(held.m.mainPid, held.m.mainStart)) {
+        if (held.lost) await retakeLease(held);
         return;
       }
       // Jest's main process is gone and nobody tore the run down: do it.
       const fresh = JSON.parse(readFileSync(manifestPath, 'utf8')) as RunManifest;
-      await tearDownLogged(m.runId, loadTeardown, fresh);
+      await tearDownLogged(held.m.runId, loadTeardown, fresh);
       await exit(0);
     } catch {
       // transient (manifest being rewritten): try again next tick
@@ -202,6 +217,16 @@ export async function reaperMain(manifestPath: string, loadTeardown: LoadTeardow
     }
   };
   setInterval(() => void tick(), POLL_MS);
+}
+
+/** The server dropped our session (restart?): take the lease again if we can (else the next tick tries again). */
+async function retakeLease(held: HeldRun): Promise<void> {
+  try {
+    held.lease = await takeLease(held.m, () => (held.lost = true));
+    held.lost = false;
+  } catch {
+    // keep polling
+  }
 }
 
 const LOG_PREFIX = 'jest-pg-reaper-';

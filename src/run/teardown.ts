@@ -4,8 +4,7 @@ import * as path from 'node:path';
 import { connect, dropDatabase } from '../util/admin';
 import { isPostmasterOf, stopCluster } from '../server/cluster';
 import { messageOf, redactUrl } from '../util/errors';
-import { dropAbandonedTemplate } from './lease';
-import { parseMarker } from '../util/names';
+import { dropAbandonedTemplate, listRunDatabases } from './lease';
 import { stopReaper } from './reaper';
 import { processRuns } from './registry';
 import { atMost } from '../util/settle';
@@ -93,7 +92,7 @@ async function clearServer(m: RunManifest): Promise<Cleared> {
 
 /** Report the backends still connected to the run's databases, terminate them, drop the databases (or keep them). */
 async function clearDatabases(c: import('pg').Client, m: RunManifest): Promise<Cleared> {
-  const dbs = await runDatabases(c, m);
+  const dbs = (await listRunDatabases(c, m.prefix, m.runId)).map((d) => d.name);
   const backends = dbs.length
     ? (
         await c.query<Backend>(
@@ -139,20 +138,4 @@ async function removeRunFiles(m: RunManifest, opts: { fromReaper?: boolean }): P
   if (!opts.fromReaper) stopReaper(m.reaperPid);
   if (process.env[MANIFEST_ENV] === m.manifestPath) delete process.env[MANIFEST_ENV];
   processRuns.attached = undefined;
-}
-
-/** This run's databases: `<prefix>_<runId>_*` with our marker (or no comment yet: a crash between CREATE and COMMENT). */
-async function runDatabases(c: import('pg').Client, m: RunManifest): Promise<string[]> {
-  const pfx = `${m.prefix}_${m.runId}_`;
-  const r = await c.query<{ datname: string; comment: string | null }>(
-    `SELECT datname, shobj_description(oid, 'pg_database') AS comment FROM pg_database
-      WHERE NOT datistemplate AND left(datname, length($1)) = $1 ORDER BY datname`,
-    [pfx],
-  );
-  return r.rows
-    .filter((row) => {
-      const mk = parseMarker(row.comment);
-      return row.comment === null || (mk !== undefined && 'runId' in mk && mk.runId === m.runId);
-    })
-    .map((row) => row.datname);
 }

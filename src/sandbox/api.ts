@@ -294,78 +294,101 @@ function sandboxHandle(manifest: RunManifest, run: RunSandbox, options: StartSan
   const { setEnv, label, onWarning } = options;
   const opts = manifest.options;
   const env = sandboxEnv(run.info, opts.exposeAs);
-  const previous = new Map<string, string | undefined>();
-  if (setEnv) {
-    for (const [k, v] of Object.entries(env)) {
-      previous.set(k, process.env[k]);
-      process.env[k] = v;
-    }
-  }
-  const warn = onWarning ?? ((p: SandboxProblem) => process.stderr.write(`jest-environment-pg warning: ${p.message}\n`));
-  let testOpen: string | undefined;
-  let ending: Promise<SandboxProblem[]> | undefined;
-  let closing: Promise<SandboxReport> | undefined;
-
-  const endTest = async (o: EndTestOptions = {}): Promise<SandboxProblem[]> => {
-    if (ending) await ending.catch(() => undefined);
-    if (testOpen === undefined || closing) return [];
-    testOpen = undefined;
-    ending = (async () => {
-      const { problems } = await run.sandbox.endTest();
-      const classified = classifyProblems(problems, opts);
-      for (const p of classified) if (p.severity === 'warn') warn(p);
-      return classified;
-    })();
-    try {
-      const problems = await ending;
-      if (o.throwOnError) {
-        const err = problemsError(problems);
-        if (err) throw err;
-      }
-      return problems;
-    } finally {
-      ending = undefined;
-    }
+  const h: HandleState = {
+    manifest,
+    run,
+    label: label ?? 'the sandbox',
+    warn: onWarning ?? ((p: SandboxProblem) => process.stderr.write(`jest-environment-pg warning: ${p.message}\n`)),
+    previous: setEnv ? applyEnv(env) : new Map(),
+    testOpen: undefined,
+    ending: undefined,
+    closing: undefined,
   };
-
   return {
     url: run.info.url,
     env,
     info: run.info,
     database: run.database,
     options: opts,
-    beginTest(name: string) {
-      if (closing) throw new Error('jest-environment-pg: beginTest() after close()');
-      if (ending) throw new Error(`jest-environment-pg: beginTest("${name}") while the previous test is still ending: await endTest() first`);
-      if (testOpen !== undefined) throw new Error(`jest-environment-pg: beginTest("${name}") while test "${testOpen}" is open: call (and await) endTest() first`);
-      testOpen = name;
-      run.sandbox.beginTest(name);
-    },
-    endTest,
-    close() {
-      closing ??= (async () => {
-        if (ending) await ending.catch(() => undefined);
-        let file: FileReport = { open: [], late: [], foreign: [], idle: 0 };
-        let failure: unknown;
-        try {
-          if (testOpen !== undefined) {
-            testOpen = undefined;
-            await run.sandbox.endTest();
-          }
-          file = await run.endFile();
-        } catch (e) {
-          failure = e;
-        }
-        await run.close().catch(() => undefined);
-        const teardown = await teardownRun(manifest);
-        for (const [k, v] of previous) {
-          if (v === undefined) delete process.env[k];
-          else process.env[k] = v;
-        }
-        if (failure) throw failure;
-        return { ...file, text: formatFileReport(label ?? 'the sandbox', file), teardown };
-      })();
-      return closing;
-    },
+    beginTest: (name: string) => beginTest(h, name),
+    endTest: (o?: EndTestOptions) => endTest(h, o),
+    close: () => (h.closing ??= closeHandle(h)),
   };
+}
+
+/** A handle's state: the test open now, the test ending now, the close once asked for. */
+interface HandleState {
+  manifest: RunManifest;
+  run: RunSandbox;
+  label: string;
+  warn: (p: SandboxProblem) => void;
+  /** The variables setEnv replaced, with their previous values (put back on close). */
+  previous: Map<string, string | undefined>;
+  testOpen: string | undefined;
+  ending: Promise<SandboxProblem[]> | undefined;
+  closing: Promise<SandboxReport> | undefined;
+}
+
+/** Put the sandbox's variables in process.env; the values they replaced. */
+function applyEnv(env: Record<string, string>): Map<string, string | undefined> {
+  const previous = new Map<string, string | undefined>();
+  for (const [k, v] of Object.entries(env)) {
+    previous.set(k, process.env[k]);
+    process.env[k] = v;
+  }
+  return previous;
+}
+
+function beginTest(h: HandleState, name: string): void {
+  if (h.closing) throw new Error('jest-environment-pg: beginTest() after close()');
+  if (h.ending) throw new Error(`jest-environment-pg: beginTest("${name}") while the previous test is still ending: await endTest() first`);
+  if (h.testOpen !== undefined) throw new Error(`jest-environment-pg: beginTest("${name}") while test "${h.testOpen}" is open: call (and await) endTest() first`);
+  h.testOpen = name;
+  h.run.sandbox.beginTest(name);
+}
+
+async function endTest(h: HandleState, o: EndTestOptions = {}): Promise<SandboxProblem[]> {
+  if (h.ending) await h.ending.catch(() => undefined);
+  if (h.testOpen === undefined || h.closing) return [];
+  h.testOpen = undefined;
+  h.ending = (async () => {
+    const { problems } = await h.run.sandbox.endTest();
+    const classified = classifyProblems(problems, h.manifest.options);
+    for (const p of classified) if (p.severity === 'warn') h.warn(p);
+    return classified;
+  })();
+  try {
+    const problems = await h.ending;
+    if (o.throwOnError) {
+      const err = problemsError(problems);
+      if (err) throw err;
+    }
+    return problems;
+  } finally {
+    h.ending = undefined;
+  }
+}
+
+/** End the open test and the file, close the sandbox, tear the run down, put process.env back. */
+async function closeHandle(h: HandleState): Promise<SandboxReport> {
+  if (h.ending) await h.ending.catch(() => undefined);
+  let file: FileReport = { open: [], late: [], foreign: [], idle: 0 };
+  let failure: unknown;
+  try {
+    if (h.testOpen !== undefined) {
+      h.testOpen = undefined;
+      await h.run.sandbox.endTest();
+    }
+    file = await h.run.endFile();
+  } catch (e) {
+    failure = e;
+  }
+  await h.run.close().catch(() => undefined);
+  const teardown = await teardownRun(h.manifest);
+  for (const [k, v] of h.previous) {
+    if (v === undefined) delete process.env[k];
+    else process.env[k] = v;
+  }
+  if (failure) throw failure;
+  return { ...file, text: formatFileReport(h.label, file), teardown };
 }

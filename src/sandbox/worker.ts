@@ -18,8 +18,6 @@ import type { PgOptions } from '../util/options';
 
 export type Worker = RunSandbox;
 
-let thread: SandboxThread | undefined;
-let current: { manifestPath: string; workerId: string; worker: Promise<Worker> } | undefined;
 
 /** The run this process belongs to, if it is already known (global setup ran, or an earlier file attached). */
 export function knownManifest(): RunManifest | undefined {
@@ -41,45 +39,75 @@ export function knownDatabase(workerId: string): string | undefined {
 }
 
 /**
- * This process's sandbox thread, started now if there is none: its address is known on return
- * (a few ms, once per worker process). It connects upstream only when a file begins.
+ * A test worker's sandbox thread and the run sandbox it opened, in one object. One per module
+ * instance: once per worker process (the environment module is loaded outside the test files'
+ * module registry, so every file of the worker finds it), and once per thread under a runner's
+ * thread pool (each worker thread loads its own modules).
  */
-export function workerThread(options: PgOptions, id: string): SandboxThread {
-  if (thread && !thread.gone) return thread;
-  const m = knownManifest();
-  thread = SandboxThread.startSync({
-    // Under the run dir when the run is known (removed with it); loopback TCP only otherwise.
-    // Per thread: a runner's thread pool runs several workers in one process.
-    socketDir: m ? path.join(m.runDir, `w${id}-${process.pid}${threadId ? `-${threadId}` : ''}`) : undefined,
-    secret: randomBytes(18).toString('base64url'),
-    isolation: options.isolation,
-    resetSequences: options.resetSequences,
-    graceMs: options.graceMs,
-    lockWaitMs: options.lockWaitMs,
-    label: `jest-environment-pg w${id}`,
-    user: 'postgres',
-    database: m ? workerDbName(m.prefix, m.runId, id) : 'postgres',
-    unref: true,
-  });
-  return thread;
+export class WorkerRegistry {
+  private started: SandboxThread | undefined;
+  private current: { manifestPath: string; workerId: string; worker: Promise<Worker> } | undefined;
+
+  /**
+   * This process's sandbox thread, started now if there is none: its address is known on return
+   * (a few ms, once per worker process). It connects upstream only when a file begins.
+   */
+  thread(options: PgOptions, id: string): SandboxThread {
+    if (this.started && !this.started.gone) return this.started;
+    const m = knownManifest();
+    this.started = SandboxThread.startSync({
+      // Under the run dir when the run is known (removed with it); loopback TCP only otherwise.
+      // Per thread: a runner's thread pool runs several workers in one process.
+      socketDir: m ? path.join(m.runDir, `w${id}-${process.pid}${threadId ? `-${threadId}` : ''}`) : undefined,
+      secret: randomBytes(18).toString('base64url'),
+      isolation: options.isolation,
+      resetSequences: options.resetSequences,
+      graceMs: options.graceMs,
+      lockWaitMs: options.lockWaitMs,
+      label: `jest-environment-pg w${id}`,
+      user: 'postgres',
+      database: m ? workerDbName(m.prefix, m.runId, id) : 'postgres',
+      unref: true,
+    });
+    return this.started;
+  }
+
+  /** This worker's sandbox on its database of the run (attached, and the database cloned, on first use). */
+  async attach(rawProjectOptions: unknown, rootDir: string, options: PgOptions, workerId: string): Promise<Worker> {
+    const manifest = await attachRun(rawProjectOptions, { rootDir });
+    if (this.current?.manifestPath === manifest.manifestPath && this.current.workerId === workerId) return this.current.worker;
+    // A new run in the same process (watch mode): the same thread, pointed at the new run's database.
+    const worker = openRunSandbox(manifest, { workerId, unref: true, thread: this.thread(options, workerId) });
+    this.current = { manifestPath: manifest.manifestPath, workerId, worker };
+    worker.catch(() => {
+      if (this.current?.manifestPath === manifest.manifestPath) this.current = undefined;
+    });
+    return worker;
+  }
+
+  /** Close this process's sandbox, if it has one (--runInBand: global teardown runs here too). */
+  async close(): Promise<void> {
+    const t = this.started;
+    this.started = undefined;
+    this.current = undefined;
+    if (t) await t.close().catch(() => undefined);
+  }
 }
 
-/** This worker's sandbox on its database of the run (attached, and the database cloned, on first use). */
-export async function attachWorker(rawProjectOptions: unknown, rootDir: string, options: PgOptions, workerId: string): Promise<Worker> {
-  const manifest = await attachRun(rawProjectOptions, { rootDir });
-  if (current?.manifestPath === manifest.manifestPath && current.workerId === workerId) return current.worker;
-  // A new run in the same process (watch mode): the same thread, pointed at the new run's database.
-  current = { manifestPath: manifest.manifestPath, workerId, worker: openRunSandbox(manifest, { workerId, unref: true, thread: workerThread(options, workerId) }) };
-  current.worker.catch(() => {
-    if (current?.manifestPath === manifest.manifestPath) current = undefined;
-  });
-  return current.worker;
+/** The one worker registry of this process (of this thread, under a thread pool). */
+export const processWorker = new WorkerRegistry();
+
+/** This process's sandbox thread, started now if there is none (see WorkerRegistry). */
+export function workerThread(options: PgOptions, id: string): SandboxThread {
+  return processWorker.thread(options, id);
+}
+
+/** This worker's sandbox on its database of the run (see WorkerRegistry). */
+export function attachWorker(rawProjectOptions: unknown, rootDir: string, options: PgOptions, workerId: string): Promise<Worker> {
+  return processWorker.attach(rawProjectOptions, rootDir, options, workerId);
 }
 
 /** Close this process's sandbox, if it has one (--runInBand: global teardown runs here too). */
-export async function closeWorkerInProcess(): Promise<void> {
-  const t = thread;
-  thread = undefined;
-  current = undefined;
-  if (t) await t.close().catch(() => undefined);
+export function closeWorkerInProcess(): Promise<void> {
+  return processWorker.close();
 }

@@ -2,12 +2,14 @@
  * The template database: migrations + seed applied once into `<prefix>_tpl_<hash>`, built under
  * an advisory lock and marked complete (IS_TEMPLATE) last, so a crashed build is never reused.
  */
+import type { Client } from 'pg';
 import { dropDatabase, terminateBackends, withClient, withDatabase } from '../util/admin';
 import { hashMigrations, runMigrations } from './migrations';
 import { packageVersion } from '../util/version';
 import { installMovingClock } from './clock';
 import { ident, literal, marker, noteOf, sha256, templateName } from '../util/names';
 import type { MigrationSource } from '../util/options';
+import { sleep } from '../util/text';
 
 export interface TemplateOptions {
   prefix: string;
@@ -72,47 +74,14 @@ export async function ensureTemplateDetailed(adminUrl: string, opts: TemplateOpt
       };
       // Fast path without the lock: a complete template is never modified (but its comment).
       if ((await complete())?.t) return reused();
-      // Aborted while waiting for another build: nothing of ours exists yet, end the connection.
-      const giveUp = () => void c.end().catch(() => undefined);
-      opts.signal?.addEventListener('abort', giveUp, { once: true });
-      await c.query('SELECT pg_advisory_lock($1::bigint)', [key]);
-      opts.signal?.removeEventListener('abort', giveUp);
-      opts.signal?.throwIfAborted();
+      await lockTemplate(c, key, opts.signal);
       try {
         const row = await complete();
         if (row?.t) return reused();
         // A half-built one (a crashed or failed build) is never reused.
         if (row) await dropDatabase(c, name, opts.versionNum);
-        // FILE_COPY (15+): copying template1's files beats WAL-logging every page (fsync is off on the embedded server).
-        await c.query(`CREATE DATABASE ${ident(name)}${opts.versionNum >= 150000 ? ' STRATEGY FILE_COPY' : ''}`);
-        await c.query(`COMMENT ON DATABASE ${ident(name)} IS ${literal(marker('template'))}`);
-        const url = withDatabase(adminUrl, name);
-        try {
-          await runMigrations(opts.migrations, url, { rootDir: opts.rootDir, signal: opts.signal });
-          await runMigrations(opts.seed, url, { rootDir: opts.rootDir, signal: opts.signal });
-          // now() per client transaction, not per file (src/schema/clock.ts).
-          if (opts.time !== 'file') await withClient(url, installMovingClock, { applicationName: 'jest-environment-pg template', signal: opts.signal });
-        } catch (e) {
-          // Not marked complete; drop it so no half-built database lingers (the next run rebuilds it).
-          await dropDatabase(c, name, opts.versionNum).catch(() => undefined);
-          throw e;
-        }
-        // CREATE DATABASE … TEMPLATE needs no one connected to the source. A migration's pool that
-        // was just ended may still be disconnecting (pool.end() resolves first): give it up to 2 s,
-        // since terminating a connection its pool still watches makes that pool emit an error.
-        for (let waited = 0; waited < 2000; waited += 20) {
-          const r = await c.query('SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1', [name]);
-          if (r.rows[0].n === 0) break;
-          await new Promise((res) => setTimeout(res, 20));
-        }
-        await terminateBackends(c, [name]);
-        // A migration may have commented the database: our marker stays first (it proves the
-        // template is ours), the migration's comment follows it (and is carried to every clone).
-        const cm = (await c.query<{ comment: string | null }>(`SELECT shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE datname = $1`, [name])).rows[0]?.comment;
-        const wanted = marker('template', noteOf(cm), Date.now() / 1000);
-        if (cm !== wanted) await c.query(`COMMENT ON DATABASE ${ident(name)} IS ${literal(wanted)}`);
-        // Mark complete last, and refuse connections from now on so clones never find one.
-        await c.query(`ALTER DATABASE ${ident(name)} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false`);
+        await createAndMigrate(c, adminUrl, name, opts);
+        await sealTemplate(c, name);
         return { name, built: true, ms: Math.round(performance.now() - t0) };
       } finally {
         await c.query('SELECT pg_advisory_unlock($1::bigint)', [key]).catch(() => undefined);
@@ -120,6 +89,53 @@ export async function ensureTemplateDetailed(adminUrl: string, opts: TemplateOpt
     },
     { applicationName: 'jest-environment-pg template' },
   );
+}
+
+/** Wait for the template's lock (another build may hold it); aborted meanwhile: nothing of ours exists yet, end the connection. */
+async function lockTemplate(c: Client, key: string, signal: AbortSignal | undefined): Promise<void> {
+  const giveUp = () => void c.end().catch(() => undefined);
+  signal?.addEventListener('abort', giveUp, { once: true });
+  await c.query('SELECT pg_advisory_lock($1::bigint)', [key]);
+  signal?.removeEventListener('abort', giveUp);
+  signal?.throwIfAborted();
+}
+
+/** Create the template database with our marker and run the migrations, the seed and the clock in it. */
+async function createAndMigrate(c: Client, adminUrl: string, name: string, opts: TemplateOptions): Promise<void> {
+  // FILE_COPY (15+): copying template1's files beats WAL-logging every page (fsync is off on the embedded server).
+  await c.query(`CREATE DATABASE ${ident(name)}${opts.versionNum >= 150000 ? ' STRATEGY FILE_COPY' : ''}`);
+  await c.query(`COMMENT ON DATABASE ${ident(name)} IS ${literal(marker('template'))}`);
+  const url = withDatabase(adminUrl, name);
+  try {
+    await runMigrations(opts.migrations, url, { rootDir: opts.rootDir, signal: opts.signal });
+    await runMigrations(opts.seed, url, { rootDir: opts.rootDir, signal: opts.signal });
+    // now() per client transaction, not per file (src/schema/clock.ts).
+    if (opts.time !== 'file') await withClient(url, installMovingClock, { applicationName: 'jest-environment-pg template', signal: opts.signal });
+  } catch (e) {
+    // Not marked complete; drop it so no half-built database lingers (the next run rebuilds it).
+    await dropDatabase(c, name, opts.versionNum).catch(() => undefined);
+    throw e;
+  }
+}
+
+/** Nobody connected, our marker first in its comment, then marked complete (and closed to connections). */
+async function sealTemplate(c: Client, name: string): Promise<void> {
+  // CREATE DATABASE … TEMPLATE needs no one connected to the source. A migration's pool that
+  // was just ended may still be disconnecting (pool.end() resolves first): give it up to 2 s,
+  // since terminating a connection its pool still watches makes that pool emit an error.
+  for (let waited = 0; waited < 2000; waited += 20) {
+    const r = await c.query('SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1', [name]);
+    if (r.rows[0].n === 0) break;
+    await sleep(20);
+  }
+  await terminateBackends(c, [name]);
+  // A migration may have commented the database: our marker stays first (it proves the
+  // template is ours), the migration's comment follows it (and is carried to every clone).
+  const cm = (await c.query<{ comment: string | null }>(`SELECT shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE datname = $1`, [name])).rows[0]?.comment;
+  const wanted = marker('template', noteOf(cm), Date.now() / 1000);
+  if (cm !== wanted) await c.query(`COMMENT ON DATABASE ${ident(name)} IS ${literal(wanted)}`);
+  // Mark complete last, and refuse connections from now on so clones never find one.
+  await c.query(`ALTER DATABASE ${ident(name)} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false`);
 }
 
 /**

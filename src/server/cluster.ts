@@ -13,6 +13,7 @@ import { hydrateSymlinks, missingSymlinks, reachableBy } from './binaries';
 import { errors } from '../util/errors';
 import { isAlive } from '../util/proc';
 import { step } from '../util/settle';
+import { sleep } from '../util/text';
 
 export interface ClusterInfo {
   /** The postmaster's pid. */
@@ -388,10 +389,6 @@ function readLog(file: string): string {
     return '';
   }
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-export { isAlive };
 
 /** Is `pid` the postmaster of `dataDir`? Guards against signalling a recycled pid. */
 export function isPostmasterOf(pid: number, dataDir: string): boolean {

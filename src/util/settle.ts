@@ -89,36 +89,6 @@ interface Pending {
   onExit: Set<() => void>;
 }
 
-const pending = new Set<Pending>();
-/** Steps running now (in any pending setup of this process), with how many of each. */
-const running = new Map<SetupStep, number>();
-let keepAlive: NodeJS.Timeout | undefined;
-let hookInstalled = false;
-
-function onProcessExit(code: number): void {
-  if (pending.size === 0) return;
-  const whats = [...new Set([...pending].map((p) => p.what))].join('; ');
-  const steps = running.size ? `${whats}, during: ${[...running.keys()].join(', ')}` : whats;
-  const how = code === 0 ? 'exited (code 0)' : `exited with code ${code}`;
-  const err = errors.setupInterrupted(steps, how);
-  try {
-    writeSync(2, `\njest-environment-pg: ${err.code}: ${err.message}\n`);
-  } catch {
-    // stderr closed
-  }
-  for (const p of pending) {
-    for (const f of p.onExit) {
-      try {
-        f();
-      } catch {
-        // best effort: the reaper (if any) or the next run's sweep does the rest
-      }
-    }
-  }
-  pending.clear();
-  if (!code) process.exitCode = 1;
-}
-
 /** A handle on the setup being guarded: register last-resort cleanups. */
 export interface SetupGuard {
   /** Run `f` (synchronously) if the process exits while the setup is pending; returns an unregister function. */
@@ -126,31 +96,86 @@ export interface SetupGuard {
 }
 
 /**
+ * The setups pending in this process and the steps they are running, in one object: what the
+ * 'exit' hook reports and cleans up, and the timer that holds the event loop open meanwhile.
+ */
+export class SetupRegistry {
+  private readonly pending = new Set<Pending>();
+  /** Steps running now (in any pending setup of this process), with how many of each. */
+  private readonly running = new Map<SetupStep, number>();
+  private keepAlive: NodeJS.Timeout | undefined;
+  private hookInstalled = false;
+  private readonly onProcessExit = (code: number): void => {
+    if (this.pending.size === 0) return;
+    const whats = [...new Set([...this.pending].map((p) => p.what))].join('; ');
+    const steps = this.running.size ? `${whats}, during: ${[...this.running.keys()].join(', ')}` : whats;
+    const how = code === 0 ? 'exited (code 0)' : `exited with code ${code}`;
+    const err = errors.setupInterrupted(steps, how);
+    try {
+      writeSync(2, `\njest-environment-pg: ${err.code}: ${err.message}\n`);
+    } catch {
+      // stderr closed
+    }
+    for (const p of this.pending) {
+      for (const f of p.onExit) {
+        try {
+          f();
+        } catch {
+          // best effort: the reaper (if any) or the next run's sweep does the rest
+        }
+      }
+    }
+    this.pending.clear();
+    if (!code) process.exitCode = 1;
+  };
+
+  /** See guardSetup. */
+  async guard<T>(what: string, fn: (guard: SetupGuard) => Promise<T>): Promise<T> {
+    const p: Pending = { what, onExit: new Set() };
+    this.pending.add(p);
+    if (!this.hookInstalled) {
+      this.hookInstalled = true;
+      process.on('exit', this.onProcessExit);
+    }
+    this.keepAlive ??= setInterval(() => undefined, 60_000); // ref'd: the point of it
+    try {
+      return await fn({
+        onExit(f) {
+          p.onExit.add(f);
+          return () => p.onExit.delete(f);
+        },
+      });
+    } finally {
+      this.pending.delete(p);
+      if (this.pending.size === 0 && this.keepAlive) {
+        clearInterval(this.keepAlive);
+        this.keepAlive = undefined;
+      }
+    }
+  }
+
+  /** A step of a pending setup began. */
+  stepStarted(name: SetupStep): void {
+    this.running.set(name, (this.running.get(name) ?? 0) + 1);
+  }
+
+  /** A step of a pending setup settled. */
+  stepEnded(name: SetupStep): void {
+    const n = (this.running.get(name) ?? 1) - 1;
+    if (n > 0) this.running.set(name, n);
+    else this.running.delete(name);
+  }
+}
+
+/** The one setup registry of this process (every start-up path of the process shares it). */
+export const processSetups = new SetupRegistry();
+
+/**
  * Run a start-up path: the event loop is held open until it settles, and an exit of the process
  * in the meantime is reported (JESTPG_SETUP_INTERRUPTED) with a non-zero exit code.
  */
-export async function guardSetup<T>(what: string, fn: (guard: SetupGuard) => Promise<T>): Promise<T> {
-  const p: Pending = { what, onExit: new Set() };
-  pending.add(p);
-  if (!hookInstalled) {
-    hookInstalled = true;
-    process.on('exit', onProcessExit);
-  }
-  keepAlive ??= setInterval(() => undefined, 60_000); // ref'd: the point of it
-  try {
-    return await fn({
-      onExit(f) {
-        p.onExit.add(f);
-        return () => p.onExit.delete(f);
-      },
-    });
-  } finally {
-    pending.delete(p);
-    if (pending.size === 0 && keepAlive) {
-      clearInterval(keepAlive);
-      keepAlive = undefined;
-    }
-  }
+export function guardSetup<T>(what: string, fn: (guard: SetupGuard) => Promise<T>, setups: SetupRegistry = processSetups): Promise<T> {
+  return setups.guard(what, fn);
 }
 
 /**
@@ -158,8 +183,8 @@ export async function guardSetup<T>(what: string, fn: (guard: SetupGuard) => Pro
  * aborts with JESTPG_SETUP_TIMEOUT; `fn` gets a few seconds to stop what it started (kill a
  * child, end a connection), then the step rejects with that error whatever `fn` does.
  */
-export function step<T>(name: SetupStep, fn: (signal: AbortSignal) => Promise<T>, ms = stepTimeoutMs(name)): Promise<T> {
-  running.set(name, (running.get(name) ?? 0) + 1);
+export function step<T>(name: SetupStep, fn: (signal: AbortSignal) => Promise<T>, ms = stepTimeoutMs(name), setups: SetupRegistry = processSetups): Promise<T> {
+  setups.stepStarted(name);
   const ac = new AbortController();
   return new Promise<T>((resolve, reject) => {
     let timedOut: JestPgError | undefined;
@@ -170,9 +195,7 @@ export function step<T>(name: SetupStep, fn: (signal: AbortSignal) => Promise<T>
       settled = true;
       clearTimeout(timer);
       clearTimeout(grace);
-      const n = (running.get(name) ?? 1) - 1;
-      if (n > 0) running.set(name, n);
-      else running.delete(name);
+      setups.stepEnded(name);
       if (ok) resolve(v as T);
       else reject(v);
     };
