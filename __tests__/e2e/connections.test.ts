@@ -43,10 +43,11 @@ function expectCleanTeardown(r: JestRun): void {
 test('a child process, a worker thread and a module-scope pool that never let go: closed and listed per file', async () => {
   const out = outDir();
   dirs.push(out);
-  const t0 = Date.now();
   const r = await run('hanging-connections', ['--maxWorkers=2'], { E2E_OUT: out });
   capture('hanging-connections', r);
-  expect(Date.now() - t0).toBeLessThan(30_000); // teardown never waits for them
+  // Teardown never waits for them: the run ends by itself (the harness kills a hung one; the
+  // fixture's own worker thread is the test's leak, which Jest force-exits as it always does).
+  expect(r.signal).toBeNull();
   expect(r.output).toMatch(/Tests:\s+6 passed, 6 total/);
   expect(r.code).toBe(0);
   expectCleanTeardown(r);
