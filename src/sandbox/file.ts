@@ -137,6 +137,14 @@ export class SandboxFile<T> {
     if (!scope || !this.fileOpen || !this.worker) return;
     const test = reportOn ?? scope[0];
     this.ended.push(test);
+    // What the test started but had not yet sent when it returned is sent before its end is
+    // posted: a pool hands out an idle client on process.nextTick, and a runner can reach this
+    // point in the same chain of promise jobs (Vitest's does), which would post the end before the
+    // query's bytes — the sandbox applies every boundary posted before it reads a client's bytes,
+    // so it would take the query for the next test's. A check-phase callback runs only once the
+    // nextTick and promise queues are empty: those writes are on the socket first, and the sandbox
+    // reads what is on its sockets before it ends the test.
+    await new Promise<void>((resolve) => setImmediate(resolve));
     const problems = classifyProblems((await this.worker.sandbox.endTest()).problems, this.options);
     for (const p of problems) if (p.severity === 'warn') warn(p.message);
     const err = problemsError(problems);

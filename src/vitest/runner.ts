@@ -102,14 +102,6 @@ export function sandboxRunner(Base: RunnerClass, getHooks: (suite: VitestSuite) 
       if (!this.running.delete(test) || this.running.size > 0) return;
       const file = this.file;
       if (!file) return;
-      // What the test started but had not yet sent when it returned is sent before its end is
-      // declared: a pool hands out an idle client on process.nextTick, and Vitest reaches this hook
-      // in the same chain of promise jobs, so the end would be posted before the query's bytes.
-      // The sandbox then takes them for the next test's (it applies every boundary posted before
-      // it reads a client's bytes). A check-phase callback runs only once the nextTick and promise
-      // queues are empty: those writes are on the socket before the end is posted, and the sandbox
-      // reads what is on its sockets before it ends the test.
-      await new Promise<void>((resolve) => setImmediate(resolve));
       const finishing = { test, errors: [] as Error[] };
       this.finishing = finishing;
       try {
