@@ -355,9 +355,12 @@ async function main() {
     await admin(cluster.url, (c) => c.query('CREATE DATABASE bench_micro'));
     const r = await proxyOverhead({ dbUrl: dbUrl(cluster.url, 'bench_micro'), cluster, socketDir: path.join(socketDir, 's'), samples: Number(process.argv[2]) || 3000, track: (x) => live.push(x) });
     const rows = { tcp: 'in process, upstream over TCP', upstreamUnix: 'in process, upstream on the unix socket', thread: 'own thread (as in Jest), upstream on the unix socket', inTx: 'in a client transaction (no guard)', relay: 'a do-nothing relay (one more hop)' };
+    // This process's CPU per SELECT 1 (client and proxy; for the thread row, the sandbox thread too).
+    const cpuKey = { tcp: 'sandbox', upstreamUnix: 'sandboxUpUnix', thread: 'threadUpUnix', inTx: 'sandboxTx', relay: 'relay' };
     for (const [k, label] of Object.entries(rows)) {
       const p = r[k];
-      console.log(`${label.padEnd(55)} overhead p50 ${p.overheadP50.toFixed(1).padStart(6)} µs   (direct ${p.directP50.toFixed(1)} µs, through it ${p.proxyP50.toFixed(1)} µs)`);
+      const cpu = r.cpu[cpuKey[k]].nodeUs;
+      console.log(`${label.padEnd(55)} overhead p50 ${p.overheadP50.toFixed(1).padStart(6)} µs   (direct ${p.directP50.toFixed(1)} µs, through it ${p.proxyP50.toFixed(1)} µs; node CPU ${cpu.toFixed(1)} µs vs ${r.cpu.direct.nodeUs.toFixed(1)} µs direct)`);
     }
     console.log(`load average ${os.loadavg().map((x) => x.toFixed(2)).join(' / ')}`);
   } finally {
