@@ -10,6 +10,7 @@ import { processRuns } from './registry';
 import { atMost } from '../util/settle';
 import { MANIFEST_ENV, type RunManifest, type TeardownSummary } from './manifest';
 import { formatReport, keptReport, summaryLine, type Backend } from './report';
+import { readyToSave, saveClusterAtTeardown } from './cached-cluster';
 
 
 /** Where the workers count the idle connections they closed at the ends of files (one line per file). */
@@ -37,15 +38,18 @@ function idleClosed(m: RunManifest): number {
 
 /**
  * Report what is still connected to the run's databases, terminate it, drop the databases
- * (unless keepDatabases), stop the embedded cluster, remove the run dir and lock files, end the
- * reaper. Idempotent.
+ * (unless keepDatabases), stop the embedded cluster (saving it as a cache entry first when the
+ * run asked for it, see cached-cluster.ts; never from the reaper: a run that was killed is not
+ * saved), remove the run dir and lock files, end the reaper. Idempotent.
  */
 export async function teardownRun(m: RunManifest, opts: { fromReaper?: boolean } = {}): Promise<TeardownSummary> {
   const t0 = performance.now();
   const idle = idleClosed(m);
+  let cacheSaveMs: number | undefined;
   const summary = (r: Cleared, reaperError: Error | undefined): TeardownSummary => {
     const ms = Math.round(performance.now() - t0);
-    return { ...r, ms, reaperError, summaryLine: summaryLine({ ...r, ms, idle }) };
+    const { save: _save, ...rest } = r;
+    return { ...rest, ms, cacheSaveMs, reaperError, summaryLine: summaryLine({ ...rest, ms, idle }) };
   };
   // Cache entries (and worker 1's clone) this process is still making: never leave half of one behind.
   await processRuns.backgroundDone();
@@ -58,9 +62,16 @@ export async function teardownRun(m: RunManifest, opts: { fromReaper?: boolean }
     return summary({ dropped: [], terminated: 0, report: '' }, reaperError);
   }
   const serverUp = !m.cluster || isPostmasterOf(m.cluster.pid, m.cluster.dataDir);
-  const cleared: Cleared = serverUp ? await clearServer(m) : { dropped: [], terminated: 0, report: '' };
+  const cleared: Cleared = serverUp ? await clearServer(m, !opts.fromReaper) : { dropped: [], terminated: 0, report: '' };
   if (cleared.kept) cleared.report += (cleared.report ? '\n' : '') + keptReport(m, cleared.kept);
-  else if (m.cluster) await stopCluster(m.cluster).catch(() => undefined);
+  else if (m.cluster) {
+    if (cleared.save) {
+      const ts = performance.now();
+      await saveClusterAtTeardown(m).catch(() => undefined);
+      cacheSaveMs = Math.round(performance.now() - ts);
+    }
+    await stopCluster(m.cluster).catch(() => undefined);
+  }
   processRuns.torn.add(m.runId);
   await removeRunFiles(m, opts);
   return summary(cleared, reaperError);
@@ -72,10 +83,15 @@ interface Cleared {
   terminated: number;
   report: string;
   kept?: string[];
+  /** The cluster may be saved as a cache entry (readyToSave). */
+  save?: boolean;
 }
 
-/** Connect and clear the run's databases; a server that cannot be reached is reported (a later run sweeps them). */
-async function clearServer(m: RunManifest): Promise<Cleared> {
+/**
+ * Connect and clear the run's databases; a server that cannot be reached is reported (a later run
+ * sweeps them). `maySave`: then ask whether the cluster may be saved as a cache entry.
+ */
+async function clearServer(m: RunManifest, maySave: boolean): Promise<Cleared> {
   let c: import('pg').Client;
   try {
     c = await connect(m.adminUrl, { applicationName: 'jest-environment-pg teardown', timeoutMs: 5000 });
@@ -84,7 +100,9 @@ async function clearServer(m: RunManifest): Promise<Cleared> {
     return { dropped: [], terminated: 0, report };
   }
   try {
-    return await clearDatabases(c, m);
+    const cleared = await clearDatabases(c, m);
+    if (maySave && !cleared.kept) cleared.save = await readyToSave(c, m).catch(() => false);
+    return cleared;
   } finally {
     await c.end().catch(() => undefined);
   }

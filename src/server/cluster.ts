@@ -324,7 +324,7 @@ export function serverSettings(major: number, port: number, socketDir: string): 
   };
   if (major >= 18) s.io_method = 'sync';
   // Old WAL segments are removed, not kept under future names with their old contents: a cached
-  // snapshot then holds one mostly empty segment (see run.ts, pg_switch_wal before the snapshot).
+  // snapshot then holds one mostly empty segment (see run/cached-cluster.ts: pg_switch_wal before the server stops to be saved).
   if (major >= 12) s.wal_recycle = 'off';
   return s;
 }
@@ -457,49 +457,16 @@ function pidFileOwner(dataDir: string): number | undefined {
 }
 
 /**
- * Stop the server cleanly (fast shutdown: a shutdown checkpoint, no crash recovery needed on
- * the next start), let `save` read the quiescent data dir, start the server again on the same
- * data dir (same port when still free). `save` failing does not fail the cluster: its error is
- * returned. Throws only when the server cannot be started again (the caller stops the cluster).
+ * Stop the server cleanly: a fast shutdown (clients disconnected, a shutdown checkpoint), so its
+ * data dir needs no crash recovery on the next start. true once it is gone within `ms`; false when
+ * it is not running or did not stop in time (stopCluster then escalates).
  */
-export async function snapshotCluster(
-  info: ClusterInfo,
-  save: (dataDir: string) => Promise<void>,
-): Promise<{ cluster: ClusterInfo; saveError?: unknown; ms: { stop: number; save: number; start: number } }> {
-  const t0 = performance.now();
-  let saveError: unknown;
-  let clean = false;
-  if (isPostmasterOf(info.pid, info.dataDir)) {
-    try {
-      process.kill(info.pid, 'SIGINT');
-      clean = await waitGone(info.pid, 10_000);
-    } catch {
-      clean = !isAlive(info.pid);
-    }
+export async function stopCleanly(info: Pick<ClusterInfo, 'pid' | 'dataDir'>, ms = 10_000): Promise<boolean> {
+  if (!isPostmasterOf(info.pid, info.dataDir)) return false;
+  try {
+    process.kill(info.pid, 'SIGINT');
+  } catch {
+    return false;
   }
-  if (!clean) {
-    await stopPid(info.pid, info.dataDir);
-    saveError = new Error('the server did not shut down cleanly');
-  }
-  const t1 = performance.now();
-  if (!saveError) {
-    try {
-      await save(info.dataDir);
-    } catch (e) {
-      saveError = e;
-    }
-  }
-  const t2 = performance.now();
-  const major = Math.floor(info.versionNum / 10000);
-  const env = childEnv(info.baseDir);
-  const { pid, port } = await startOnFreePort(
-    { binDir: info.binDir, dataDir: info.dataDir, baseDir: info.baseDir, env, osUser: info.osUser, major, settings: info.settings },
-    { firstPort: info.port },
-  );
-  const t3 = performance.now();
-  return {
-    cluster: { ...info, pid, port, url: clusterUrl(info.dataDir, port) },
-    saveError,
-    ms: { stop: Math.round(t1 - t0), save: Math.round(t2 - t1), start: Math.round(t3 - t2) },
-  };
+  return waitGone(info.pid, ms);
 }
