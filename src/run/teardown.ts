@@ -62,7 +62,7 @@ export async function teardownRun(m: RunManifest, opts: { fromReaper?: boolean }
     return summary({ dropped: [], terminated: 0, report: '' }, reaperError);
   }
   const serverUp = !m.cluster || isPostmasterOf(m.cluster.pid, m.cluster.dataDir);
-  const cleared: Cleared = serverUp ? await clearServer(m, !opts.fromReaper) : { dropped: [], terminated: 0, report: '' };
+  const cleared: Cleared = serverUp ? await clearServer(m, !opts.fromReaper && m.cache?.saveAtEnd !== undefined) : { dropped: [], terminated: 0, report: '' };
   if (cleared.kept) cleared.report += (cleared.report ? '\n' : '') + keptReport(m, cleared.kept);
   else if (m.cluster) {
     if (cleared.save) {
@@ -70,7 +70,8 @@ export async function teardownRun(m: RunManifest, opts: { fromReaper?: boolean }
       await saveClusterAtTeardown(m).catch(() => undefined);
       cacheSaveMs = Math.round(performance.now() - ts);
     }
-    await stopCluster(m.cluster).catch(() => undefined);
+    // Its data goes next: no shutdown checkpoint (a saved cluster was stopped cleanly just above).
+    await stopCluster(m.cluster, { immediate: true }).catch(() => undefined);
   }
   processRuns.torn.add(m.runId);
   await removeRunFiles(m, opts);
@@ -100,7 +101,9 @@ async function clearServer(m: RunManifest, maySave: boolean): Promise<Cleared> {
     return { dropped: [], terminated: 0, report };
   }
   try {
-    const cleared = await clearDatabases(c, m);
+    // An embedded cluster is stopped and removed next: its databases and backends go with it,
+    // unless it is to be saved (then it must hold nothing of the run).
+    const cleared = await clearDatabases(c, m, !m.cluster || maySave);
     if (maySave && !cleared.kept) cleared.save = await readyToSave(c, m).catch(() => false);
     return cleared;
   } finally {
@@ -108,8 +111,12 @@ async function clearServer(m: RunManifest, maySave: boolean): Promise<Cleared> {
   }
 }
 
-/** Report the backends still connected to the run's databases, terminate them, drop the databases (or keep them). */
-async function clearDatabases(c: import('pg').Client, m: RunManifest): Promise<Cleared> {
+/**
+ * Report the backends still connected to the run's databases, terminate them, drop the databases
+ * (or keep them). `drop` false: the server is stopped next, which ends the backends and removes
+ * the databases (reported as terminated and dropped).
+ */
+async function clearDatabases(c: import('pg').Client, m: RunManifest, drop: boolean): Promise<Cleared> {
   const dbs = (await listRunDatabases(c, m.prefix, m.runId)).map((d) => d.name);
   const backends = dbs.length
     ? (
@@ -133,6 +140,7 @@ async function clearDatabases(c: import('pg').Client, m: RunManifest): Promise<C
   }
   const report = formatReport(backends.filter((b) => !own.has(b.pid) && !(b.application_name ?? '').startsWith('jest-environment-pg')));
   if (m.options.keepDatabases) return { dropped: [], terminated: 0, report, kept: dbs };
+  if (!drop) return { dropped: dbs, terminated: backends.length, report };
   let terminated = 0;
   if (backends.length) {
     const r = await c.query<{ ok: boolean }>('SELECT pg_terminate_backend(pid) AS ok FROM unnest($1::int[]) AS pid', [backends.map((b) => b.pid)]);

@@ -415,14 +415,14 @@ async function waitGone(pid: number, ms: number): Promise<boolean> {
   return !isAlive(pid);
 }
 
-async function stopPid(pid: number, dataDir: string): Promise<void> {
+async function stopPid(pid: number, dataDir: string, immediate = false): Promise<void> {
   if (!isPostmasterOf(pid, dataDir)) return;
   const steps: [NodeJS.Signals, number][] = [
     ['SIGINT', 3000], // fast shutdown: disconnect clients, shutdown checkpoint (cheap: fsync off)
     ['SIGQUIT', 2000], // immediate shutdown
     ['SIGKILL', 2000],
   ];
-  for (const [sig, wait] of steps) {
+  for (const [sig, wait] of immediate ? steps.slice(1) : steps) {
     try {
       process.kill(pid, sig);
     } catch {
@@ -435,15 +435,17 @@ async function stopPid(pid: number, dataDir: string): Promise<void> {
 /**
  * Stop the cluster and remove its base dir. Usable from any process given only pid and baseDir
  * (the reaper). Idempotent; never signals a pid that is not this cluster's postmaster.
+ * `immediate`: no shutdown checkpoint (its data is removed next anyway; its shared memory is
+ * released all the same).
  */
-export async function stopCluster(info: Pick<ClusterInfo, 'pid' | 'baseDir'> & { dataDir?: string }): Promise<void> {
+export async function stopCluster(info: Pick<ClusterInfo, 'pid' | 'baseDir'> & { dataDir?: string }, opts: { immediate?: boolean } = {}): Promise<void> {
   const baseDir = path.resolve(info.baseDir);
   if (!path.basename(baseDir).startsWith(PREFIX)) throw new Error(`refusing to remove ${baseDir}: not a jest-environment-pg cluster dir`);
   const dataDir = info.dataDir ?? path.join(baseDir, 'data');
-  await stopPid(info.pid, dataDir);
+  await stopPid(info.pid, dataDir, opts.immediate);
   // A postmaster started on this dir after `info` was recorded (a restart we did not get to record).
   const current = pidFileOwner(dataDir);
-  if (current && current !== info.pid) await stopPid(current, dataDir);
+  if (current && current !== info.pid) await stopPid(current, dataDir, opts.immediate);
   if (existsSync(baseDir)) await fsp.rm(baseDir, { recursive: true, force: true, maxRetries: 3 });
 }
 
