@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
  * remove every file of it. Runs Postgres as an unprivileged user when we are root.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, promises as fsp, readFileSync, constants as fsc } from 'node:fs';
+import { closeSync, existsSync, openSync, promises as fsp, readFileSync, rmSync, constants as fsc } from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -446,7 +446,8 @@ export async function stopCluster(info: Pick<ClusterInfo, 'pid' | 'baseDir'> & {
   // A postmaster started on this dir after `info` was recorded (a restart we did not get to record).
   const current = pidFileOwner(dataDir);
   if (current && current !== info.pid) await stopPid(current, dataDir, opts.immediate);
-  if (existsSync(baseDir)) await fsp.rm(baseDir, { recursive: true, force: true, maxRetries: 3 });
+  // Synchronously: thousands of small files on tmpfs go faster in one call than through the thread pool.
+  if (existsSync(baseDir)) rmSync(baseDir, { recursive: true, force: true, maxRetries: 3 });
 }
 
 function pidFileOwner(dataDir: string): number | undefined {
