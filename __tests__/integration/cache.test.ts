@@ -150,6 +150,17 @@ test('a run torn down by its reaper (Jest was killed) saves no entry; nor does a
   expect(cacheFiles(cacheDir)).toEqual([path.basename(next.cache!.entry!)]);
 });
 
+test('environment-only mode: the reaper’s teardown is the run’s normal end, and it saves the entry', async () => {
+  const cacheDir = tmpDir('envonly');
+  const m = track(await startRun({ migrations: SCHEMA, prefix: 'cenvonly', cacheDir }, process.pid, { lockFiles: [] }));
+  expect(m.cache?.status).toBe('cold');
+  await teardownRun(m, { fromReaper: true });
+  expect(isAlive(m.cluster!.pid)).toBe(false);
+  expect(existsSync(m.cluster!.baseDir)).toBe(false);
+  expect(m.cache!.saved).toBe(true);
+  expect(cacheFiles(cacheDir)).toEqual([path.basename(m.cache!.entry!)]);
+});
+
 test('changed migrations: once the template has changed, initdb’s output is cached and only the template is built', async () => {
   const cacheDir = tmpDir('base');
   const migrations = path.join(tmpDir('mig'), 'm');

@@ -39,8 +39,8 @@ function idleClosed(m: RunManifest): number {
 /**
  * Report what is still connected to the run's databases, terminate it, drop the databases
  * (unless keepDatabases), stop the embedded cluster (saving it as a cache entry first when the
- * run asked for it, see cached-cluster.ts; never from the reaper: a run that was killed is not
- * saved), remove the run dir and lock files, end the reaper. Idempotent.
+ * run asked for it, see cached-cluster.ts; not from the reaper of a run that had a global
+ * teardown: that run was killed), remove the run dir and lock files, end the reaper. Idempotent.
  */
 export async function teardownRun(m: RunManifest, opts: { fromReaper?: boolean } = {}): Promise<TeardownSummary> {
   const t0 = performance.now();
@@ -62,7 +62,9 @@ export async function teardownRun(m: RunManifest, opts: { fromReaper?: boolean }
     return summary({ dropped: [], terminated: 0, report: '' }, reaperError);
   }
   const serverUp = !m.cluster || isPostmasterOf(m.cluster.pid, m.cluster.dataDir);
-  const cleared: Cleared = serverUp ? await clearServer(m, !opts.fromReaper && m.cache?.saveAtEnd !== undefined) : { dropped: [], terminated: 0, report: '' };
+  // The reaper saves only in environment-only mode, where its teardown is the run's normal end.
+  const maySave = m.cache?.saveAtEnd !== undefined && (!opts.fromReaper || m.lockFiles !== undefined);
+  const cleared: Cleared = serverUp ? await clearServer(m, maySave) : { dropped: [], terminated: 0, report: '' };
   if (cleared.kept) cleared.report += (cleared.report ? '\n' : '') + keptReport(m, cleared.kept);
   else if (m.cluster) {
     if (cleared.save) {
