@@ -2,6 +2,7 @@
 import { readdirSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Client } from 'pg';
+import { loadDriver } from '../util/admin';
 import { type Binaries } from '../server/binaries';
 import { clusterKey, collectDataDir, CorruptCacheError, discard, entryPath, prune, readPack, shutDownCleanly, touch, unpackDataDir, writePack, type Collected, type Pack } from '../server/cache';
 import { initdbFlags, startCluster, stopCleanly, stopCluster, versionNumOf, type ClusterInfo } from '../server/cluster';
@@ -70,7 +71,7 @@ class CachedStart {
   readonly entry: string;
   readonly baseEntry: string;
   readonly key: string;
-  private readonly clusterOpts: { binDir: string; version: string; nativeDir?: string };
+  private readonly clusterOpts: { binDir: string; version: string; nativeDir?: string; meanwhile: () => void };
   private readonly notes: string[] = [];
   /** Entries deleted because they were damaged or would not start: said at the start of the run. */
   readonly discarded: string[] = [];
@@ -86,7 +87,8 @@ class CachedStart {
     this.key = clusterKey(bins, initdbFlags(Math.floor(tplOpts.versionNum / 10000)).join(' '));
     this.entry = entryPath(dir, this.key, tplName);
     this.baseEntry = entryPath(dir, this.key, 'base');
-    this.clusterOpts = { binDir: bins.binDir, version: bins.version, nativeDir: bins.nativeDir };
+    // The driver loads while initdb or the server boots (it is needed only once the server is up).
+    this.clusterOpts = { binDir: bins.binDir, version: bins.version, nativeDir: bins.nativeDir, meanwhile: loadDriver };
   }
 
   note(): string | undefined {

@@ -9,7 +9,7 @@ import { existsSync, promises as fsp, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Client } from 'pg';
-import { checkCreateDb, connect, serverVersionNum, withClient } from '../util/admin';
+import { checkCreateDb, connect, loadDriver, serverVersionNum, withClient } from '../util/admin';
 import { findBinaries } from '../server/binaries';
 import { discard, resolveCacheDir } from '../server/cache';
 import { isPostmasterOf, startCluster, stopCluster, type ClusterInfo } from '../server/cluster';
@@ -186,7 +186,7 @@ async function startServer(plan: Plan, s: Started, laps: Laps): Promise<{ adminU
   const bins = await laps.time('binaries', () => step('finding the PostgreSQL binaries', (signal) => raceAbort(findBinaries({ binDir: options.binDir, resolveFrom: [rootDir] }), signal)));
   const loc = resolveCacheDir(options.cacheDir, rootDir);
   if (!loc.dir) {
-    const c = (s.cluster = await startCluster({ binDir: bins.binDir, version: bins.version, nativeDir: bins.nativeDir }));
+    const c = (s.cluster = await startCluster({ binDir: bins.binDir, version: bins.version, nativeDir: bins.nativeDir, meanwhile: loadDriver }));
     laps.timings.initdb = c.timings?.initdb ?? 0;
     laps.timings.boot = c.timings?.start ?? 0;
     return { adminUrl: c.url, cacheInfo: { status: 'off', note: loc.reason } };

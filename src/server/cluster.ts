@@ -58,6 +58,12 @@ export interface StartClusterOptions {
   populate?: (dataDir: string, owner?: { uid: number; gid: number }) => void | Promise<void>;
   /** Called with initdb's output before the server first starts (to snapshot a pristine cluster). */
   afterInitdb?: (dataDir: string) => void | Promise<void>;
+  /**
+   * Synchronous work that needs no server, done once initdb or the server is spawned, while it
+   * runs in its own process (the caller loads its database driver then). What it throws is
+   * ignored here: the caller meets it again when it uses what it loaded.
+   */
+  meanwhile?: () => void;
 }
 
 /** initdb's flags; part of the cache key (a cached cluster must have been made the same way). */
@@ -151,7 +157,7 @@ export async function startCluster(opts: StartClusterOptions): Promise<ClusterIn
       if (osUser) await fsp.chown(pwfile, osUser.uid, osUser.gid);
       const initArgs = ['-D', dataDir, ...initdbFlags(major), `--pwfile=${pwfile}`];
       // Bounded: a hung initdb is killed and reported (JESTPG_SETUP_TIMEOUT), its dir removed below.
-      const init = await step('initdb', (signal) => runToEnd(path.join(binDir, 'initdb'), initArgs, { env, cwd: baseDir, osUser, signal }));
+      const init = await step('initdb', (signal) => runToEnd(path.join(binDir, 'initdb'), initArgs, { env, cwd: baseDir, osUser, signal, meanwhile: opts.meanwhile }));
       await fsp.rm(pwfile, { force: true });
       if (init.code !== 0) throw errors.initdbFailed(`initdb ${initArgs.join(' ')} exited with ${init.code}:\n${init.output}`);
       // Kept inside the data dir (private, and part of a cached snapshot) for the admin URL.
@@ -166,7 +172,7 @@ export async function startCluster(opts: StartClusterOptions): Promise<ClusterIn
     }
     const tInit = performance.now();
 
-    const { pid, port } = await startOnFreePort({ binDir, dataDir, baseDir, env, osUser, major, settings: opts.settings }, { bounded: true });
+    const { pid, port } = await startOnFreePort({ binDir, dataDir, baseDir, env, osUser, major, settings: opts.settings, meanwhile: opts.meanwhile }, { bounded: true });
     const tEnd = performance.now();
     return {
       pid,
@@ -239,7 +245,7 @@ function childEnv(baseDir: string): NodeJS.ProcessEnv {
 function runToEnd(
   file: string,
   args: string[],
-  o: { env: NodeJS.ProcessEnv; cwd: string; osUser?: ClusterInfo['osUser']; signal?: AbortSignal },
+  o: { env: NodeJS.ProcessEnv; cwd: string; osUser?: ClusterInfo['osUser']; signal?: AbortSignal; meanwhile?: () => void },
 ): Promise<{ code: number; output: string }> {
   return new Promise((resolve) => {
     let output = '';
@@ -259,7 +265,17 @@ function runToEnd(
       resolve({ code: -1, output: output + String(e) });
     });
     child.on('close', (code, signal) => resolve({ code: code ?? (signal ? 128 : -1), output }));
+    meanwhile(o.meanwhile);
   });
+}
+
+/** Run a `meanwhile` hook (StartClusterOptions): its errors are the caller's to meet later. */
+function meanwhile(f: (() => void) | undefined): void {
+  try {
+    f?.();
+  } catch {
+    // met again by the caller
+  }
 }
 
 export function freePort(): Promise<number> {
@@ -340,6 +356,8 @@ async function startPostmaster(o: {
   settings?: Record<string, string>;
   /** Stop waiting (and stop the server) when it aborts. */
   signal?: AbortSignal;
+  /** Synchronous work done once the server is spawned, while it boots. */
+  meanwhile?: () => void;
 }): Promise<{ pid: number } | { log: string; portInUse: boolean }> {
   const logPath = path.join(o.baseDir, 'server.log');
   const fd = openSync(logPath, 'a', 0o644);
@@ -363,6 +381,7 @@ async function startPostmaster(o: {
   let exited = false;
   child.on('exit', () => (exited = true));
   child.on('error', () => (exited = true));
+  meanwhile(o.meanwhile);
   const pidFile = path.join(o.dataDir, 'postmaster.pid');
   const deadline = Date.now() + 30_000;
   while (Date.now() < deadline) {
