@@ -7,12 +7,15 @@
  * same environment and global hooks (bench/suite.js, "timeline"), so nothing here is estimated.
  * Needs `npm run build`.
  *
- *   node bench/fixed.js [--runs N] [--no-cold] [--json]
+ *   node bench/fixed.js [--runs N] [--no-cold] [--json] [--compare DIR]
  *
  * Runs, interleaved round-robin, N times each (default 5), medians printed:
  *  - one.test.js (1 file, 10 tests, in band): plain Jest; ours on a running server (JEST_PG_URL);
  *    ours with its own embedded cluster from a warm cache; the same filling an empty cache (cold);
  *  - the 50-test suite (5 files, --maxWorkers=2): plain Jest; ours on a running server.
+ * --compare DIR: every case of ours also runs, in the same rounds, with the build of this package
+ * in DIR (a checkout with `npm run build` done and this package's node_modules), as `<key>@base`:
+ * a before/after on a busy machine.
  */
 'use strict';
 const { spawn } = require('child_process');
@@ -30,13 +33,14 @@ const opt = (name, dflt) => {
 };
 const RUNS = Number(opt('--runs', 5));
 const COLD = !argv.includes('--no-cold');
+const COMPARE = opt('--compare', undefined) && path.resolve(opt('--compare', undefined));
 const now = () => performance.timeOrigin + performance.now();
 
 /** One Jest run with the timeline wrappers; resolves with its stamped events and wall time. */
-function runTimed(ctx, { key, size, pkg, env, workers }) {
+function runTimed(ctx, { key, size, pkg, env, workers, root }) {
   const timeline = path.join(ctx.root, `timeline-${key}-${++ctx.seq}.jsonl`);
   const config = writeConfig(ctx.project, key, { size, pkgIsolation: pkg ? 'test' : undefined, pgExtra: env.pgExtra, timeline: true });
-  const runEnv = { ...timelineBase(pkg), BENCH_TIMELINE: timeline, BENCH_ADMIN_URL: ctx.adminUrl, BENCH_TEMPLATE: ctx.template, BENCH_NONCE: `fx${ctx.seq}`, ...env.vars };
+  const runEnv = { ...timelineBase(pkg, root), BENCH_TIMELINE: timeline, BENCH_ADMIN_URL: ctx.adminUrl, BENCH_TEMPLATE: ctx.template, BENCH_NONCE: `fx${ctx.seq}`, ...env.vars };
   const args = [JEST_BIN, '--ci', '--config', config, '--cacheDirectory', path.join(ctx.root, `jc-${ctx.seq}`), `--maxWorkers=${workers}`];
   return new Promise((resolve, reject) => {
     const t0 = now();
@@ -136,7 +140,7 @@ async function main() {
     const onServer = { vars: { BENCH_STRATEGY: 'pkg', JEST_PG_URL: ctx.adminUrl } };
     const warmCache = path.join(root, 'cache-warm');
     const warm = { vars: { BENCH_STRATEGY: 'pkg' }, pgExtra: { cacheDir: warmCache } };
-    const cases = [
+    let cases = [
       { key: 'plain1', label: 'one.test.js, plain Jest', size: 10, pkg: false, env: plain, workers: 2 },
       { key: 'server1', label: 'one.test.js, ours, running server', size: 10, pkg: true, env: onServer, workers: 2 },
       { key: 'warm1', label: 'one.test.js, ours, own cluster, warm cache', size: 10, pkg: true, env: warm, workers: 2 },
@@ -144,13 +148,23 @@ async function main() {
       { key: 'plain50', label: '50 tests (5 files), plain Jest, 2 workers', size: 50, pkg: false, env: plain, workers: 2 },
       { key: 'server50', label: '50 tests (5 files), ours, running server, 2 workers', size: 50, pkg: true, env: onServer, workers: 2 },
     ];
+    if (COMPARE) {
+      const twin = (c) => ({
+        ...c,
+        key: `${c.key}@base`,
+        label: `${c.label} [${COMPARE}]`,
+        root: COMPARE,
+        env: c.env === 'cold' ? 'cold' : c.env === warm ? { ...warm, pgExtra: { cacheDir: `${warmCache}-base` } } : c.env,
+      });
+      cases = cases.flatMap((c) => (c.pkg ? [c, twin(c)] : [c]));
+    }
     // Warm-up: each once, untimed (fills the warm cache, checks every case passes).
-    for (const c of cases) await runTimed(ctx, { ...c, env: c.env === 'cold' ? { vars: { BENCH_STRATEGY: 'pkg' }, pgExtra: { cacheDir: path.join(root, 'cache-cold-w') } } : c.env });
+    for (const c of cases) await runTimed(ctx, { ...c, env: c.env === 'cold' ? { vars: { BENCH_STRATEGY: 'pkg' }, pgExtra: { cacheDir: path.join(root, `cache-cold-w-${c.key}`) } } : c.env });
     const res = Object.fromEntries(cases.map((c) => [c.key, []]));
     for (let r = 0; r < RUNS; r++) {
       for (let i = 0; i < cases.length; i++) {
         const c = cases[(i + r) % cases.length];
-        const env = c.env === 'cold' ? { vars: { BENCH_STRATEGY: 'pkg' }, pgExtra: { cacheDir: path.join(root, `cache-cold-${r}`) } } : c.env;
+        const env = c.env === 'cold' ? { vars: { BENCH_STRATEGY: 'pkg' }, pgExtra: { cacheDir: path.join(root, `cache-cold-${r}-${c.key}`) } } : c.env;
         res[c.key].push(phases(await runTimed(ctx, { ...c, env })));
         process.stderr.write('.');
       }
@@ -185,7 +199,9 @@ async function main() {
       console.log(`  ${c.key}: ${Object.entries(m?.runTimings ?? {}).map(([k, v]) => `${k} ${v}`).join(', ')}`);
     }
     const over = (k) => median(res[k].map((p) => p.total)) - median(res.plain1.map((p) => p.total));
-    console.log(`\nsingle file over plain Jest: server ${fmt(over('server1'))} ms, warm ${fmt(over('warm1'))} ms${COLD ? `, cold ${fmt(over('cold1'))} ms` : ''}`);
+    for (const tag of COMPARE ? ['', '@base'] : ['']) {
+      console.log(`${tag ? '' : '\n'}single file over plain Jest${tag}: server ${fmt(over(`server1${tag}`))} ms, warm ${fmt(over(`warm1${tag}`))} ms${COLD ? `, cold ${fmt(over(`cold1${tag}`))} ms` : ''}`);
+    }
     if (argv.includes('--json')) console.log(JSON.stringify({ loadavg: os.loadavg(), runs: RUNS, phases: res }));
   } finally {
     await cleanup();

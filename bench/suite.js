@@ -325,10 +325,10 @@ function writeConfig(dir, name, { size, pkgIsolation, pgExtra, timeline = false 
   return file;
 }
 
-/** What the timeline wrappers of a config wrap (env vars for the Jest run). */
-function timelineBase(pkg) {
+/** What the timeline wrappers of a config wrap (env vars for the Jest run); `root`: another build of this package. */
+function timelineBase(pkg, root = ROOT) {
   return pkg
-    ? { BENCH_BASE_ENV: path.join(ROOT, 'dist', 'index.js'), BENCH_BASE_SETUP: path.join(ROOT, 'global-setup.js'), BENCH_BASE_TEARDOWN: path.join(ROOT, 'global-teardown.js') }
+    ? { BENCH_BASE_ENV: path.join(root, 'dist', 'index.js'), BENCH_BASE_SETUP: path.join(root, 'global-setup.js'), BENCH_BASE_TEARDOWN: path.join(root, 'global-teardown.js') }
     : { BENCH_BASE_ENV: require.resolve('jest-environment-node', { paths: [ROOT] }), BENCH_BASE_SETUP: '', BENCH_BASE_TEARDOWN: '' };
 }
 

@@ -92,8 +92,10 @@ test('a second run with the same cacheDir skips initdb and the template build', 
   expect(cold.timings).toHaveProperty('initdb');
   expect(cold.timings).toHaveProperty(['template(built)']);
   expect(await workerTables(cold)).toEqual({ tables: 50, seed: ['alice', 'bob'] });
+  // Nothing is saved before the tests: the teardown saves the stopped cluster.
+  expect(cold.timings).not.toHaveProperty('snapshot');
+  expect(existsSync(cold.cache!.entry!)).toBe(false);
   await teardownClean(cold);
-  // The entry is written while the tests run; teardown waits for it.
   expect(cold.cache!.saved).toBe(true);
   expect(existsSync(cold.cache!.entry!)).toBe(true);
 
@@ -120,6 +122,43 @@ test('a second run with the same cacheDir skips initdb and the template build', 
   // The cache persists, with complete entries only: the cluster with this template (initdb's
   // output alone is saved only once the template changes: see the next test).
   expect(cacheFiles(cacheDir)).toEqual([path.basename(cold.cache!.entry!)]);
+});
+
+test('a run torn down by its reaper (Jest was killed) saves no entry; nor does a cluster holding more than its template', async () => {
+  const cacheDir = tmpDir('nosave');
+  const killed = await run({ prefix: 'cnosave', cacheDir });
+  expect(killed.cache).toMatchObject({ status: 'cold', saveAtEnd: expect.any(Object) });
+  await teardownRun(killed, { fromReaper: true });
+  expect(isAlive(killed.cluster!.pid)).toBe(false);
+  expect(existsSync(killed.cluster!.baseDir)).toBe(false);
+  expect(killed.cache!.saved).toBeFalsy();
+  expect(cacheFiles(cacheDir)).toEqual([]);
+
+  const extra = await run({ prefix: 'cnosave', cacheDir });
+  expect(extra.cache?.status).toBe('cold');
+  await query(extra.adminUrl, 'CREATE DATABASE cnosave_users_own');
+  await teardownClean(extra);
+  expect(extra.cache!.saved).toBeFalsy();
+  expect(extra.cache!.note).toMatch(/not saved: the cluster holds more than its template \(cnosave_users_own\)/);
+  expect(cacheFiles(cacheDir)).toEqual([]);
+
+  // The next run starts cold again, and saves.
+  const next = await run({ prefix: 'cnosave', cacheDir });
+  expect(next.cache?.status).toBe('cold');
+  await teardownClean(next);
+  expect(next.cache!.saved).toBe(true);
+  expect(cacheFiles(cacheDir)).toEqual([path.basename(next.cache!.entry!)]);
+});
+
+test('environment-only mode: the reaper’s teardown is the run’s normal end, and it saves the entry', async () => {
+  const cacheDir = tmpDir('envonly');
+  const m = track(await startRun({ migrations: SCHEMA, prefix: 'cenvonly', cacheDir }, process.pid, { lockFiles: [] }));
+  expect(m.cache?.status).toBe('cold');
+  await teardownRun(m, { fromReaper: true });
+  expect(isAlive(m.cluster!.pid)).toBe(false);
+  expect(existsSync(m.cluster!.baseDir)).toBe(false);
+  expect(m.cache!.saved).toBe(true);
+  expect(cacheFiles(cacheDir)).toEqual([path.basename(m.cache!.entry!)]);
 });
 
 test('changed migrations: once the template has changed, initdb’s output is cached and only the template is built', async () => {
@@ -225,7 +264,7 @@ test('concurrent runs on one cache dir: two cold starts, then two warm starts, a
   expect(cacheFiles(cacheDir).every((f) => f.endsWith(ENTRY_EXT))).toBe(true);
 });
 
-test('the Jest main process dies while the template is being built and cached: the reaper cleans up', async () => {
+test('the Jest main process dies while the template is being built: the reaper cleans up, nothing is cached', async () => {
   const cacheDir = tmpDir('crash');
   const work = tmpDir('crashmig');
   const started = path.join(work, 'started');
@@ -244,7 +283,7 @@ test('the Jest main process dies while the template is being built and cached: t
   const pending = startRun({ prefix: 'ccrash', cacheDir, migrations: migration }, fakeMain.pid!);
   pending.catch(() => undefined);
   expect(await waitFor(() => existsSync(started), 20_000)).toBe(true);
-  // The run is in its setup phase: the cluster runs, no lease yet.
+  // The run is building its template: the cluster runs, the lease is taken.
   const runDir = readdirSync(os.tmpdir())
     .filter((f) => f.startsWith('jest-pg-run-'))
     .map((f) => path.join(os.tmpdir(), f))
@@ -257,7 +296,7 @@ test('the Jest main process dies while the template is being built and cached: t
     });
   expect(runDir).toBeDefined();
   const pre = JSON.parse(readFileSync(path.join(runDir!, 'manifest.json'), 'utf8')) as RunManifest;
-  expect(pre.phase).toBe('setup');
+  expect(pre.phase).toBe('template');
   const { pid, baseDir } = pre.cluster!;
   expect(isAlive(pid)).toBe(true);
   fakeMain.kill('SIGKILL');

@@ -1,24 +1,24 @@
 /** The embedded cluster through the cache dir (warm, base, cold), see server/cache.ts. */
 import { readdirSync } from 'node:fs';
 import * as path from 'node:path';
-import { withClient } from '../util/admin';
+import type { Client } from 'pg';
+import { loadDriver } from '../util/admin';
 import { type Binaries } from '../server/binaries';
-import { clusterKey, collectDataDir, CorruptCacheError, discard, entryPath, prune, readPack, touch, unpackDataDir, writePack, type Pack } from '../server/cache';
-import { initdbFlags, snapshotCluster, startCluster, versionNumOf, type ClusterInfo } from '../server/cluster';
+import { clusterKey, collectDataDir, CorruptCacheError, discard, entryPath, prune, readPack, shutDownCleanly, touch, unpackDataDir, writePack, type Collected, type Pack } from '../server/cache';
+import { initdbFlags, startCluster, stopCleanly, stopCluster, versionNumOf, type ClusterInfo } from '../server/cluster';
 import { messageOf } from '../util/errors';
 import { type PgOptions } from '../util/options';
-import { step } from '../util/settle';
-import { ensureTemplateDetailed, templateNameFor } from '../schema/template';
+import { templateNameFor } from '../schema/template';
 import { packageVersion } from '../util/version';
-import type { RunCacheInfo } from './manifest';
+import type { RunCacheInfo, RunManifest } from './manifest';
 
 /**
  * The embedded cluster through the cache (see cache.ts):
  * - warm: the entry for this template exists → restore it and start; no initdb, no migrations;
  * - else restore initdb's output (the base entry) or run initdb (and save its output as the base
- *   entry before the server first starts), build the template, and — when the cluster holds
- *   nothing but the system databases and that template — stop the server cleanly, save the data
- *   dir as this template's entry, start the server again.
+ *   entry before the server first starts); the run builds the template, and its teardown saves
+ *   the cluster as this template's entry (saveClusterAtTeardown): the server is stopped then
+ *   anyway, so saving costs no stop and restart before the tests.
  * A damaged or unusable entry is deleted and the run goes on without it; saving never fails a run.
  */
 export async function startCachedCluster(
@@ -50,15 +50,17 @@ export async function startCachedCluster(
   const status: RunCacheInfo['status'] = c ? 'base' : 'cold';
   c ??= await start.initdb();
   setCluster(c);
-  await start.buildTemplate(c);
+  // The template is built by the run's start like on any server (the cluster is saved with it at the teardown).
 
-  const info: RunCacheInfo = { status, dir, entry: start.entry, discarded: start.discarded.length ? start.discarded : undefined };
-  const { saved } = await start.saveEntry(c, (snapped) => {
-    c = snapped;
-    setCluster(c);
-  });
-  info.note = start.note();
-  writes.push(start.finishWrites(info, saved));
+  const info: RunCacheInfo = {
+    status,
+    dir,
+    entry: start.entry,
+    discarded: start.discarded.length ? start.discarded : undefined,
+    saveAtEnd: { key: start.key, version: bins.version },
+    note: start.note(),
+  };
+  if (writes.length) writes.push(start.finishWrites(info));
   return { cluster: c, info };
 }
 
@@ -68,8 +70,8 @@ type TemplateOptions = Parameters<typeof templateNameFor>[0] & { versionNum: num
 class CachedStart {
   readonly entry: string;
   readonly baseEntry: string;
-  private readonly key: string;
-  private readonly clusterOpts: { binDir: string; version: string; nativeDir?: string };
+  readonly key: string;
+  private readonly clusterOpts: { binDir: string; version: string; nativeDir?: string; meanwhile: () => void };
   private readonly notes: string[] = [];
   /** Entries deleted because they were damaged or would not start: said at the start of the run. */
   readonly discarded: string[] = [];
@@ -77,15 +79,16 @@ class CachedStart {
   constructor(
     private readonly bins: Binaries,
     private readonly dir: string,
-    private readonly tplOpts: TemplateOptions,
-    private readonly tplName: string,
+    tplOpts: TemplateOptions,
+    tplName: string,
     private readonly timings: Record<string, number>,
     private readonly writes: Promise<unknown>[],
   ) {
     this.key = clusterKey(bins, initdbFlags(Math.floor(tplOpts.versionNum / 10000)).join(' '));
     this.entry = entryPath(dir, this.key, tplName);
     this.baseEntry = entryPath(dir, this.key, 'base');
-    this.clusterOpts = { binDir: bins.binDir, version: bins.version, nativeDir: bins.nativeDir };
+    // The driver loads while initdb or the server boots (it is needed only once the server is up).
+    this.clusterOpts = { binDir: bins.binDir, version: bins.version, nativeDir: bins.nativeDir, meanwhile: loadDriver };
   }
 
   note(): string | undefined {
@@ -161,55 +164,12 @@ class CachedStart {
     return c;
   }
 
-  async buildTemplate(c: ClusterInfo): Promise<void> {
-    const tt = performance.now();
-    const url = c.url;
-    const tpl = await step('building the template (migrations)', (signal) => ensureTemplateDetailed(url, { ...this.tplOpts, signal }));
-    this.timings[tpl.built ? 'template(built)' : 'template(reused)'] = Math.round(performance.now() - tt);
-  }
-
-  /**
-   * Save the cluster as this template's entry when it holds nothing else: the server is stopped
-   * cleanly, its data dir collected, and started again (`restarted` gets the new server).
-   * `saved`: whether the entry was saved, once its background write ends (undefined: not attempted).
-   */
-  async saveEntry(c: ClusterInfo, restarted: (c: ClusterInfo) => void): Promise<{ saved: Promise<boolean> | undefined }> {
-    const ts = performance.now();
-    const dbs = await withClient(
-      c.url,
-      async (x) => {
-        const names = (await x.query<{ datname: string }>('SELECT datname FROM pg_database ORDER BY datname')).rows.map((r) => r.datname);
-        // Start a new WAL segment: the shutdown checkpoint then lands in it and the old one (initdb's
-        // and the migrations' WAL, ≈ 9 MB) is removed, not packed.
-        if (this.tplOpts.versionNum >= 120000) await x.query('SELECT pg_switch_wal()');
-        return names;
-      },
-      { applicationName: 'jest-environment-pg cache' },
-    );
-    const extra = dbs.filter((d) => !['template0', 'template1', 'postgres', this.tplName].includes(d));
-    if (extra.length) {
-      this.notes.push(`not saved: the cluster holds more than its template (${extra.join(', ')})`);
-      return { saved: undefined };
-    }
-    let saved: Promise<boolean> | undefined;
-    const snap = await snapshotCluster(c, async (d) => {
-      saved = this.save(this.entry, d, this.tplName, 'entry');
-    });
-    restarted(snap.cluster);
-    this.timings.snapshot = Math.round(performance.now() - ts);
-    if (snap.saveError) this.notes.push(`entry not saved: ${messageOf(snap.saveError)}`);
-    return { saved };
-  }
-
-  /** Once the background writes end: the entry's outcome and notes into `info`, old entries pruned. */
-  async finishWrites(info: RunCacheInfo, saved: Promise<boolean> | undefined): Promise<void> {
-    const pending = [...this.writes];
+  /** Once the background writes (the base entry) end: their notes into `info`. */
+  async finishWrites(info: RunCacheInfo): Promise<void> {
     const tw = performance.now();
-    await Promise.all(pending);
-    info.saved = saved ? await saved : false;
+    await Promise.all([...this.writes]);
     info.note = this.note();
-    if (pending.length) this.timings['cache(write)'] = Math.round(performance.now() - tw);
-    prune(this.dir, [this.entry, this.baseEntry]);
+    this.timings['cache(write)'] = Math.round(performance.now() - tw);
   }
 }
 
@@ -222,4 +182,57 @@ function listEntries(dir: string, key: string): string[] {
   } catch {
     return [];
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Saving at the teardown
+
+/**
+ * Called by the teardown on its connection, once the run's own databases are dropped: may the
+ * cluster be saved as this template's entry? Only when it holds nothing but the system databases
+ * and the complete template. Then a new WAL segment is started, so the shutdown checkpoint lands
+ * in it and the older segments (initdb's, the migrations', the run's) are removed, not packed.
+ */
+export async function readyToSave(c: Client, m: RunManifest): Promise<boolean> {
+  const info = m.cache;
+  if (!info?.saveAtEnd || !m.cluster) return false;
+  const dbs = (await c.query<{ datname: string; datistemplate: boolean }>('SELECT datname, datistemplate FROM pg_database ORDER BY datname')).rows;
+  const extra = dbs.filter((d) => !['template0', 'template1', 'postgres', m.templateDb].includes(d.datname)).map((d) => d.datname);
+  if (extra.length || !dbs.some((d) => d.datname === m.templateDb && d.datistemplate)) {
+    info.note = [info.note, `not saved: the cluster holds ${extra.length ? `more than its template (${extra.join(', ')})` : 'no complete template'}`].filter(Boolean).join('; ');
+    return false;
+  }
+  if (m.versionNum >= 120000) await c.query('SELECT pg_switch_wal()');
+  return true;
+}
+
+/**
+ * Stop the cluster cleanly, read its data dir, remove it, and write the data as the template's
+ * entry (atomically: a run killed meanwhile leaves a temp file, removed by a later prune, never a
+ * partial entry). Sets `m.cache.saved`; a failure is a note, never an error: the caller stops the
+ * cluster whatever happened (stopCluster is idempotent).
+ */
+export async function saveClusterAtTeardown(m: RunManifest): Promise<void> {
+  const info = m.cache;
+  const c = m.cluster;
+  if (!info?.saveAtEnd || !info.dir || !info.entry || !c) return;
+  const note = (why: string) => (info.note = [info.note, `entry not saved: ${why}`].filter(Boolean).join('; '));
+  let data: Collected;
+  try {
+    if (!(await stopCleanly(c))) return void note('the server did not shut down cleanly');
+    if (!shutDownCleanly(c.dataDir)) return void note('the server did not record a clean shutdown');
+    data = collectDataDir(c.dataDir);
+  } catch (e) {
+    return void note(messageOf(e));
+  }
+  // The data is in memory: the cluster's files go now (tmpfs), the entry is written next.
+  await stopCluster(c).catch(() => undefined);
+  const { key, version } = info.saveAtEnd;
+  try {
+    await writePack(info.entry, data, { key, template: m.templateDb, version, package: packageVersion() });
+    info.saved = true;
+  } catch (e) {
+    note(messageOf(e));
+  }
+  prune(info.dir, [info.entry, entryPath(info.dir, key, 'base')]);
 }

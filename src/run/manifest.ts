@@ -46,17 +46,19 @@ export interface RunManifest {
 export interface RunCacheInfo {
   /**
    * warm: the cluster was restored with its template built (no initdb, no migrations);
-   * base: initdb's output was restored, the template built, the result saved;
-   * cold: initdb ran, the template was built, the result saved; off: no cache.
+   * base: initdb's output was restored, the template built, the result saved at the teardown;
+   * cold: initdb ran, the template was built, the result saved at the teardown; off: no cache.
    */
   status: 'warm' | 'base' | 'cold' | 'off';
   dir?: string;
   /** The entry restored (warm) or written (base, cold). */
   entry?: string;
   /**
-   * This run wrote `entry`. Set once the write is done: startRun does not wait for it (the
-   * tests run meanwhile), teardownRun does.
+   * base, cold: the cluster is saved as `entry` by the run's teardown (not by a reaper's), once
+   * the run's own databases are dropped; this is what the pack's header records.
    */
+  saveAtEnd?: { key: string; version: string };
+  /** This run wrote `entry` (set by its teardown, on the manifest it was given). */
   saved?: boolean;
   /** Why the cache is off, an entry was ignored or not saved. */
   note?: string;
@@ -74,6 +76,8 @@ export interface TeardownSummary {
   summaryLine: string;
   /** keepDatabases: what was kept. */
   kept?: string[];
+  /** ms of `ms` spent saving the cluster as a cache entry (cache.saveAtEnd). */
+  cacheSaveMs?: number;
   /** The run's reaper, started in the background, never took the lease (JESTPG_REAPER_FAILED): the run fails. */
   reaperError?: Error;
 }

@@ -9,7 +9,7 @@ import { existsSync, promises as fsp, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Client } from 'pg';
-import { checkCreateDb, connect, serverVersionNum, withClient } from '../util/admin';
+import { checkCreateDb, connect, loadDriver, serverVersionNum, withClient } from '../util/admin';
 import { findBinaries } from '../server/binaries';
 import { discard, resolveCacheDir } from '../server/cache';
 import { isPostmasterOf, startCluster, stopCluster, type ClusterInfo } from '../server/cluster';
@@ -21,7 +21,7 @@ import { startReaper, stopReaper } from './reaper';
 import { processRuns } from './registry';
 import { sweepStaleLocal } from './stale';
 import { atMost, guardSetup, raceAbort, step, stepTimeoutMs, type SetupGuard } from '../util/settle';
-import { ensureTemplateDetailed, templateNameFor, type TemplateOptions } from '../schema/template';
+import { ensureTemplateDetailed, reuseTemplate, templateNameFor, type TemplateOptions } from '../schema/template';
 import { MANIFEST_ENV, writeManifest, type RunCacheInfo, type RunContext, type RunManifest } from './manifest';
 import { startCachedCluster } from './cached-cluster';
 import { teardownRun } from './teardown';
@@ -83,18 +83,25 @@ async function startRunGuarded(projectOptions: unknown, mainPid: number, ctx: Ru
   const reaper = spawnReaper(plan, s, laps);
   try {
     const { adminUrl, cacheInfo } = await startServer(plan, s, laps);
-    const versionNum = await laps.time('connect', () => connectToServer(adminUrl));
+    // Our own embedded cluster: its version is known, its superuser may create databases.
+    const own = s.cluster;
+    const versionNum = own ? own.versionNum : await laps.time('connect', () => connectToServer(adminUrl));
     const tplOpts = { prefix: plan.options.prefix, migrations: plan.options.migrations, seed: plan.options.seed, versionNum, rootDir: plan.rootDir, time: plan.options.time };
     const tplName = await templateNameFor(tplOpts);
-    s.lease = await laps.time('lease', () => takeLease(adminUrl, plan.runId, tplName));
+    const leased = await laps.time('lease', () => takeLease(adminUrl, plan.runId, tplName));
+    s.lease = leased.lease;
     // phase "template": if this process dies before the end, the teardown drops the template it was building.
     const m: RunManifest = { ...manifestOf(plan, adminUrl, versionNum, s.cluster), templateDb: tplName, cache: cacheInfo, phase: 'template' };
     writeManifest(m);
     reaper.arm();
-    const swept = laps.time('sweep', () => sweepDeadRuns(adminUrl, plan, tplName));
+    // A cluster started by this run holds no other run's databases and no old templates: nothing to sweep.
+    const swept = own ? Promise.resolve<Swept>({ dropped: [], deadRuns: [], terminated: 0 }) : laps.time('sweep', () => sweepDeadRuns(adminUrl, plan, tplName));
     // Local leftovers of runs that died with their reaper (best effort, not awaited by the run).
     void sweepStaleLocal((dead) => teardownRun(dead, { fromReaper: true })).catch(() => undefined);
-    const template = laps.time((r) => (r.built ? 'template(built)' : 'template(reused)'), () => buildTemplate(adminUrl, { ...tplOpts, name: tplName }, cacheInfo));
+    const template = leased.reused
+      ? Promise.resolve({ name: tplName, built: false })
+      : laps.time((r) => (r.built ? 'template(built)' : 'template(reused)'), () => buildTemplate(adminUrl, { ...tplOpts, name: tplName }, cacheInfo));
+    if (leased.reused) laps.timings['template(reused)'] = leased.lookMs;
     const ready = reaper.ready();
     await settleStart(m, { template, swept, ready }, plan.ctx.reaperInBackground === true);
     finishStart(m, plan, s, ready, laps);
@@ -179,7 +186,7 @@ async function startServer(plan: Plan, s: Started, laps: Laps): Promise<{ adminU
   const bins = await laps.time('binaries', () => step('finding the PostgreSQL binaries', (signal) => raceAbort(findBinaries({ binDir: options.binDir, resolveFrom: [rootDir] }), signal)));
   const loc = resolveCacheDir(options.cacheDir, rootDir);
   if (!loc.dir) {
-    const c = (s.cluster = await startCluster({ binDir: bins.binDir, version: bins.version, nativeDir: bins.nativeDir }));
+    const c = (s.cluster = await startCluster({ binDir: bins.binDir, version: bins.version, nativeDir: bins.nativeDir, meanwhile: loadDriver }));
     laps.timings.initdb = c.timings?.initdb ?? 0;
     laps.timings.boot = c.timings?.start ?? 0;
     return { adminUrl: c.url, cacheInfo: { status: 'off', note: loc.reason } };
@@ -211,24 +218,28 @@ function connectToServer(adminUrl: string): Promise<number> {
 /**
  * The lease, held from here by this process until the reaper holds it too; both hold it shared, a
  * sweep takes it exclusive. The template is "in use" by this run (the sweep of old templates leaves
- * it alone) from before it is looked for; the reaper takes that over with the lease.
+ * it alone) from before it is looked for; the reaper takes that over with the lease. The same
+ * connection then looks for the template: `reused` when it is there and complete (the usual case,
+ * and no connection of the template's own is needed).
  */
-async function takeLease(adminUrl: string, runId: string, tplName: string): Promise<Client> {
-  const lease = await step('taking the run lease', async (signal) => {
+async function takeLease(adminUrl: string, runId: string, tplName: string): Promise<{ lease: Client; reused: boolean; lookMs: number }> {
+  const r = await step('taking the run lease', async (signal) => {
     const b = await connect(adminUrl, { applicationName: 'jest-environment-pg lease', signal });
     b.on('error', () => undefined); // a server going away must not crash Jest's main process
     try {
       await acquireLease(b, runId);
       await holdTemplate(b, tplName);
+      const t = performance.now();
+      const reused = await reuseTemplate(b, tplName);
+      return { lease: b, reused, lookMs: Math.round(performance.now() - t) };
     } catch (e) {
       await atMost(b.end(), 2000);
       throw signal.aborted ? signal.reason : e;
     }
-    return b;
   });
   // Not keeping Jest's main process alive (a pg internal: absent in some pg 8.x, then skipped).
-  (lease as unknown as { connection?: { stream?: { unref?: () => void } } }).connection?.stream?.unref?.();
-  return lease;
+  (r.lease as unknown as { connection?: { stream?: { unref?: () => void } } }).connection?.stream?.unref?.();
+  return r;
 }
 
 type Swept = NonNullable<RunManifest['swept']>;

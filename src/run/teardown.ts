@@ -10,6 +10,7 @@ import { processRuns } from './registry';
 import { atMost } from '../util/settle';
 import { MANIFEST_ENV, type RunManifest, type TeardownSummary } from './manifest';
 import { formatReport, keptReport, summaryLine, type Backend } from './report';
+import { readyToSave, saveClusterAtTeardown } from './cached-cluster';
 
 
 /** Where the workers count the idle connections they closed at the ends of files (one line per file). */
@@ -37,15 +38,18 @@ function idleClosed(m: RunManifest): number {
 
 /**
  * Report what is still connected to the run's databases, terminate it, drop the databases
- * (unless keepDatabases), stop the embedded cluster, remove the run dir and lock files, end the
- * reaper. Idempotent.
+ * (unless keepDatabases), stop the embedded cluster (saving it as a cache entry first when the
+ * run asked for it, see cached-cluster.ts; not from the reaper of a run that had a global
+ * teardown: that run was killed), remove the run dir and lock files, end the reaper. Idempotent.
  */
 export async function teardownRun(m: RunManifest, opts: { fromReaper?: boolean } = {}): Promise<TeardownSummary> {
   const t0 = performance.now();
   const idle = idleClosed(m);
+  let cacheSaveMs: number | undefined;
   const summary = (r: Cleared, reaperError: Error | undefined): TeardownSummary => {
     const ms = Math.round(performance.now() - t0);
-    return { ...r, ms, reaperError, summaryLine: summaryLine({ ...r, ms, idle }) };
+    const { save: _save, ...rest } = r;
+    return { ...rest, ms, cacheSaveMs, reaperError, summaryLine: summaryLine({ ...rest, ms, idle }) };
   };
   // Cache entries (and worker 1's clone) this process is still making: never leave half of one behind.
   await processRuns.backgroundDone();
@@ -58,9 +62,19 @@ export async function teardownRun(m: RunManifest, opts: { fromReaper?: boolean }
     return summary({ dropped: [], terminated: 0, report: '' }, reaperError);
   }
   const serverUp = !m.cluster || isPostmasterOf(m.cluster.pid, m.cluster.dataDir);
-  const cleared: Cleared = serverUp ? await clearServer(m) : { dropped: [], terminated: 0, report: '' };
+  // The reaper saves only in environment-only mode, where its teardown is the run's normal end.
+  const maySave = m.cache?.saveAtEnd !== undefined && (!opts.fromReaper || m.lockFiles !== undefined);
+  const cleared: Cleared = serverUp ? await clearServer(m, maySave) : { dropped: [], terminated: 0, report: '' };
   if (cleared.kept) cleared.report += (cleared.report ? '\n' : '') + keptReport(m, cleared.kept);
-  else if (m.cluster) await stopCluster(m.cluster).catch(() => undefined);
+  else if (m.cluster) {
+    if (cleared.save) {
+      const ts = performance.now();
+      await saveClusterAtTeardown(m).catch(() => undefined);
+      cacheSaveMs = Math.round(performance.now() - ts);
+    }
+    // Its data goes next: no shutdown checkpoint (a saved cluster was stopped cleanly just above).
+    await stopCluster(m.cluster, { immediate: true }).catch(() => undefined);
+  }
   processRuns.torn.add(m.runId);
   await removeRunFiles(m, opts);
   return summary(cleared, reaperError);
@@ -72,10 +86,15 @@ interface Cleared {
   terminated: number;
   report: string;
   kept?: string[];
+  /** The cluster may be saved as a cache entry (readyToSave). */
+  save?: boolean;
 }
 
-/** Connect and clear the run's databases; a server that cannot be reached is reported (a later run sweeps them). */
-async function clearServer(m: RunManifest): Promise<Cleared> {
+/**
+ * Connect and clear the run's databases; a server that cannot be reached is reported (a later run
+ * sweeps them). `maySave`: then ask whether the cluster may be saved as a cache entry.
+ */
+async function clearServer(m: RunManifest, maySave: boolean): Promise<Cleared> {
   let c: import('pg').Client;
   try {
     c = await connect(m.adminUrl, { applicationName: 'jest-environment-pg teardown', timeoutMs: 5000 });
@@ -84,14 +103,22 @@ async function clearServer(m: RunManifest): Promise<Cleared> {
     return { dropped: [], terminated: 0, report };
   }
   try {
-    return await clearDatabases(c, m);
+    // An embedded cluster is stopped and removed next: its databases and backends go with it,
+    // unless it is to be saved (then it must hold nothing of the run).
+    const cleared = await clearDatabases(c, m, !m.cluster || maySave);
+    if (maySave && !cleared.kept) cleared.save = await readyToSave(c, m).catch(() => false);
+    return cleared;
   } finally {
     await c.end().catch(() => undefined);
   }
 }
 
-/** Report the backends still connected to the run's databases, terminate them, drop the databases (or keep them). */
-async function clearDatabases(c: import('pg').Client, m: RunManifest): Promise<Cleared> {
+/**
+ * Report the backends still connected to the run's databases, terminate them, drop the databases
+ * (or keep them). `drop` false: the server is stopped next, which ends the backends and removes
+ * the databases (reported as terminated and dropped).
+ */
+async function clearDatabases(c: import('pg').Client, m: RunManifest, drop: boolean): Promise<Cleared> {
   const dbs = (await listRunDatabases(c, m.prefix, m.runId)).map((d) => d.name);
   const backends = dbs.length
     ? (
@@ -115,6 +142,7 @@ async function clearDatabases(c: import('pg').Client, m: RunManifest): Promise<C
   }
   const report = formatReport(backends.filter((b) => !own.has(b.pid) && !(b.application_name ?? '').startsWith('jest-environment-pg')));
   if (m.options.keepDatabases) return { dropped: [], terminated: 0, report, kept: dbs };
+  if (!drop) return { dropped: dbs, terminated: backends.length, report };
   let terminated = 0;
   if (backends.length) {
     const r = await c.query<{ ok: boolean }>('SELECT pg_terminate_backend(pid) AS ok FROM unnest($1::int[]) AS pid', [backends.map((b) => b.pid)]);

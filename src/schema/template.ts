@@ -73,7 +73,7 @@ export async function ensureTemplateDetailed(adminUrl: string, opts: TemplateOpt
         return { name, built: false, ms: Math.round(performance.now() - t0) };
       };
       // Fast path without the lock: a complete template is never modified (but its comment).
-      if ((await complete())?.t) return reused();
+      if (await reuseTemplate(c, name)) return { name, built: false, ms: Math.round(performance.now() - t0) };
       await lockTemplate(c, key, opts.signal);
       try {
         const row = await complete();
@@ -89,6 +89,18 @@ export async function ensureTemplateDetailed(adminUrl: string, opts: TemplateOpt
     },
     { applicationName: 'jest-environment-pg template' },
   );
+}
+
+/**
+ * On a connection the caller has anyway (the run's lease): is the template there and complete?
+ * Then it is stamped as used and reused as is, with no connection of its own. A complete template
+ * is never modified (but its comment), so no lock is needed for this look.
+ */
+export async function reuseTemplate(c: Client, name: string): Promise<boolean> {
+  const row = (await c.query<{ t: boolean }>('SELECT datistemplate AS t FROM pg_database WHERE datname = $1', [name])).rows[0];
+  if (!row?.t) return false;
+  await stampUsed(c, name);
+  return true;
 }
 
 /** Wait for the template's lock (another build may hold it); aborted meanwhile: nothing of ours exists yet, end the connection. */

@@ -5,7 +5,8 @@
  *
  * Entries, in `cacheDir` (default `<rootDir>/node_modules/.cache/jest-environment-pg`):
  *   `<clusterKey>-base.pgdata`            initdb's output, before the server ever ran
- *   `<clusterKey>-<template name>.pgdata` the cluster right after that template was built
+ *   `<clusterKey>-<template name>.pgdata` a cluster holding that template and nothing else (saved
+ *                                         when a run that built it stops its server)
  * `clusterKey` = server version + a hash of (binaries, this package's version, the initdb flags,
  * the pack format); the template name already hashes the migrations, seed and major version.
  *
@@ -15,6 +16,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { sha256 } from '../util/names';
@@ -197,6 +199,27 @@ export function collectDataDir(dataDir: string): Collected {
     off += stored;
   }
   return { entries, body: data.subarray(0, off) };
+}
+
+/**
+ * Did the server of this data dir shut down cleanly (global/pg_control says "shut down")? Only
+ * such a dir is saved: a server started from it needs no crash recovery. The state is the
+ * fourth field of ControlFileData (after the system identifier and two version numbers), in the
+ * machine's byte order; 1 is DB_SHUTDOWNED.
+ */
+export function shutDownCleanly(dataDir: string): boolean {
+  try {
+    const fd = fs.openSync(path.join(dataDir, 'global', 'pg_control'), 'r');
+    try {
+      const b = Buffer.alloc(20);
+      if (fs.readSync(fd, b, 0, 20, 0) < 20) return false;
+      return (os.endianness() === 'LE' ? b.readInt32LE(16) : b.readInt32BE(16)) === 1;
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    return false;
+  }
 }
 
 /** Write collected data as the entry `file`, atomically. */

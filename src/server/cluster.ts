@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
  * remove every file of it. Runs Postgres as an unprivileged user when we are root.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, promises as fsp, readFileSync, constants as fsc } from 'node:fs';
+import { closeSync, existsSync, openSync, promises as fsp, readFileSync, rmSync, constants as fsc } from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -58,6 +58,12 @@ export interface StartClusterOptions {
   populate?: (dataDir: string, owner?: { uid: number; gid: number }) => void | Promise<void>;
   /** Called with initdb's output before the server first starts (to snapshot a pristine cluster). */
   afterInitdb?: (dataDir: string) => void | Promise<void>;
+  /**
+   * Synchronous work that needs no server, done once initdb or the server is spawned, while it
+   * runs in its own process (the caller loads its database driver then). What it throws is
+   * ignored here: the caller meets it again when it uses what it loaded.
+   */
+  meanwhile?: () => void;
 }
 
 /** initdb's flags; part of the cache key (a cached cluster must have been made the same way). */
@@ -151,7 +157,7 @@ export async function startCluster(opts: StartClusterOptions): Promise<ClusterIn
       if (osUser) await fsp.chown(pwfile, osUser.uid, osUser.gid);
       const initArgs = ['-D', dataDir, ...initdbFlags(major), `--pwfile=${pwfile}`];
       // Bounded: a hung initdb is killed and reported (JESTPG_SETUP_TIMEOUT), its dir removed below.
-      const init = await step('initdb', (signal) => runToEnd(path.join(binDir, 'initdb'), initArgs, { env, cwd: baseDir, osUser, signal }));
+      const init = await step('initdb', (signal) => runToEnd(path.join(binDir, 'initdb'), initArgs, { env, cwd: baseDir, osUser, signal, meanwhile: opts.meanwhile }));
       await fsp.rm(pwfile, { force: true });
       if (init.code !== 0) throw errors.initdbFailed(`initdb ${initArgs.join(' ')} exited with ${init.code}:\n${init.output}`);
       // Kept inside the data dir (private, and part of a cached snapshot) for the admin URL.
@@ -166,7 +172,7 @@ export async function startCluster(opts: StartClusterOptions): Promise<ClusterIn
     }
     const tInit = performance.now();
 
-    const { pid, port } = await startOnFreePort({ binDir, dataDir, baseDir, env, osUser, major, settings: opts.settings }, { bounded: true });
+    const { pid, port } = await startOnFreePort({ binDir, dataDir, baseDir, env, osUser, major, settings: opts.settings, meanwhile: opts.meanwhile }, { bounded: true });
     const tEnd = performance.now();
     return {
       pid,
@@ -239,7 +245,7 @@ function childEnv(baseDir: string): NodeJS.ProcessEnv {
 function runToEnd(
   file: string,
   args: string[],
-  o: { env: NodeJS.ProcessEnv; cwd: string; osUser?: ClusterInfo['osUser']; signal?: AbortSignal },
+  o: { env: NodeJS.ProcessEnv; cwd: string; osUser?: ClusterInfo['osUser']; signal?: AbortSignal; meanwhile?: () => void },
 ): Promise<{ code: number; output: string }> {
   return new Promise((resolve) => {
     let output = '';
@@ -259,7 +265,17 @@ function runToEnd(
       resolve({ code: -1, output: output + String(e) });
     });
     child.on('close', (code, signal) => resolve({ code: code ?? (signal ? 128 : -1), output }));
+    meanwhile(o.meanwhile);
   });
+}
+
+/** Run a `meanwhile` hook (StartClusterOptions): its errors are the caller's to meet later. */
+function meanwhile(f: (() => void) | undefined): void {
+  try {
+    f?.();
+  } catch {
+    // met again by the caller
+  }
 }
 
 export function freePort(): Promise<number> {
@@ -324,7 +340,7 @@ export function serverSettings(major: number, port: number, socketDir: string): 
   };
   if (major >= 18) s.io_method = 'sync';
   // Old WAL segments are removed, not kept under future names with their old contents: a cached
-  // snapshot then holds one mostly empty segment (see run.ts, pg_switch_wal before the snapshot).
+  // snapshot then holds one mostly empty segment (see run/cached-cluster.ts: pg_switch_wal before the server stops to be saved).
   if (major >= 12) s.wal_recycle = 'off';
   return s;
 }
@@ -340,6 +356,8 @@ async function startPostmaster(o: {
   settings?: Record<string, string>;
   /** Stop waiting (and stop the server) when it aborts. */
   signal?: AbortSignal;
+  /** Synchronous work done once the server is spawned, while it boots. */
+  meanwhile?: () => void;
 }): Promise<{ pid: number } | { log: string; portInUse: boolean }> {
   const logPath = path.join(o.baseDir, 'server.log');
   const fd = openSync(logPath, 'a', 0o644);
@@ -363,6 +381,7 @@ async function startPostmaster(o: {
   let exited = false;
   child.on('exit', () => (exited = true));
   child.on('error', () => (exited = true));
+  meanwhile(o.meanwhile);
   const pidFile = path.join(o.dataDir, 'postmaster.pid');
   const deadline = Date.now() + 30_000;
   while (Date.now() < deadline) {
@@ -415,14 +434,14 @@ async function waitGone(pid: number, ms: number): Promise<boolean> {
   return !isAlive(pid);
 }
 
-async function stopPid(pid: number, dataDir: string): Promise<void> {
+async function stopPid(pid: number, dataDir: string, immediate = false): Promise<void> {
   if (!isPostmasterOf(pid, dataDir)) return;
   const steps: [NodeJS.Signals, number][] = [
     ['SIGINT', 3000], // fast shutdown: disconnect clients, shutdown checkpoint (cheap: fsync off)
     ['SIGQUIT', 2000], // immediate shutdown
     ['SIGKILL', 2000],
   ];
-  for (const [sig, wait] of steps) {
+  for (const [sig, wait] of immediate ? steps.slice(1) : steps) {
     try {
       process.kill(pid, sig);
     } catch {
@@ -435,16 +454,19 @@ async function stopPid(pid: number, dataDir: string): Promise<void> {
 /**
  * Stop the cluster and remove its base dir. Usable from any process given only pid and baseDir
  * (the reaper). Idempotent; never signals a pid that is not this cluster's postmaster.
+ * `immediate`: no shutdown checkpoint (its data is removed next anyway; its shared memory is
+ * released all the same).
  */
-export async function stopCluster(info: Pick<ClusterInfo, 'pid' | 'baseDir'> & { dataDir?: string }): Promise<void> {
+export async function stopCluster(info: Pick<ClusterInfo, 'pid' | 'baseDir'> & { dataDir?: string }, opts: { immediate?: boolean } = {}): Promise<void> {
   const baseDir = path.resolve(info.baseDir);
   if (!path.basename(baseDir).startsWith(PREFIX)) throw new Error(`refusing to remove ${baseDir}: not a jest-environment-pg cluster dir`);
   const dataDir = info.dataDir ?? path.join(baseDir, 'data');
-  await stopPid(info.pid, dataDir);
+  await stopPid(info.pid, dataDir, opts.immediate);
   // A postmaster started on this dir after `info` was recorded (a restart we did not get to record).
   const current = pidFileOwner(dataDir);
-  if (current && current !== info.pid) await stopPid(current, dataDir);
-  if (existsSync(baseDir)) await fsp.rm(baseDir, { recursive: true, force: true, maxRetries: 3 });
+  if (current && current !== info.pid) await stopPid(current, dataDir, opts.immediate);
+  // Synchronously: thousands of small files on tmpfs go faster in one call than through the thread pool.
+  if (existsSync(baseDir)) rmSync(baseDir, { recursive: true, force: true, maxRetries: 3 });
 }
 
 function pidFileOwner(dataDir: string): number | undefined {
@@ -457,49 +479,16 @@ function pidFileOwner(dataDir: string): number | undefined {
 }
 
 /**
- * Stop the server cleanly (fast shutdown: a shutdown checkpoint, no crash recovery needed on
- * the next start), let `save` read the quiescent data dir, start the server again on the same
- * data dir (same port when still free). `save` failing does not fail the cluster: its error is
- * returned. Throws only when the server cannot be started again (the caller stops the cluster).
+ * Stop the server cleanly: a fast shutdown (clients disconnected, a shutdown checkpoint), so its
+ * data dir needs no crash recovery on the next start. true once it is gone within `ms`; false when
+ * it is not running or did not stop in time (stopCluster then escalates).
  */
-export async function snapshotCluster(
-  info: ClusterInfo,
-  save: (dataDir: string) => Promise<void>,
-): Promise<{ cluster: ClusterInfo; saveError?: unknown; ms: { stop: number; save: number; start: number } }> {
-  const t0 = performance.now();
-  let saveError: unknown;
-  let clean = false;
-  if (isPostmasterOf(info.pid, info.dataDir)) {
-    try {
-      process.kill(info.pid, 'SIGINT');
-      clean = await waitGone(info.pid, 10_000);
-    } catch {
-      clean = !isAlive(info.pid);
-    }
+export async function stopCleanly(info: Pick<ClusterInfo, 'pid' | 'dataDir'>, ms = 10_000): Promise<boolean> {
+  if (!isPostmasterOf(info.pid, info.dataDir)) return false;
+  try {
+    process.kill(info.pid, 'SIGINT');
+  } catch {
+    return false;
   }
-  if (!clean) {
-    await stopPid(info.pid, info.dataDir);
-    saveError = new Error('the server did not shut down cleanly');
-  }
-  const t1 = performance.now();
-  if (!saveError) {
-    try {
-      await save(info.dataDir);
-    } catch (e) {
-      saveError = e;
-    }
-  }
-  const t2 = performance.now();
-  const major = Math.floor(info.versionNum / 10000);
-  const env = childEnv(info.baseDir);
-  const { pid, port } = await startOnFreePort(
-    { binDir: info.binDir, dataDir: info.dataDir, baseDir: info.baseDir, env, osUser: info.osUser, major, settings: info.settings },
-    { firstPort: info.port },
-  );
-  const t3 = performance.now();
-  return {
-    cluster: { ...info, pid, port, url: clusterUrl(info.dataDir, port) },
-    saveError,
-    ms: { stop: Math.round(t1 - t0), save: Math.round(t2 - t1), start: Math.round(t3 - t2) },
-  };
+  return waitGone(info.pid, ms);
 }

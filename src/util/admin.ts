@@ -1,10 +1,20 @@
 /** Small helpers over pg.Client for the administrative side (template, worker databases, teardown). */
-import { Client } from 'pg';
+import type { Client } from 'pg';
 import { errors } from './errors';
 import { ident } from './names';
 import { sleep } from './text';
 
 export const APP_NAME = 'jest-environment-pg';
+
+/**
+ * The pg driver, loaded on first use rather than with this module: loading it takes ≈ 60 ms (far
+ * more on a busy machine), and a run's start loads it while its embedded server boots instead of
+ * before anything can begin (see StartClusterOptions.meanwhile). Node caches it after that.
+ */
+export function loadDriver(): typeof import('pg') {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return require('pg') as typeof import('pg');
+}
 
 export interface ConnectOptions {
   applicationName?: string;
@@ -15,7 +25,7 @@ export interface ConnectOptions {
 
 /** Connect, or throw JESTPG_SERVER_UNREACHABLE naming the (redacted) URL. */
 export async function connect(url: string, opts: ConnectOptions = {}): Promise<Client> {
-  const client = new Client({
+  const client = new (loadDriver().Client)({
     connectionString: url,
     application_name: opts.applicationName ?? `${APP_NAME} admin`,
     connectionTimeoutMillis: opts.timeoutMs ?? 10_000,
