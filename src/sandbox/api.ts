@@ -12,7 +12,9 @@
  * worker database of an existing run (the run is then owned by whoever started it).
  */
 import path from 'node:path';
-import { ensureWorkerDatabase, rebuildWorkerDatabase, startRun, teardownRun, type RunManifest, type TeardownSummary } from '../run/run';
+import type { RunManifest, TeardownSummary } from '../run/manifest';
+import { forgetWorkerDatabase, knownWorkerDatabase, noteWorkerDatabase } from './known-databases';
+import { workerDbName } from '../util/names';
 import type { ConnectionInfo, FileReport, ForeignBackend, Problem } from '../proxy/sandbox';
 import { SandboxThread } from './thread';
 import { formatFileReport } from './report';
@@ -94,7 +96,10 @@ export interface RunSandbox {
 /** Put a sandbox on this run's worker database `workerId` (cloned from the template on first use). */
 export async function openRunSandbox(manifest: RunManifest, opts: RunSandboxOptions): Promise<RunSandbox> {
   const { workerId } = opts;
-  const db = await ensureWorkerDatabase(manifest, workerId);
+  // Known to exist (an earlier process of this worker noted it), or found or cloned now; the run's
+  // code (and the PostgreSQL client it loads) is loaded only then.
+  const db = knownWorkerDatabase(manifest, workerDbName(manifest.prefix, manifest.runId, workerId)) ?? (await (await import('../run/worker-db')).ensureWorkerDatabase(manifest, workerId));
+  noteWorkerDatabase(manifest, db);
   const o = manifest.options;
   const label = opts.label ?? `jest-environment-pg w${workerId}`;
   // So a teardown after an interrupt does not list the sandbox's own connection as a leak.
@@ -131,7 +136,9 @@ export async function openRunSandbox(manifest: RunManifest, opts: RunSandboxOpti
           // Something wrote to the worker database around the sandbox: it can no longer be trusted.
           // (Inside the guard: the terminated clients' pools learn it now.)
           await sandbox.disconnect();
-          await rebuildWorkerDatabase(manifest, db.name);
+          forgetWorkerDatabase(manifest, db.name);
+          await (await import('../run/worker-db')).rebuildWorkerDatabase(manifest, db.name);
+          noteWorkerDatabase(manifest, db);
         }
         return report;
       });
@@ -269,7 +276,7 @@ export async function startSandbox(options: StartSandboxOptions = {}): Promise<S
 
 async function openSandbox(options: StartSandboxOptions): Promise<{ manifest: RunManifest; run: RunSandbox }> {
   const { rootDir, setEnv: _setEnv, label, onWarning: _onWarning, ...raw } = options;
-  const manifest = await startRun(raw, process.pid, { rootDir: rootDir ?? process.cwd() });
+  const manifest = await (await import('../run/start')).startRun(raw, process.pid, { rootDir: rootDir ?? process.cwd() });
   let rs: RunSandbox | undefined;
   try {
     await step('opening the sandbox', async (signal) => {
@@ -284,7 +291,7 @@ async function openSandbox(options: StartSandboxOptions): Promise<{ manifest: Ru
     });
   } catch (e) {
     if (rs) await atMost(rs.close(), 5000);
-    await atMost(teardownRun(manifest), 30_000);
+    await atMost((await import('../run/teardown')).teardownRun(manifest), 30_000);
     throw e;
   }
   return { manifest, run: rs! };
@@ -384,7 +391,7 @@ async function closeHandle(h: HandleState): Promise<SandboxReport> {
     failure = e;
   }
   await h.run.close().catch(() => undefined);
-  const teardown = await teardownRun(h.manifest);
+  const teardown = await (await import('../run/teardown')).teardownRun(h.manifest);
   for (const [k, v] of h.previous) {
     if (v === undefined) delete process.env[k];
     else process.env[k] = v;

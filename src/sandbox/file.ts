@@ -8,7 +8,6 @@
  */
 import { validate, type PgOptions } from '../util/options';
 import type { LateProblem } from '../proxy/sandbox';
-import { noteIdleClosed } from '../run/run';
 import { attachWorker, knownDatabase, workerThread, type Worker } from './worker';
 import type { SandboxThread } from './thread';
 import { formatFileReport } from './report';
@@ -171,7 +170,7 @@ export class SandboxFile<T> {
       if (!worker || !this.fileOpen) return;
       try {
         const report = await worker.endFile(this.init.testPath);
-        noteIdleClosed(worker.manifest, report.idle);
+        if (report.idle > 0) (await import('../run/teardown')).noteIdleClosed(worker.manifest, report.idle);
         const text = formatFileReport(this.init.testPath, { ...report, late: [] });
         if (text) process.stderr.write(text + '\n');
       } finally {

@@ -9,7 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { attachRun, MANIFEST_ENV, readManifest, type RunManifest } from '../run/run';
+import { MANIFEST_ENV, readManifest, type RunManifest } from '../run/manifest';
 import { threadId } from 'node:worker_threads';
 import { openRunSandbox, type RunSandbox } from './api';
 import { SandboxThread } from './thread';
@@ -74,7 +74,10 @@ export class WorkerRegistry {
 
   /** This worker's sandbox on its database of the run (attached, and the database cloned, on first use). */
   async attach(rawProjectOptions: unknown, rootDir: string, options: PgOptions, workerId: string): Promise<Worker> {
-    const manifest = await attachRun(rawProjectOptions, { rootDir });
+    // A run its global setup started is read from its manifest; only a worker that must start or
+    // find one itself loads the code that does (the PostgreSQL client among it: tens of ms, per
+    // file when every file has a fresh process).
+    const manifest = knownManifest() ?? (await (await import('../run/attach')).attachRun(rawProjectOptions, { rootDir }));
     if (this.current?.manifestPath === manifest.manifestPath && this.current.workerId === workerId) return this.current.worker;
     // A new run in the same process (watch mode): the same thread, pointed at the new run's database.
     const worker = openRunSandbox(manifest, { workerId, unref: true, thread: this.thread(options, workerId) });
