@@ -89,6 +89,8 @@ export interface RunSandbox {
    * errors (and only those) are swallowed meanwhile. `label` is for the caller's report only.
    */
   endFile(label?: string): Promise<FileReport>;
+  /** endFile without the closing guard: for a host whose clients are in other processes (they guard themselves). */
+  endFileUnguarded(): Promise<FileReport>;
   /** Close the sandbox (listening sockets, clients, upstream). Idempotent. Does not end the run. */
   close(): Promise<void>;
 }
@@ -129,22 +131,27 @@ export async function openRunSandbox(manifest: RunManifest, opts: RunSandboxOpti
     database: db.name,
     sandbox,
     info: sandbox.info,
-    endFile() {
-      return withClosingGuard(async () => {
-        const report = await sandbox.endFile();
-        if (report.foreign.length > 0) {
-          // Something wrote to the worker database around the sandbox: it can no longer be trusted.
-          // (Inside the guard: the terminated clients' pools learn it now.)
-          await sandbox.disconnect();
-          forgetWorkerDatabase(manifest, db.name);
-          await (await import('../run/worker-db')).rebuildWorkerDatabase(manifest, db.name);
-          noteWorkerDatabase(manifest, db);
-        }
-        return report;
-      });
-    },
+    // Inside the guard: the clients closed (or terminated around the sandbox) learn it now.
+    endFile: () => withClosingGuard(() => endSandboxFile(manifest, db, sandbox)),
+    endFileUnguarded: () => endSandboxFile(manifest, db, sandbox),
     close: () => sandbox.close(),
   };
+}
+
+/**
+ * End the file on a worker database's sandbox (see RunSandbox.endFile, which adds the closing
+ * guard of the process whose clients are closed); a database written to around the sandbox can
+ * no longer be trusted: it is rebuilt from the template.
+ */
+async function endSandboxFile(manifest: RunManifest, db: { name: string; url: string }, sandbox: SandboxThread): Promise<FileReport> {
+  const report = await sandbox.endFile();
+  if (report.foreign.length > 0) {
+    await sandbox.disconnect();
+    forgetWorkerDatabase(manifest, db.name);
+    await (await import('../run/worker-db')).rebuildWorkerDatabase(manifest, db.name);
+    noteWorkerDatabase(manifest, db);
+  }
+  return report;
 }
 
 /** The embedded cluster is reached over its unix socket (one less TCP stack per message); a server by its URL. */

@@ -16,6 +16,7 @@
  */
 import { SandboxFile } from '../sandbox/file';
 import { knownManifest } from '../sandbox/worker';
+import { processHosted } from '../sandbox/hosted';
 import { validate } from '../util/options';
 import { activeEnvironment } from './active';
 import type { RunnerClass, VitestHooks, VitestRunnerLike, VitestSuite, VitestTask } from './types';
@@ -47,9 +48,13 @@ export function sandboxRunner(Base: RunnerClass, getHooks: (suite: VitestSuite) 
       const overrides = fromEnv !== undefined && JSON.stringify(fromEnv) !== JSON.stringify(project) ? (fromEnv as Record<string, unknown>) : {};
       const manifest = knownManifest();
       const base = manifest ? manifest.options : validate(project);
+      const workerId = vitestWorkerId();
+      // The sandbox hosted by Vitest's main process (its global setup started one): no sandbox
+      // thread or upstream connection of this process's own, per file under isolation.
+      const source = await processHosted.source(manifest, workerId);
       this.running.clear();
       this.file = new SandboxFile<VitestTask>(
-        { rawProject: project, overrides, options: validate(overrides, base), rootDir: this.config.root, testPath: paths[0], workerId: vitestWorkerId() },
+        { rawProject: project, overrides, options: validate(overrides, base), rootDir: this.config.root, testPath: paths[0], workerId, source },
         { fail: (test, err) => this.fail(test, err) },
       );
       await this.file.opened;
@@ -77,6 +82,7 @@ export function sandboxRunner(Base: RunnerClass, getHooks: (suite: VitestSuite) 
       const wrapped = async (...args: unknown[]) => {
         file?.enterHook();
         try {
+          await file?.delivered();
           const result = await hook(...args);
           return typeof result === 'function' ? this.asFileHook(result as AnyFn) : result;
         } finally {
@@ -92,8 +98,11 @@ export function sandboxRunner(Base: RunnerClass, getHooks: (suite: VitestSuite) 
       const file = this.file;
       if (!file?.active) return;
       // Concurrent tests join the scope already open.
-      if (this.running.size === 0) file.beginTest(test, testName(test));
+      const first = this.running.size === 0;
+      if (first) file.beginTest(test, testName(test));
       this.running.add(test);
+      // Only once the scope is open may the test's code send anything.
+      if (first) await file.delivered();
       // Run last of the attempt's onFinished hooks (they run in reverse order): after afterEach.
       (test.onFinished ??= []).unshift(() => this.finishTest(test));
     }
