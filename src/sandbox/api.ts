@@ -19,7 +19,8 @@ import type { ConnectionInfo, FileReport, ForeignBackend, Problem } from '../pro
 import { SandboxThread } from './thread';
 import { formatFileReport } from './report';
 import { withClosingGuard } from './closing-guard';
-import { JestPgError, type ErrorCode } from '../util/errors';
+import { classifyProblems, problemsError, type SandboxProblem } from './problems';
+import { sandboxEnv, type SandboxEnv } from './env';
 import { atMost, guardSetup, raceAbort, step } from '../util/settle';
 import type { PgOptions } from '../util/options';
 
@@ -28,32 +29,7 @@ export type { ConnectionInfo, FileReport, ForeignBackend, Problem } from '../pro
 export type { TeardownSummary } from '../run/run';
 export { JestPgError, type ErrorCode } from '../util/errors';
 
-/** The variables a process needs to reach the sandbox. */
-export const ENV_NAMES = ['DATABASE_URL', 'PGHOST', 'PGPORT', 'PGUSER', 'PGPASSWORD', 'PGDATABASE'] as const;
-
-export type SandboxEnv = Record<(typeof ENV_NAMES)[number], string> & Record<string, string>;
-
-/**
- * DATABASE_URL and PG* for a sandbox, plus every name in `exposeAs` set to its URL. `database`
- * replaces the database name in them (cosmetic for the sandbox, which serves every name).
- */
-export function sandboxEnv(info: ConnectionInfo, exposeAs: readonly string[] = [], database?: string): SandboxEnv {
-  if (database !== undefined && database !== info.database) {
-    const u = new URL(info.url);
-    u.pathname = '/' + encodeURIComponent(database);
-    info = { ...info, database, url: u.toString() };
-  }
-  const env: SandboxEnv = {
-    DATABASE_URL: info.url,
-    PGHOST: info.host,
-    PGPORT: String(info.port),
-    PGUSER: info.user,
-    PGPASSWORD: info.password,
-    PGDATABASE: info.database,
-  };
-  for (const name of exposeAs) env[name] = info.url;
-  return env;
-}
+export { ENV_NAMES, sandboxEnv, type SandboxEnv } from './env';
 
 // ---------------------------------------------------------------------------------------------
 // Lower level: a sandbox on a worker database of a run (what a Jest worker holds)
@@ -164,39 +140,7 @@ export function upstreamUrl(m: RunManifest, db: { name: string; url: string }): 
 // ---------------------------------------------------------------------------------------------
 // Test problems
 
-export interface SandboxProblem extends Problem {
-  kind: 'leak' | 'late' | 'interleaved' | 'lost';
-  code: 'JESTPG_LEAKED_CONNECTION' | 'JESTPG_LATE_QUERY' | 'JESTPG_INTERLEAVED_WRITE' | 'JESTPG_UPSTREAM_LOST';
-  /** From the `leaks` / `lateQueries` option: 'error' should fail the test, 'warn' should not. */
-  severity: 'error' | 'warn';
-}
-
-/** Attach code and severity (from the `leaks` / `lateQueries` options) to what endTest reported. */
-export function classifyProblems(problems: Problem[], options: Pick<PgOptions, 'leaks' | 'lateQueries'>): SandboxProblem[] {
-  return problems.map((p): SandboxProblem => {
-    // The upstream died during the test: its work is gone, the test fails.
-    if (p.kind === 'lost') return { ...p, kind: 'lost', code: 'JESTPG_UPSTREAM_LOST', severity: 'error' };
-    const leak = p.kind === 'leak';
-    return {
-      ...p,
-      kind: leak ? 'leak' : p.kind === 'interleaved' ? 'interleaved' : 'late',
-      code: leak ? 'JESTPG_LEAKED_CONNECTION' : p.kind === 'interleaved' ? 'JESTPG_INTERLEAVED_WRITE' : 'JESTPG_LATE_QUERY',
-      // Work that finished within graceMs of its test's end did no harm, and an interleaved
-      // write lost with a rollback may be intended: always warnings.
-      severity: leak ? options.leaks : p.kind === 'unawaited' || p.kind === 'interleaved' ? 'warn' : options.lateQueries,
-    };
-  });
-}
-
-/** One error for the 'error' problems of a test (code: the first one's), or undefined when there are none. */
-export function problemsError(problems: SandboxProblem[]): JestPgError | undefined {
-  const errs = problems.filter((p) => p.severity === 'error');
-  if (errs.length === 0) return undefined;
-  const message = errs.map((p) => p.message.replace(/^JESTPG_\w+: /, '')).join('\n');
-  const err = new JestPgError(errs[0].code as ErrorCode, message);
-  err.stack = `${err.code}: ${err.message}`;
-  return err;
-}
+export { classifyProblems, problemsError, type SandboxProblem } from './problems';
 
 // ---------------------------------------------------------------------------------------------
 // The high-level handle

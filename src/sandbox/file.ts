@@ -9,9 +9,10 @@
 import { validate, type PgOptions } from '../util/options';
 import type { ConnectionInfo, FileReport, LateProblem, TestReport } from '../proxy/sandbox';
 import type { RunManifest } from '../run/manifest';
-import { knownDatabase, processWorker } from './worker';
+import { knownDatabase } from './known-run';
 import { formatFileReport } from './report';
-import { classifyProblems, problemsError, sandboxEnv } from './api';
+import { classifyProblems, problemsError } from './problems';
+import { sandboxEnv } from './env';
 
 export interface FileHost<T> {
   /** Fail `test` with `err` (the test may still run, or have ended: then before the file's results are final). */
@@ -64,8 +65,8 @@ export interface FileInit {
   workerId: string;
   /** The test's process.env when it is not this process's own (Jest's test context); DATABASE_URL/PG* go there too. */
   testEnv?: NodeJS.ProcessEnv;
-  /** Where the worker's sandbox comes from (default: this process's own, on its own thread). */
-  source?: WorkerSource;
+  /** Where the worker's sandbox comes from: this process's own, on its own thread (worker.ts's processWorker), or a hosted one (hosted.ts). */
+  source: WorkerSource;
 }
 
 export class SandboxFile<T> {
@@ -90,7 +91,7 @@ export class SandboxFile<T> {
     this.options = init.options;
     // The sandbox's address is known now, before the runner loads the project's setup files:
     // they see DATABASE_URL/PG*. Clients that connect before the file transaction is open wait for it.
-    this.source = init.source ?? processWorker;
+    this.source = init.source;
     this.thread = this.source.thread(this.options, init.workerId);
     this.thread.currentFile = init.testPath;
     this.thread.expectFile();

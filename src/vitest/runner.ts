@@ -15,7 +15,7 @@
  * - A late query fails the test that ended before it, also after that test's result was sent.
  */
 import { SandboxFile } from '../sandbox/file';
-import { knownManifest } from '../sandbox/worker';
+import { knownManifest } from '../sandbox/known-run';
 import { processHosted } from '../sandbox/hosted';
 import { validate } from '../util/options';
 import { activeEnvironment } from './active';
@@ -51,7 +51,8 @@ export function sandboxRunner(Base: RunnerClass, getHooks: (suite: VitestSuite) 
       const workerId = vitestWorkerId();
       // The sandbox hosted by Vitest's main process (its global setup started one): no sandbox
       // thread or upstream connection of this process's own, per file under isolation.
-      const source = await processHosted.source(manifest, workerId);
+      // Without one, this process's own (loaded only then).
+      const source = (await processHosted.source(manifest, workerId)) ?? (await import('../sandbox/worker')).processWorker;
       this.running.clear();
       this.file = new SandboxFile<VitestTask>(
         { rawProject: project, overrides, options: validate(overrides, base), rootDir: this.config.root, testPath: paths[0], workerId, source },
