@@ -47,6 +47,11 @@ export class SandboxHost {
     return new SandboxHost(manifest, server);
   }
 
+  /** Start worker `id`'s sandbox now, while the runner starts its workers (its first file then finds it listening). */
+  prewarm(id: string): void {
+    this.sandbox(id).catch(() => undefined);
+  }
+
   /** The sandbox of worker `id` (started on first use; after a file its worker left open is ended). */
   private sandbox(id: string): Promise<RunSandbox> {
     let p = this.sandboxes.get(id);
