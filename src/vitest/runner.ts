@@ -161,10 +161,11 @@ export function sandboxRunner(Base: RunnerClass, getHooks: (suite: VitestSuite) 
         result.state = 'fail';
       } finally {
         file.restoreEnv();
-        // Vitest runs the global teardown before it stops its workers, and with isolation starts
-        // the next file's worker before the last one is gone: the upstream connection closes with
-        // the file (the next file opens one, a few ms), so no backend of an idle worker is left
-        // for the teardown to terminate or the next worker on this database to take as foreign.
+        // A sandbox of this process's own (no host): Vitest runs the global teardown before it
+        // stops its workers, and with isolation starts the next file's worker before the last one
+        // is gone, so the upstream connection closes with the file: no backend of an idle worker
+        // is left for the teardown to terminate or the next worker on this database to take as
+        // foreign. A hosted sandbox keeps it (the host closes it before the teardown).
         await file.disconnect();
       }
       if (suite?.result && suite.result.state !== 'fail' && hasFailed(suite)) suite.result.state = 'fail';
