@@ -10,25 +10,14 @@
  *   sequelize  migrations + seed: { command: 'npx sequelize-cli db:migrate' / 'db:seed:all' }  JS
  *   prisma     migrations: './prisma/migrations' (Prisma's folder as .sql files), @prisma/adapter-pg  @swc/jest
  */
-import { execFileSync } from 'node:child_process';
-import path from 'node:path';
 import { expectRun } from '../helpers/expect-run';
-import { ROOT, cleanup, runJest, settle, type JestRun } from '../helpers/jest-run';
+import { cleanup, runJest, settle, type JestRun } from '../helpers/jest-run';
+import { generatePrismaClient } from '../helpers/prisma';
 
 const dirs: string[] = [];
 afterAll(() => dirs.forEach(cleanup));
 
-beforeAll(() => {
-  // The Prisma client is generated code (git-ignored), made the way a project makes it. Offline,
-  // `prisma generate` would first try to download the native schema engine, which generate does not
-  // use (Prisma 7 generates with WebAssembly): pointing PRISMA_SCHEMA_ENGINE_BINARY at any existing
-  // file skips that download. See docs/recipes.md.
-  execFileSync(process.execPath, [path.join(ROOT, 'node_modules', 'prisma', 'build', 'index.js'), 'generate'], {
-    cwd: path.join(ROOT, 'fixtures', 'prisma'),
-    env: { ...process.env, PRISMA_SCHEMA_ENGINE_BINARY: process.env.PRISMA_SCHEMA_ENGINE_BINARY ?? process.execPath, PRISMA_HIDE_UPDATE_MESSAGE: '1', CHECKPOINT_DISABLE: '1' },
-    stdio: 'pipe',
-  });
-});
+beforeAll(() => generatePrismaClient(), 120_000);
 
 test.each([
   ['knex', 6],

@@ -28,14 +28,16 @@ export interface VitestRunOptions {
   env?: Record<string, string | undefined>;
   timeoutMs?: number;
   cwd?: string;
+  /** `vitest run` (the default) or `vitest --watch` (re-runs on file changes until signalled). */
+  watch?: boolean;
 }
 
 export function runVitest(fixture: string, opts: VitestRunOptions = {}): Promise<VitestRun> {
   return startVitest(fixture, opts).done;
 }
 
-/** Start Vitest; `child` to signal it, `done` when it has exited. */
-export function startVitest(fixture: string, opts: VitestRunOptions = {}): { child: ChildProcess; sandboxDir: string; done: Promise<VitestRun> } {
+/** Start Vitest; `child` to signal it, `output()` what it printed so far, `done` when it has exited. */
+export function startVitest(fixture: string, opts: VitestRunOptions = {}): { child: ChildProcess; sandboxDir: string; output: () => string; done: Promise<VitestRun> } {
   const cwd = opts.cwd ?? path.join(ROOT, 'fixtures', fixture);
   const sandboxDir = privateDir();
   const json = path.join(sandboxDir, 'vitest-cache', 'results.json');
@@ -45,11 +47,11 @@ export function startVitest(fixture: string, opts: VitestRunOptions = {}): { chi
     if (v === undefined) delete env[k];
     else env[k] = v;
   }
-  const args = [opts.bin ?? VITEST_BIN, 'run', '--reporter=default', '--reporter=json', `--outputFile.json=${json}`, ...(opts.args ?? [])];
+  const args = [opts.bin ?? VITEST_BIN, opts.watch ? '--watch' : 'run', '--reporter=default', '--reporter=json', `--outputFile.json=${json}`, ...(opts.args ?? [])];
   const child = spawn(process.execPath, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
   const done = new Promise<VitestRun>((resolve, reject) => {
-    let stdout = '';
-    let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
     child.stderr.on('data', (d) => (stderr += d));
     const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 120_000);
@@ -65,7 +67,7 @@ export function startVitest(fixture: string, opts: VitestRunOptions = {}): { chi
       resolve({ code, signal, stdout, stderr, output: stdout + stderr, sandboxDir, files });
     });
   });
-  return { child, sandboxDir, done };
+  return { child, sandboxDir, output: () => stdout + stderr, done };
 }
 
 /** The result of one test, by file and title; throws when there is none. */
