@@ -3,7 +3,8 @@
  * run's host socket (sandbox/hosted.ts), as under Vitest: boundaries sent without waiting are in
  * effect once delivered() resolves; one sandbox and one upstream connection per worker id serve
  * the files of successive worker processes; a worker that goes away mid-file has its file rolled
- * back before the next worker with its id gets the sandbox; nothing is left after the host closes.
+ * back before the next worker with its id gets the sandbox, and so does one whose pool id was
+ * given to a new worker while its file was open; nothing is left after the host closes.
  */
 import path from 'node:path';
 import { Client } from 'pg';
@@ -103,6 +104,23 @@ test('a worker that goes away in the middle of its file: the host rolls the file
   await closed;
   const c2 = await client(next);
   expect((await c2.query(`SELECT to_regclass('hosted_left') AS t`)).rows[0].t).toBeNull();
+  await next.endFile();
+  next.close();
+}, 30_000);
+
+test('a new worker with the id of one whose file is still open (stuck): the old file ends first, and the old connection closing later leaves the new file alone', async () => {
+  const stuck = await openFile('stuck.test.ts');
+  const c = await client(stuck);
+  await c.query('CREATE TABLE hosted_stuck (x int)');
+  const next = await openFile('after-stuck.test.ts');
+  const c2 = await client(next);
+  expect((await c2.query(`SELECT to_regclass('hosted_stuck') AS t`)).rows[0].t).toBeNull();
+  await c2.query('CREATE TABLE hosted_next (x int)');
+  stuck.close();
+  next.beginTest('still open');
+  await next.delivered();
+  expect((await c2.query(`SELECT to_regclass('hosted_next') IS NOT NULL AS ok`)).rows[0].ok).toBe(true);
+  expect((await next.endTest()).problems).toEqual([]);
   await next.endFile();
   next.close();
 }, 30_000);

@@ -18,9 +18,13 @@ import type { RunManifest } from '../run/manifest';
 import { openRunSandbox, type RunSandbox } from './api';
 import { hostSocket, lineReader, serializeError, type HostMessage, type HostRequest, type Opened } from './host-protocol';
 
+const noop = (): void => undefined;
+
 export class SandboxHost {
   private readonly sandboxes = new Map<string, Promise<RunSandbox>>();
   private readonly sockets = new Set<net.Socket>();
+  /** The connection whose file is open on each worker id. */
+  private readonly owners = new Map<string, net.Socket>();
   private closing: Promise<void> | undefined;
 
   private constructor(
@@ -79,8 +83,6 @@ export class SandboxHost {
     };
     let workerId: string | undefined;
     let rs: RunSandbox | undefined;
-    /** A file begun by this connection and not ended: ended by the host if the worker goes away. */
-    let fileOpen = false;
     // Applied one after the other: `open` waits for the sandbox, everything else is immediate.
     let queue = Promise.resolve();
     const answer = (id: number, p: Promise<unknown>): void => {
@@ -104,7 +106,7 @@ export class SandboxHost {
         return;
       }
       const sb = rs?.sandbox;
-      if (!rs || !sb) {
+      if (!rs || !sb || workerId === undefined) {
         send({ id: req.id, error: serializeError(new Error('the sandbox host got a request before open')) });
         return;
       }
@@ -124,13 +126,18 @@ export class SandboxHost {
           return sb.leaveHook();
         case 'sync':
           return send({ id: req.id, value: null });
-        case 'beginFile':
-          fileOpen = true;
-          return answer(req.id, sb.beginFile());
+        case 'beginFile': {
+          // A file of this worker id still open by another connection: Vitest gave the pool id to
+          // a new worker, the old one is stuck or gone. Its file ends first.
+          const previous = this.owners.get(workerId);
+          this.owners.set(workerId, socket);
+          const left = rs;
+          return answer(req.id, previous && previous !== socket ? left.endFileUnguarded().then(noop, noop).then(() => sb.beginFile()) : sb.beginFile());
+        }
         case 'endTest':
           return answer(req.id, sb.endTest());
         case 'endFile':
-          fileOpen = false;
+          if (this.owners.get(workerId) === socket) this.owners.delete(workerId);
           return answer(req.id, rs.endFileUnguarded());
       }
     };
@@ -144,10 +151,11 @@ export class SandboxHost {
     socket.on('close', () => {
       this.sockets.delete(socket);
       const left = rs;
-      if (!fileOpen || !left || workerId === undefined || this.closing) return;
+      const id = workerId;
+      if (!left || id === undefined || this.owners.get(id) !== socket || this.closing) return;
       // The worker went away in the middle of its file: end it (roll back, close its clients)
       // before the next worker with this id gets the sandbox.
-      const id = workerId;
+      this.owners.delete(id);
       const ended = queue.then(() => left.endFileUnguarded()).then(
         () => left,
         () => left,
