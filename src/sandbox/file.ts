@@ -44,7 +44,7 @@ export interface FileWorker {
   endFile(label?: string): Promise<FileReport>;
 }
 
-/** Where a file gets its worker's sandbox (default: this process's, worker.ts). */
+/** Where a file gets its worker's sandbox: worker.ts (this process's own) or hosted.ts (its runner's main process). */
 export interface WorkerSource {
   /** The sandbox, its address known on return (started now if need be). */
   thread(options: PgOptions, workerId: string): FileSandbox;

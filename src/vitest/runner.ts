@@ -34,6 +34,8 @@ export function sandboxRunner(Base: RunnerClass, getHooks: (suite: VitestSuite) 
     private file: SandboxFile<VitestTask> | undefined;
     /** The tests of the open scope still running (more than one when they run concurrently). */
     private readonly running = new Set<VitestTask>();
+    /** Resolves when the open scope's beginning is in effect (at once for a sandbox of this process's own). */
+    private scopeOpened: Promise<void> | undefined;
     /** The test whose end is being reported (its problems fail the attempt, thrown from its onFinished hook). */
     private finishing: { test: VitestTask; errors: Error[] } | undefined;
 
@@ -99,13 +101,16 @@ export function sandboxRunner(Base: RunnerClass, getHooks: (suite: VitestSuite) 
       const file = this.file;
       if (!file?.active) return;
       // Concurrent tests join the scope already open.
-      const first = this.running.size === 0;
-      if (first) file.beginTest(test, testName(test));
+      if (this.running.size === 0) {
+        file.beginTest(test, testName(test));
+        this.scopeOpened = file.delivered();
+      }
       this.running.add(test);
-      // Only once the scope is open may the test's code send anything.
-      if (first) await file.delivered();
       // Run last of the attempt's onFinished hooks (they run in reverse order): after afterEach.
       (test.onFinished ??= []).unshift(() => this.finishTest(test));
+      // Only once the scope is in effect may the test's code send anything: a concurrent test
+      // that joins the scope waits for the same delivery as the test that opened it.
+      await this.scopeOpened;
     }
 
     private async finishTest(test: VitestTask): Promise<void> {
