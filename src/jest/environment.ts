@@ -6,7 +6,7 @@
 import { TestEnvironment as NodeEnvironment } from 'jest-environment-node';
 import type { Circus, Config } from '@jest/types';
 import { fileOverrides, validate } from '../util/options';
-import { knownManifest } from '../sandbox/worker';
+import { knownManifest, processWorker } from '../sandbox/worker';
 import { SandboxFile } from '../sandbox/file';
 import { JestPgError } from '../util/errors';
 import { MANIFEST_ENV } from '../run/run';
@@ -66,6 +66,7 @@ export default class PgEnvironment extends NodeEnvironment {
         testPath: context.testPath,
         workerId: jestWorkerId(),
         testEnv: (this.global.process as NodeJS.Process).env,
+        source: processWorker,
       },
       // Jest reads a test's errors when the file ends: a late query fails the test that started it.
       { fail: (test, err) => test.errors.push(err) },

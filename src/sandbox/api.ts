@@ -12,12 +12,15 @@
  * worker database of an existing run (the run is then owned by whoever started it).
  */
 import path from 'node:path';
-import { ensureWorkerDatabase, rebuildWorkerDatabase, startRun, teardownRun, type RunManifest, type TeardownSummary } from '../run/run';
+import type { RunManifest, TeardownSummary } from '../run/manifest';
+import { forgetWorkerDatabase, knownWorkerDatabase, noteWorkerDatabase } from './known-databases';
+import { workerDbName } from '../util/names';
 import type { ConnectionInfo, FileReport, ForeignBackend, Problem } from '../proxy/sandbox';
 import { SandboxThread } from './thread';
 import { formatFileReport } from './report';
 import { withClosingGuard } from './closing-guard';
-import { JestPgError, type ErrorCode } from '../util/errors';
+import { classifyProblems, problemsError, type SandboxProblem } from './problems';
+import { sandboxEnv, type SandboxEnv } from './env';
 import { atMost, guardSetup, raceAbort, step } from '../util/settle';
 import type { PgOptions } from '../util/options';
 
@@ -26,32 +29,7 @@ export type { ConnectionInfo, FileReport, ForeignBackend, Problem } from '../pro
 export type { TeardownSummary } from '../run/run';
 export { JestPgError, type ErrorCode } from '../util/errors';
 
-/** The variables a process needs to reach the sandbox. */
-export const ENV_NAMES = ['DATABASE_URL', 'PGHOST', 'PGPORT', 'PGUSER', 'PGPASSWORD', 'PGDATABASE'] as const;
-
-export type SandboxEnv = Record<(typeof ENV_NAMES)[number], string> & Record<string, string>;
-
-/**
- * DATABASE_URL and PG* for a sandbox, plus every name in `exposeAs` set to its URL. `database`
- * replaces the database name in them (cosmetic for the sandbox, which serves every name).
- */
-export function sandboxEnv(info: ConnectionInfo, exposeAs: readonly string[] = [], database?: string): SandboxEnv {
-  if (database !== undefined && database !== info.database) {
-    const u = new URL(info.url);
-    u.pathname = '/' + encodeURIComponent(database);
-    info = { ...info, database, url: u.toString() };
-  }
-  const env: SandboxEnv = {
-    DATABASE_URL: info.url,
-    PGHOST: info.host,
-    PGPORT: String(info.port),
-    PGUSER: info.user,
-    PGPASSWORD: info.password,
-    PGDATABASE: info.database,
-  };
-  for (const name of exposeAs) env[name] = info.url;
-  return env;
-}
+export { ENV_NAMES, sandboxEnv, type SandboxEnv } from './env';
 
 // ---------------------------------------------------------------------------------------------
 // Lower level: a sandbox on a worker database of a run (what a Jest worker holds)
@@ -87,6 +65,8 @@ export interface RunSandbox {
    * errors (and only those) are swallowed meanwhile. `label` is for the caller's report only.
    */
   endFile(label?: string): Promise<FileReport>;
+  /** endFile without the closing guard: for a host whose clients are in other processes (they guard themselves). */
+  endFileUnguarded(): Promise<FileReport>;
   /** Close the sandbox (listening sockets, clients, upstream). Idempotent. Does not end the run. */
   close(): Promise<void>;
 }
@@ -94,7 +74,10 @@ export interface RunSandbox {
 /** Put a sandbox on this run's worker database `workerId` (cloned from the template on first use). */
 export async function openRunSandbox(manifest: RunManifest, opts: RunSandboxOptions): Promise<RunSandbox> {
   const { workerId } = opts;
-  const db = await ensureWorkerDatabase(manifest, workerId);
+  // Known to exist (an earlier process of this worker noted it), or found or cloned now; the run's
+  // code (and the PostgreSQL client it loads) is loaded only then.
+  const db = knownWorkerDatabase(manifest, workerDbName(manifest.prefix, manifest.runId, workerId)) ?? (await (await import('../run/worker-db')).ensureWorkerDatabase(manifest, workerId));
+  noteWorkerDatabase(manifest, db);
   const o = manifest.options;
   const label = opts.label ?? `jest-environment-pg w${workerId}`;
   // So a teardown after an interrupt does not list the sandbox's own connection as a leak.
@@ -124,20 +107,27 @@ export async function openRunSandbox(manifest: RunManifest, opts: RunSandboxOpti
     database: db.name,
     sandbox,
     info: sandbox.info,
-    endFile() {
-      return withClosingGuard(async () => {
-        const report = await sandbox.endFile();
-        if (report.foreign.length > 0) {
-          // Something wrote to the worker database around the sandbox: it can no longer be trusted.
-          // (Inside the guard: the terminated clients' pools learn it now.)
-          await sandbox.disconnect();
-          await rebuildWorkerDatabase(manifest, db.name);
-        }
-        return report;
-      });
-    },
+    // Inside the guard: the clients closed (or terminated around the sandbox) learn it now.
+    endFile: () => withClosingGuard(() => endSandboxFile(manifest, db, sandbox)),
+    endFileUnguarded: () => endSandboxFile(manifest, db, sandbox),
     close: () => sandbox.close(),
   };
+}
+
+/**
+ * End the file on a worker database's sandbox (see RunSandbox.endFile, which adds the closing
+ * guard of the process whose clients are closed); a database written to around the sandbox can
+ * no longer be trusted: it is rebuilt from the template.
+ */
+async function endSandboxFile(manifest: RunManifest, db: { name: string; url: string }, sandbox: SandboxThread): Promise<FileReport> {
+  const report = await sandbox.endFile();
+  if (report.foreign.length > 0) {
+    await sandbox.disconnect();
+    forgetWorkerDatabase(manifest, db.name);
+    await (await import('../run/worker-db')).rebuildWorkerDatabase(manifest, db.name);
+    noteWorkerDatabase(manifest, db);
+  }
+  return report;
 }
 
 /** The embedded cluster is reached over its unix socket (one less TCP stack per message); a server by its URL. */
@@ -150,39 +140,7 @@ export function upstreamUrl(m: RunManifest, db: { name: string; url: string }): 
 // ---------------------------------------------------------------------------------------------
 // Test problems
 
-export interface SandboxProblem extends Problem {
-  kind: 'leak' | 'late' | 'interleaved' | 'lost';
-  code: 'JESTPG_LEAKED_CONNECTION' | 'JESTPG_LATE_QUERY' | 'JESTPG_INTERLEAVED_WRITE' | 'JESTPG_UPSTREAM_LOST';
-  /** From the `leaks` / `lateQueries` option: 'error' should fail the test, 'warn' should not. */
-  severity: 'error' | 'warn';
-}
-
-/** Attach code and severity (from the `leaks` / `lateQueries` options) to what endTest reported. */
-export function classifyProblems(problems: Problem[], options: Pick<PgOptions, 'leaks' | 'lateQueries'>): SandboxProblem[] {
-  return problems.map((p): SandboxProblem => {
-    // The upstream died during the test: its work is gone, the test fails.
-    if (p.kind === 'lost') return { ...p, kind: 'lost', code: 'JESTPG_UPSTREAM_LOST', severity: 'error' };
-    const leak = p.kind === 'leak';
-    return {
-      ...p,
-      kind: leak ? 'leak' : p.kind === 'interleaved' ? 'interleaved' : 'late',
-      code: leak ? 'JESTPG_LEAKED_CONNECTION' : p.kind === 'interleaved' ? 'JESTPG_INTERLEAVED_WRITE' : 'JESTPG_LATE_QUERY',
-      // Work that finished within graceMs of its test's end did no harm, and an interleaved
-      // write lost with a rollback may be intended: always warnings.
-      severity: leak ? options.leaks : p.kind === 'unawaited' || p.kind === 'interleaved' ? 'warn' : options.lateQueries,
-    };
-  });
-}
-
-/** One error for the 'error' problems of a test (code: the first one's), or undefined when there are none. */
-export function problemsError(problems: SandboxProblem[]): JestPgError | undefined {
-  const errs = problems.filter((p) => p.severity === 'error');
-  if (errs.length === 0) return undefined;
-  const message = errs.map((p) => p.message.replace(/^JESTPG_\w+: /, '')).join('\n');
-  const err = new JestPgError(errs[0].code as ErrorCode, message);
-  err.stack = `${err.code}: ${err.message}`;
-  return err;
-}
+export { classifyProblems, problemsError, type SandboxProblem } from './problems';
 
 // ---------------------------------------------------------------------------------------------
 // The high-level handle
@@ -269,7 +227,7 @@ export async function startSandbox(options: StartSandboxOptions = {}): Promise<S
 
 async function openSandbox(options: StartSandboxOptions): Promise<{ manifest: RunManifest; run: RunSandbox }> {
   const { rootDir, setEnv: _setEnv, label, onWarning: _onWarning, ...raw } = options;
-  const manifest = await startRun(raw, process.pid, { rootDir: rootDir ?? process.cwd() });
+  const manifest = await (await import('../run/start')).startRun(raw, process.pid, { rootDir: rootDir ?? process.cwd() });
   let rs: RunSandbox | undefined;
   try {
     await step('opening the sandbox', async (signal) => {
@@ -284,7 +242,7 @@ async function openSandbox(options: StartSandboxOptions): Promise<{ manifest: Ru
     });
   } catch (e) {
     if (rs) await atMost(rs.close(), 5000);
-    await atMost(teardownRun(manifest), 30_000);
+    await atMost((await import('../run/teardown')).teardownRun(manifest), 30_000);
     throw e;
   }
   return { manifest, run: rs! };
@@ -384,7 +342,7 @@ async function closeHandle(h: HandleState): Promise<SandboxReport> {
     failure = e;
   }
   await h.run.close().catch(() => undefined);
-  const teardown = await teardownRun(h.manifest);
+  const teardown = await (await import('../run/teardown')).teardownRun(h.manifest);
   for (const [k, v] of h.previous) {
     if (v === undefined) delete process.env[k];
     else process.env[k] = v;

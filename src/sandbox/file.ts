@@ -7,16 +7,49 @@
  * only maps its own events onto these calls; `T` is its handle on a test.
  */
 import { validate, type PgOptions } from '../util/options';
-import type { LateProblem } from '../proxy/sandbox';
-import { noteIdleClosed } from '../run/run';
-import { attachWorker, knownDatabase, workerThread, type Worker } from './worker';
-import type { SandboxThread } from './thread';
+import type { ConnectionInfo, FileReport, LateProblem, TestReport } from '../proxy/sandbox';
+import type { RunManifest } from '../run/manifest';
+import { knownDatabase } from './known-run';
 import { formatFileReport } from './report';
-import { classifyProblems, problemsError, sandboxEnv } from './api';
+import { classifyProblems, problemsError } from './problems';
+import { sandboxEnv } from './env';
 
 export interface FileHost<T> {
   /** Fail `test` with `err` (the test may still run, or have ended: then before the file's results are final). */
   fail(test: T, err: Error): void;
+}
+
+/** What a file needs of its worker's sandbox: on a thread of this process (worker.ts) or hosted by the runner's main process (hosted.ts). */
+export interface FileSandbox {
+  readonly info: ConnectionInfo;
+  currentFile: string | undefined;
+  onLate: ((problem: LateProblem) => void) | undefined;
+  expectFile(): void;
+  configure(o: { isolation: 'test' | 'file'; graceMs: number; lockWaitMs: number; resetSequences: boolean }): void;
+  beginFile(): Promise<void>;
+  beginTest(name: string): void;
+  enterHook(): void;
+  leaveHook(): void;
+  endTest(): Promise<TestReport>;
+  disconnect(): Promise<void>;
+  /** Resolves once every boundary posted so far is in effect (absent: at once, as on a thread of this process). */
+  delivered?(): Promise<void>;
+}
+
+/** A worker's sandbox on its database of the run. */
+export interface FileWorker {
+  manifest: RunManifest;
+  database: string;
+  sandbox: FileSandbox;
+  endFile(label?: string): Promise<FileReport>;
+}
+
+/** Where a file gets its worker's sandbox: worker.ts (this process's own) or hosted.ts (its runner's main process). */
+export interface WorkerSource {
+  /** The sandbox, its address known on return (started now if need be). */
+  thread(options: PgOptions, workerId: string): FileSandbox;
+  /** The sandbox on the run's worker database (attached, and the database cloned, on first use). */
+  attach(rawProjectOptions: unknown, rootDir: string, options: PgOptions, workerId: string): Promise<FileWorker>;
 }
 
 export interface FileInit {
@@ -32,12 +65,15 @@ export interface FileInit {
   workerId: string;
   /** The test's process.env when it is not this process's own (Jest's test context); DATABASE_URL/PG* go there too. */
   testEnv?: NodeJS.ProcessEnv;
+  /** Where the worker's sandbox comes from: this process's own, on its own thread (worker.ts's processWorker), or a hosted one (hosted.ts). */
+  source: WorkerSource;
 }
 
 export class SandboxFile<T> {
   private options: PgOptions;
-  private readonly thread: SandboxThread;
-  private worker: Worker | undefined;
+  private readonly thread: FileSandbox;
+  private readonly source: WorkerSource;
+  private worker: FileWorker | undefined;
   private fileOpen = false;
   private ending: Promise<void> | undefined;
   private readonly savedEnv: Record<string, string | undefined> = {};
@@ -55,7 +91,8 @@ export class SandboxFile<T> {
     this.options = init.options;
     // The sandbox's address is known now, before the runner loads the project's setup files:
     // they see DATABASE_URL/PG*. Clients that connect before the file transaction is open wait for it.
-    this.thread = workerThread(this.options, init.workerId);
+    this.source = init.source;
+    this.thread = this.source.thread(this.options, init.workerId);
     this.thread.currentFile = init.testPath;
     this.thread.expectFile();
     this.exportEnv(knownDatabase(init.workerId));
@@ -76,7 +113,7 @@ export class SandboxFile<T> {
   /** Attach to the run (its worker database cloned on first use) and open the file transaction. */
   private async open(): Promise<void> {
     const { rawProject, rootDir, overrides, workerId } = this.init;
-    this.worker = await attachWorker(rawProject, rootDir, this.options, workerId);
+    this.worker = await this.source.attach(rawProject, rootDir, this.options, workerId);
     this.options = validate(overrides, this.worker.manifest.options);
     const sb = this.worker.sandbox;
     sb.configure({ isolation: this.options.isolation, graceMs: this.options.graceMs, lockWaitMs: this.options.lockWaitMs, resetSequences: this.options.resetSequences });
@@ -151,6 +188,11 @@ export class SandboxFile<T> {
     if (err && test !== undefined) this.host.fail(test, err);
   }
 
+  /** Resolves once the boundaries posted so far (test begun, hook entered) are in effect: the runner awaits it before running the test's or hook's code. */
+  async delivered(): Promise<void> {
+    await this.worker?.sandbox.delivered?.();
+  }
+
   /** A beforeAll/afterAll hook runs: what it does belongs to the file, not late. */
   enterHook(): void {
     if (this.active) this.worker!.sandbox.enterHook();
@@ -171,7 +213,7 @@ export class SandboxFile<T> {
       if (!worker || !this.fileOpen) return;
       try {
         const report = await worker.endFile(this.init.testPath);
-        noteIdleClosed(worker.manifest, report.idle);
+        if (report.idle > 0) (await import('../run/teardown')).noteIdleClosed(worker.manifest, report.idle);
         const text = formatFileReport(this.init.testPath, { ...report, late: [] });
         if (text) process.stderr.write(text + '\n');
       } finally {

@@ -7,36 +7,18 @@
  * implementation as the programmatic API (src/sandbox/api.ts), unref'd so it never keeps a worker alive.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { attachRun, MANIFEST_ENV, readManifest, type RunManifest } from '../run/run';
+import { knownManifest } from './known-run';
 import { threadId } from 'node:worker_threads';
 import { openRunSandbox, type RunSandbox } from './api';
 import { SandboxThread } from './thread';
 import { workerDbName } from '../util/names';
+
+export { knownDatabase, knownManifest } from './known-run';
 import type { PgOptions } from '../util/options';
 
 export type Worker = RunSandbox;
 
-
-/** The run this process belongs to, if it is already known (global setup ran, or an earlier file attached). */
-export function knownManifest(): RunManifest | undefined {
-  const file = process.env[MANIFEST_ENV];
-  if (!file || !existsSync(file)) return undefined;
-  try {
-    const m = readManifest(file);
-    // Only if it belongs to our runner: a variable inherited from an outer run must not be used.
-    return m.mainPid === process.pid || m.mainPid === process.ppid ? m : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** The worker database's name, when the run is known (it is cloned later, by setup). */
-export function knownDatabase(workerId: string): string | undefined {
-  const m = knownManifest();
-  return m ? workerDbName(m.prefix, m.runId, workerId) : undefined;
-}
 
 /**
  * A test worker's sandbox thread and the run sandbox it opened, in one object. One per module
@@ -74,7 +56,10 @@ export class WorkerRegistry {
 
   /** This worker's sandbox on its database of the run (attached, and the database cloned, on first use). */
   async attach(rawProjectOptions: unknown, rootDir: string, options: PgOptions, workerId: string): Promise<Worker> {
-    const manifest = await attachRun(rawProjectOptions, { rootDir });
+    // A run its global setup started is read from its manifest; only a worker that must start or
+    // find one itself loads the code that does (the PostgreSQL client among it: tens of ms, per
+    // file when every file has a fresh process).
+    const manifest = knownManifest() ?? (await (await import('../run/attach')).attachRun(rawProjectOptions, { rootDir }));
     if (this.current?.manifestPath === manifest.manifestPath && this.current.workerId === workerId) return this.current.worker;
     // A new run in the same process (watch mode): the same thread, pointed at the new run's database.
     const worker = openRunSandbox(manifest, { workerId, unref: true, thread: this.thread(options, workerId) });

@@ -6,6 +6,7 @@
 import { existsSync } from 'node:fs';
 import { MANIFEST_ENV, printTeardown, readManifest, startRun, takeReaperLogs, teardownRun } from '../run/run';
 import { sweptLine } from '../sandbox/report';
+import { SandboxHost } from '../sandbox/host';
 
 interface ProjectLike {
   config: { root: string; environmentOptions?: Record<string, unknown> };
@@ -20,7 +21,14 @@ export default async function globalSetup(project: ProjectLike): Promise<() => P
   }
   for (const line of takeReaperLogs()) process.stderr.write(`\njest-environment-pg: ${line}\n`);
   for (const d of m.cache?.discarded ?? []) process.stderr.write(`\njest-environment-pg: ${d}.\n`);
+  // The workers' sandboxes live here, one per pool id, across the files of the run (a worker
+  // without a host socket, e.g. on a path too long for one, starts its own as under Jest).
+  const host = await SandboxHost.start(m).catch(() => undefined);
+  // Pool id 1 runs the first file; its database was cloned by the run's start.
+  host?.prewarm('1');
   return async () => {
+    // Vitest runs this before it stops its workers: the sandboxes close (their clients and upstream) first.
+    await host?.close();
     const file = process.env[MANIFEST_ENV];
     if (!file || !existsSync(file)) return; // already torn down
     const summary = await teardownRun(readManifest(file));

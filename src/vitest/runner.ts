@@ -15,7 +15,8 @@
  * - A late query fails the test that ended before it, also after that test's result was sent.
  */
 import { SandboxFile } from '../sandbox/file';
-import { knownManifest } from '../sandbox/worker';
+import { knownManifest } from '../sandbox/known-run';
+import { processHosted } from '../sandbox/hosted';
 import { validate } from '../util/options';
 import { activeEnvironment } from './active';
 import type { RunnerClass, VitestHooks, VitestRunnerLike, VitestSuite, VitestTask } from './types';
@@ -33,6 +34,8 @@ export function sandboxRunner(Base: RunnerClass, getHooks: (suite: VitestSuite) 
     private file: SandboxFile<VitestTask> | undefined;
     /** The tests of the open scope still running (more than one when they run concurrently). */
     private readonly running = new Set<VitestTask>();
+    /** Resolves when the open scope's beginning is in effect (at once for a sandbox of this process's own). */
+    private scopeOpened: Promise<void> | undefined;
     /** The test whose end is being reported (its problems fail the attempt, thrown from its onFinished hook). */
     private finishing: { test: VitestTask; errors: Error[] } | undefined;
 
@@ -47,9 +50,14 @@ export function sandboxRunner(Base: RunnerClass, getHooks: (suite: VitestSuite) 
       const overrides = fromEnv !== undefined && JSON.stringify(fromEnv) !== JSON.stringify(project) ? (fromEnv as Record<string, unknown>) : {};
       const manifest = knownManifest();
       const base = manifest ? manifest.options : validate(project);
+      const workerId = vitestWorkerId();
+      // The sandbox hosted by Vitest's main process (its global setup started one): no sandbox
+      // thread or upstream connection of this process's own, per file under isolation.
+      // Without one, this process's own (loaded only then).
+      const source = (await processHosted.source(manifest, workerId)) ?? (await import('../sandbox/worker')).processWorker;
       this.running.clear();
       this.file = new SandboxFile<VitestTask>(
-        { rawProject: project, overrides, options: validate(overrides, base), rootDir: this.config.root, testPath: paths[0], workerId: vitestWorkerId() },
+        { rawProject: project, overrides, options: validate(overrides, base), rootDir: this.config.root, testPath: paths[0], workerId, source },
         { fail: (test, err) => this.fail(test, err) },
       );
       await this.file.opened;
@@ -77,6 +85,7 @@ export function sandboxRunner(Base: RunnerClass, getHooks: (suite: VitestSuite) 
       const wrapped = async (...args: unknown[]) => {
         file?.enterHook();
         try {
+          await file?.delivered();
           const result = await hook(...args);
           return typeof result === 'function' ? this.asFileHook(result as AnyFn) : result;
         } finally {
@@ -92,10 +101,16 @@ export function sandboxRunner(Base: RunnerClass, getHooks: (suite: VitestSuite) 
       const file = this.file;
       if (!file?.active) return;
       // Concurrent tests join the scope already open.
-      if (this.running.size === 0) file.beginTest(test, testName(test));
+      if (this.running.size === 0) {
+        file.beginTest(test, testName(test));
+        this.scopeOpened = file.delivered();
+      }
       this.running.add(test);
       // Run last of the attempt's onFinished hooks (they run in reverse order): after afterEach.
       (test.onFinished ??= []).unshift(() => this.finishTest(test));
+      // Only once the scope is in effect may the test's code send anything: a concurrent test
+      // that joins the scope waits for the same delivery as the test that opened it.
+      await this.scopeOpened;
     }
 
     private async finishTest(test: VitestTask): Promise<void> {
@@ -151,10 +166,11 @@ export function sandboxRunner(Base: RunnerClass, getHooks: (suite: VitestSuite) 
         result.state = 'fail';
       } finally {
         file.restoreEnv();
-        // Vitest runs the global teardown before it stops its workers, and with isolation starts
-        // the next file's worker before the last one is gone: the upstream connection closes with
-        // the file (the next file opens one, a few ms), so no backend of an idle worker is left
-        // for the teardown to terminate or the next worker on this database to take as foreign.
+        // A sandbox of this process's own (no host): Vitest runs the global teardown before it
+        // stops its workers, and with isolation starts the next file's worker before the last one
+        // is gone, so the upstream connection closes with the file: no backend of an idle worker
+        // is left for the teardown to terminate or the next worker on this database to take as
+        // foreign. A hosted sandbox keeps it (the host closes it before the teardown).
         await file.disconnect();
       }
       if (suite?.result && suite.result.state !== 'fail' && hasFailed(suite)) suite.result.state = 'fail';

@@ -1,0 +1,64 @@
+/**
+ * The wire between a runner's test workers and the sandboxes their main process hosts
+ * (host.ts, hosted.ts): one JSON object per line over a unix socket in the run's directory. A
+ * worker sends requests `{ id, op, … }`; the host answers each, in order, with `{ id, value }` or
+ * `{ id, error }`, and sends `{ late }` as a query runs between tests (before the answer of the
+ * endTest/endFile that follows it). Boundaries are applied in the order they arrive, so an answer
+ * means every boundary sent before the request is in effect.
+ */
+import path from 'node:path';
+import type { ConnectionInfo, LateProblem } from '../proxy/sandbox';
+import { JestPgError, type ErrorCode } from '../util/errors';
+
+export type HostRequest =
+  | { id: number; op: 'open'; workerId: string }
+  | { id: number; op: 'configure'; args: { isolation: 'test' | 'file'; graceMs: number; lockWaitMs: number; resetSequences: boolean } }
+  | { id: number; op: 'currentFile'; file: string }
+  | { id: number; op: 'expectFile' | 'beginTest' | 'enterHook' | 'leaveHook' | 'sync' | 'beginFile' | 'endTest' | 'endFile'; name?: string };
+
+type WithoutId<T> = T extends unknown ? Omit<T, 'id'> : never;
+/** A request as the worker writes it (the id is added when sent). */
+export type HostCall = WithoutId<HostRequest>;
+
+export interface Opened {
+  info: ConnectionInfo;
+  database: string;
+}
+
+export interface SerializedError {
+  message: string;
+  code?: string;
+  stack?: string;
+}
+
+export type HostMessage = { id: number; value?: unknown; error?: SerializedError } | { late: LateProblem };
+
+/** Where the host of a run listens (the run's directory is private to its user). */
+export function hostSocket(runDir: string): string {
+  return path.join(runDir, 'host.sock');
+}
+
+export function serializeError(e: unknown): SerializedError {
+  const err = e instanceof Error ? e : new Error(String(e));
+  return { message: err.message, code: (err as { code?: string }).code, stack: err.stack };
+}
+
+export function reviveHostError(e: SerializedError): Error {
+  const err = e.code?.startsWith('JESTPG_') ? new JestPgError(e.code as ErrorCode, e.message) : Object.assign(new Error(e.message), e.code ? { code: e.code } : {});
+  if (e.stack) err.stack = e.stack;
+  return err;
+}
+
+/** Split a stream of lines into parsed objects. */
+export function lineReader<T>(onMessage: (m: T) => void): (chunk: Buffer) => void {
+  let buf = '';
+  return (chunk) => {
+    buf += chunk.toString('utf8');
+    let nl: number;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      if (line) onMessage(JSON.parse(line) as T);
+    }
+  };
+}
