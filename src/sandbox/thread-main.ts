@@ -12,46 +12,8 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
-import { Sandbox, type LateProblem, type SandboxOptions } from '../proxy/sandbox';
-import { JestPgError, messageOf, type ErrorCode } from '../util/errors';
-
-export interface ThreadData {
-  opts: Omit<SandboxOptions, 'onUpstream' | 'pollControl' | 'onLate'>;
-  /** Where the backend pid of each upstream connection is recorded (teardown knows them as ours). */
-  upstreamsDir?: string;
-  /** [0]: control messages posted by the owner; [1]: the sandbox is listening (1) or failed (2). */
-  state: SharedArrayBuffer;
-  /** The listening address as JSON, for the owner's synchronous hand-shake. */
-  info: SharedArrayBuffer;
-  control: MessagePort;
-}
-
-export type Control =
-  | { op: 'configure'; args: Parameters<Sandbox['configure']>[0] }
-  | { op: 'currentFile'; file: string }
-  | { op: 'beginTest'; name: string }
-  | { op: 'enterHook' }
-  | { op: 'expectFile' }
-  | { op: 'setUpstream'; url: string; label?: string; upstreamsDir?: string }
-  | { op: 'leaveHook' }
-  | { op: 'call'; id: number; method: 'beginFile' | 'endTest' | 'endFile' | 'disconnect' | 'close' };
-
-export type Reply =
-  | { type: 'listening'; info: Sandbox['info'] }
-  | { type: 'failed'; error: SerializedError }
-  | { type: 'late'; problem: LateProblem }
-  | { type: 'result'; id: number; value?: unknown; error?: SerializedError };
-
-export interface SerializedError {
-  code?: string;
-  message: string;
-  sqlState?: string;
-}
-
-export function serializeError(e: unknown): SerializedError {
-  const x = e as { code?: string; sqlState?: string };
-  return { code: typeof x?.code === 'string' ? x.code : undefined, message: messageOf(e), sqlState: x?.sqlState };
-}
+import { Sandbox } from '../proxy/sandbox';
+import { serializeError, type Control, type Reply, type ThreadData } from './thread-protocol';
 
 /** The thread's state: its control channel, the sandbox once it listens, control queued before that. */
 interface ThreadState {
@@ -181,11 +143,5 @@ function main(): void {
   );
 }
 
-export function reviveError(e: SerializedError): Error {
-  if (e.code && e.code.startsWith('JESTPG_')) return new JestPgError(e.code as ErrorCode, e.message, e.sqlState);
-  const err = new Error(e.message);
-  if (e.code) (err as { code?: string }).code = e.code;
-  return err;
-}
 
 if (parentPort && (workerData as Partial<ThreadData> | undefined)?.control) main();
