@@ -83,6 +83,13 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
     cleanup().finally(() => process.exit(130));
   });
 }
+// Output piped into a reader that went away (`| head`): stop, but stop the server first.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (e) => {
+    if (e.code !== 'EPIPE') throw e;
+    cleanup().finally(() => process.exit(141));
+  });
+}
 
 // ---------------------------------------------------------------- helpers
 const TICK_MS = (() => {
