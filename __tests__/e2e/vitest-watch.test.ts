@@ -10,22 +10,12 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { cleanup, leftovers, ROOT, settle } from '../helpers/jest-run';
-import { externalServer, waitFor, type ExternalServer } from '../helpers/e2e';
+import { leftovers, ROOT, settle } from '../helpers/jest-run';
+import { waitFor, useExternalServer } from '../helpers/e2e';
 import { runVitest, startVitest } from '../helpers/vitest-run';
 
-let server: ExternalServer;
-const dirs: string[] = [];
+const ext = useExternalServer();
 const FIXTURE = path.join(ROOT, 'fixtures', 'vitest-watch');
-
-beforeAll(async () => {
-  server = await externalServer();
-}, 60_000);
-
-afterAll(async () => {
-  dirs.forEach(cleanup);
-  await server?.stop();
-});
 
 /** How many runs Vitest's watch mode has finished (it says so after each). */
 const runsDone = (output: string) => output.split('Waiting for file changes').length - 1;
@@ -34,8 +24,8 @@ const runsDone = (output: string) => output.split('Waiting for file changes').le
 const lastSummary = (output: string) => [...output.matchAll(/^\s*Tests\s+(.*)$/gm)].pop()?.[1]?.trim();
 
 test('watch mode: re-runs of a changed file start from clean databases; ^C leaves nothing', async () => {
-  const vitest = startVitest('vitest-watch', { watch: true, env: { JEST_PG_URL: server.url }, timeoutMs: 120_000 });
-  dirs.push(vitest.sandboxDir);
+  const vitest = startVitest('vitest-watch', { watch: true, env: { JEST_PG_URL: ext.server.url }, timeoutMs: 120_000 });
+  ext.keep(vitest.sandboxDir);
   try {
     await waitFor('the first run to finish', () => runsDone(vitest.output()) >= 1, 90_000);
     expect(lastSummary(vitest.output())).toBe('12 passed (12)');
@@ -58,15 +48,15 @@ test('watch mode: re-runs of a changed file start from clean databases; ^C leave
     const l = leftovers(r.sandboxDir);
     return { ...l, files: l.files.filter((f) => !/^[\w-]{21}$/.test(f)) };
   };
-  await waitFor('the reaper to end the run', async () => ours().files.length + ours().processes.length + (await server.runDatabases()).length === 0, 15_000).catch(() => undefined);
+  await waitFor('the reaper to end the run', async () => ours().files.length + ours().processes.length + (await ext.server.runDatabases()).length === 0, 15_000).catch(() => undefined);
   expect(ours()).toEqual({ files: [], processes: [] });
-  expect(await server.runDatabases()).toEqual([]);
-  expect(await server.runBackends()).toEqual([]);
+  expect(await ext.server.runDatabases()).toEqual([]);
+  expect(await ext.server.runBackends()).toEqual([]);
 }, 180_000);
 
 test('--shard: two shards at once on one server each run their share, all files once, and leave nothing', async () => {
-  const shards = await Promise.all(['1/2', '2/2'].map((s) => runVitest('vitest-watch', { args: [`--shard=${s}`], env: { JEST_PG_URL: server.url } })));
-  for (const r of shards) dirs.push(r.sandboxDir);
+  const shards = await Promise.all(['1/2', '2/2'].map((s) => runVitest('vitest-watch', { args: [`--shard=${s}`], env: { JEST_PG_URL: ext.server.url } })));
+  for (const r of shards) ext.keep(r.sandboxDir);
   const files = shards.map((r) => [...r.files.keys()].sort());
   for (const [i, r] of shards.entries()) {
     expect([i, r.code, r.output]).toEqual([i, 0, expect.stringMatching(/jest-environment-pg: dropped \d+ databases?, terminated 0 backends/)]);
@@ -75,6 +65,6 @@ test('--shard: two shards at once on one server each run their share, all files 
   }
   expect([...files[0], ...files[1]].sort()).toEqual(['a.test.js', 'b.test.js', 'c.test.js', 'd.test.js']);
   for (const r of shards) expect(await settle(r.sandboxDir, 10_000)).toEqual({ files: [], processes: [] });
-  expect(await server.runDatabases()).toEqual([]);
-  expect(await server.runBackends()).toEqual([]);
+  expect(await ext.server.runDatabases()).toEqual([]);
+  expect(await ext.server.runBackends()).toEqual([]);
 }, 180_000);

@@ -7,43 +7,33 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { cleanup, settle } from '../helpers/jest-run';
-import { alive, capture, childrenOf, externalServer, outDir, waitFor, type ExternalServer } from '../helpers/e2e';
+import { settle } from '../helpers/jest-run';
+import { alive, capture, childrenOf, outDir, waitFor, useExternalServer } from '../helpers/e2e';
 import { runVitest, startVitest, VITEST_BIN } from '../helpers/vitest-run';
 import { expectSandboxRun } from '../helpers/vitest-sandbox';
 
-let server: ExternalServer;
-const dirs: string[] = [];
-
-beforeAll(async () => {
-  server = await externalServer();
-}, 60_000);
-
-afterAll(async () => {
-  dirs.forEach(cleanup);
-  await server?.stop();
-});
+const ext = useExternalServer();
 
 test.each([
   ['forks', ['--pool=forks']],
   ['threads, no isolation', ['--pool=threads', '--no-isolate']],
 ])('Vitest 4, %s: per-test savepoints, retries, test.each, hooks, concurrency, late work, leaks; nothing left', async (name, args) => {
   const out = outDir();
-  dirs.push(out);
-  const run = await runVitest('vitest-sandbox', { bin: VITEST_BIN, args, env: { JEST_PG_URL: server.url, E2E_OUT: out } });
-  dirs.push(run.sandboxDir);
+  ext.keep(out);
+  const run = await runVitest('vitest-sandbox', { bin: VITEST_BIN, args, env: { JEST_PG_URL: ext.server.url, E2E_OUT: out } });
+  ext.keep(run.sandboxDir);
   capture(`vitest4-${name.replace(/\W+/g, '-')}`, run);
   expectSandboxRun(run, out);
   expect(await settle(run.sandboxDir)).toEqual({ files: [], processes: [] });
-  expect(await server.runDatabases()).toEqual([]);
-  expect(await server.runBackends()).toEqual([]);
+  expect(await ext.server.runDatabases()).toEqual([]);
+  expect(await ext.server.runBackends()).toEqual([]);
 }, 150_000);
 
 test('SIGKILL of the Vitest main process: the reaper cleans up, embedded server included', async () => {
   const out = outDir();
-  dirs.push(out);
+  ext.keep(out);
   const vitest = startVitest('vitest-killed', { env: { E2E_OUT: out, E2E_SLOW_SECONDS: '30' } });
-  dirs.push(vitest.sandboxDir);
+  ext.keep(vitest.sandboxDir);
   await waitFor('a slow test to start', () => fs.existsSync(path.join(out, 'started')), 60_000);
   // Vitest's workers, the reaper and the embedded postmaster are children of the main process.
   const children = childrenOf(vitest.child.pid!);

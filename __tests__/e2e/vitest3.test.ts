@@ -4,34 +4,24 @@
  * default, a process per file) and the `threads` pool,
  * each with two workers (a database each, keyed by VITEST_POOL_ID); nothing left on the server.
  */
-import { cleanup, settle } from '../helpers/jest-run';
-import { capture, externalServer, outDir, type ExternalServer } from '../helpers/e2e';
+import { settle } from '../helpers/jest-run';
+import { capture, outDir, useExternalServer } from '../helpers/e2e';
 import { runVitest, VITEST3_BIN } from '../helpers/vitest-run';
 import { expectSandboxRun } from '../helpers/vitest-sandbox';
 
-let server: ExternalServer;
-const dirs: string[] = [];
-
-beforeAll(async () => {
-  server = await externalServer();
-}, 60_000);
-
-afterAll(async () => {
-  dirs.forEach(cleanup);
-  await server?.stop();
-});
+const ext = useExternalServer();
 
 test.each([
   ['forks', ['--pool=forks']],
   ['threads', ['--pool=threads']],
 ])('Vitest 3, %s: per-test savepoints, retries, test.each, hooks, concurrency, late work, leaks; nothing left', async (name, args) => {
   const out = outDir();
-  dirs.push(out);
-  const run = await runVitest('vitest-sandbox', { bin: VITEST3_BIN, args, env: { JEST_PG_URL: server.url, E2E_OUT: out } });
-  dirs.push(run.sandboxDir);
+  ext.keep(out);
+  const run = await runVitest('vitest-sandbox', { bin: VITEST3_BIN, args, env: { JEST_PG_URL: ext.server.url, E2E_OUT: out } });
+  ext.keep(run.sandboxDir);
   capture(`vitest3-${name.replace(/\W+/g, '-')}`, run);
   expectSandboxRun(run, out);
   expect(await settle(run.sandboxDir)).toEqual({ files: [], processes: [] });
-  expect(await server.runDatabases()).toEqual([]);
-  expect(await server.runBackends()).toEqual([]);
+  expect(await ext.server.runDatabases()).toEqual([]);
+  expect(await ext.server.runBackends()).toEqual([]);
 }, 150_000);

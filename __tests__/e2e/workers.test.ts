@@ -6,20 +6,10 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { cleanup, runJest, settle, type JestRun } from '../helpers/jest-run';
-import { capture, externalServer, killGroup, outDir, startJest, waitFor, type ExternalServer } from '../helpers/e2e';
+import { runJest, settle, type JestRun } from '../helpers/jest-run';
+import { capture, killGroup, outDir, startJest, waitFor, useExternalServer } from '../helpers/e2e';
 
-let server: ExternalServer;
-const dirs: string[] = [];
-
-beforeAll(async () => {
-  server = await externalServer();
-}, 60_000);
-
-afterAll(async () => {
-  dirs.forEach(cleanup);
-  await server?.stop();
-});
+const ext = useExternalServer();
 
 interface Seen {
   file: string;
@@ -43,8 +33,8 @@ function seen(out: string, label: string): Seen[] {
 }
 
 async function run(fixture: string, args: string[], env: Record<string, string> = {}): Promise<JestRun> {
-  const r = await runJest(fixture, { args, env: { JEST_PG_URL: server.url, ...env }, timeoutMs: 60_000 });
-  dirs.push(r.sandboxDir);
+  const r = await runJest(fixture, { args, env: { JEST_PG_URL: ext.server.url, ...env }, timeoutMs: 60_000 });
+  ext.keep(r.sandboxDir);
   return r;
 }
 
@@ -65,8 +55,8 @@ function expectOwnDatabases(s: Seen[], runId: string): void {
 async function expectNothingLeft(r: JestRun): Promise<void> {
   expect(r.output).not.toMatch(/does not exist/);
   expect(await settle(r.sandboxDir)).toEqual({ files: [], processes: [] });
-  expect(await server.runDatabases()).toEqual([]);
-  expect(await server.runBackends()).toEqual([]);
+  expect(await ext.server.runDatabases()).toEqual([]);
+  expect(await ext.server.runBackends()).toEqual([]);
 }
 
 test.each([
@@ -75,7 +65,7 @@ test.each([
   ['--runInBand with 3 files', ['--runInBand', 'file-0[123]'], 3],
 ])('%s: each worker in its own database', async (name, args, files) => {
   const out = outDir();
-  dirs.push(out);
+  ext.keep(out);
   const r = await run('many-files', args, { E2E_OUT: out, E2E_LABEL: 'run' });
   capture(`workers ${name}`, r);
   expect(r.output).toMatch(new RegExp(`Tests:\\s+${files * 2} passed, ${files * 2} total`));
@@ -93,7 +83,7 @@ test.each([
 
 test('--shard=1/2 and --shard=2/2 at the same time against one server: separate runs that never touch each other', async () => {
   const out = outDir();
-  dirs.push(out);
+  ext.keep(out);
   const [a, b] = await Promise.all([
     run('many-files', ['--shard=1/2', '--maxWorkers=2'], { E2E_OUT: out, E2E_LABEL: 'shard1' }),
     run('many-files', ['--shard=2/2', '--maxWorkers=2'], { E2E_OUT: out, E2E_LABEL: 'shard2' }),
@@ -119,7 +109,7 @@ test('--shard=1/2 and --shard=2/2 at the same time against one server: separate 
 
 test('a worker that crashes (process.exit in a test) is replaced by Jest and gets its database back', async () => {
   const out = outDir();
-  dirs.push(out);
+  ext.keep(out);
   const r = await run('worker-crash', ['--maxWorkers=2'], { E2E_OUT: out });
   capture('worker-crash', r);
   // It really crashed once...
@@ -135,13 +125,13 @@ test('a worker that crashes (process.exit in a test) is replaced by Jest and get
 
 test('a --watchAll re-run (driven by a file change) starts a new run whose workers create their own databases', async () => {
   const out = outDir();
-  dirs.push(out);
+  ext.keep(out);
   const jest = startJest('many-files', {
     args: ['--maxWorkers=2', '--watchAll', 'file-0[12]'],
-    env: { JEST_PG_URL: server.url, E2E_OUT: out, E2E_LABEL: 'watch' },
+    env: { JEST_PG_URL: ext.server.url, E2E_OUT: out, E2E_LABEL: 'watch' },
     timeoutMs: 60_000,
   });
-  dirs.push(jest.sandboxDir);
+  ext.keep(jest.sandboxDir);
   const summaries = () => (jest.output().match(/jest-environment-pg: dropped \d+ databases?, terminated 0 backends/g) ?? []).length;
   await waitFor('the first run', () => summaries() >= 1, 45_000);
   const file = path.join(__dirname, '..', '..', 'fixtures', 'many-files', 'file-01.test.js');

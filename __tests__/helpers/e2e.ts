@@ -10,7 +10,7 @@ import path from 'node:path';
 import { Client } from 'pg';
 import { findBinaries } from '../../src/server/binaries';
 import { startCluster, stopCluster, type ClusterInfo } from '../../src/server/cluster';
-import { JEST_BIN, ROOT, privateDir, type JestRun } from './jest-run';
+import { JEST_BIN, ROOT, cleanup, privateDir, type JestRun } from './jest-run';
 
 export interface ExternalServer {
   cluster: ClusterInfo;
@@ -21,6 +21,37 @@ export interface ExternalServer {
   /** Backends connected to run databases (not templates). */
   runBackends(): Promise<{ pid: number; datname: string; application_name: string }[]>;
   stop(): Promise<void>;
+}
+
+/** A test file's external server (JEST_PG_URL) and the scratch dirs its tests made. */
+export interface ExternalServerFile {
+  /** Up once the file's beforeAll ran. */
+  readonly server: ExternalServer;
+  /** Remove `dir` after the file; returns it. */
+  keep(dir: string): string;
+}
+
+/** Registers the file's beforeAll (boots the server) and afterAll (removes the kept dirs, stops it). */
+export function useExternalServer(): ExternalServerFile {
+  let server: ExternalServer | undefined;
+  const dirs: string[] = [];
+  beforeAll(async () => {
+    server = await externalServer();
+  }, 60_000);
+  afterAll(async () => {
+    dirs.forEach(cleanup);
+    await server?.stop();
+  });
+  return {
+    get server(): ExternalServer {
+      if (!server) throw new Error('the external server is not up (its beforeAll failed)');
+      return server;
+    },
+    keep(dir: string): string {
+      dirs.push(dir);
+      return dir;
+    },
+  };
 }
 
 /** Boot a throwaway cluster to play the part of the user's own server (JEST_PG_URL). */
