@@ -2,7 +2,7 @@
  * The Prisma fixture's client is generated code (git-ignored), made the way a project makes it,
  * once per checkout and schema: several test files use it (under Jest and under Vitest), and Jest
  * runs them at the same time, so generation takes a lock and is skipped when the client on disk
- * was generated from the current schema.
+ * was generated from the current schema by the installed Prisma.
  *
  * Offline, `prisma generate` would first try to download the native schema engine, which generate
  * does not use (Prisma 7 generates with WebAssembly): pointing PRISMA_SCHEMA_ENGINE_BINARY at any
@@ -21,8 +21,10 @@ const LOCK = path.join(FIXTURE, '.generating');
 /** A lock older than this was left by a killed run. */
 const STALE_MS = 120_000;
 
+/** The schema and the generator's version: a client made from either before is made again. */
 function schemaHash(): string {
-  return createHash('sha256').update(fs.readFileSync(path.join(FIXTURE, 'prisma', 'schema.prisma'))).digest('hex');
+  const version = (JSON.parse(fs.readFileSync(path.join(ROOT, 'node_modules', 'prisma', 'package.json'), 'utf8')) as { version: string }).version;
+  return createHash('sha256').update(version).update('\0').update(fs.readFileSync(path.join(FIXTURE, 'prisma', 'schema.prisma'))).digest('hex');
 }
 
 function tryLock(): boolean {
