@@ -8,7 +8,7 @@
  */
 import path from 'node:path';
 import type { ConnectionInfo, LateProblem } from '../proxy/sandbox';
-import { JestPgError, type ErrorCode } from '../util/errors';
+import type { SerializedError } from '../util/errors';
 
 export type HostRequest =
   | { id: number; op: 'open'; workerId: string }
@@ -25,28 +25,11 @@ export interface Opened {
   database: string;
 }
 
-export interface SerializedError {
-  message: string;
-  code?: string;
-  stack?: string;
-}
-
 export type HostMessage = { id: number; value?: unknown; error?: SerializedError } | { late: LateProblem };
 
 /** Where the host of a run listens (the run's directory is private to its user). */
 export function hostSocket(runDir: string): string {
   return path.join(runDir, 'host.sock');
-}
-
-export function serializeError(e: unknown): SerializedError {
-  const err = e instanceof Error ? e : new Error(String(e));
-  return { message: err.message, code: (err as { code?: string }).code, stack: err.stack };
-}
-
-export function reviveHostError(e: SerializedError): Error {
-  const err = e.code?.startsWith('JESTPG_') ? new JestPgError(e.code as ErrorCode, e.message) : Object.assign(new Error(e.message), e.code ? { code: e.code } : {});
-  if (e.stack) err.stack = e.stack;
-  return err;
 }
 
 /** Split a stream of lines into parsed objects. */

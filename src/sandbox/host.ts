@@ -16,9 +16,12 @@ import { rmSync } from 'node:fs';
 import net from 'node:net';
 import type { RunManifest } from '../run/manifest';
 import { openRunSandbox, type RunSandbox } from './api';
-import { hostSocket, lineReader, serializeError, type HostMessage, type HostRequest, type Opened } from './host-protocol';
+import { serializeError } from '../util/errors';
+import { hostSocket, lineReader, type HostMessage, type HostRequest, type Opened } from './host-protocol';
 
 const noop = (): void => undefined;
+/** Errors go to another process: with the stack of where they were raised. */
+const serialized = (e: unknown) => serializeError(e, { stack: true });
 
 export class SandboxHost {
   private readonly sandboxes = new Map<string, Promise<RunSandbox>>();
@@ -88,7 +91,7 @@ export class SandboxHost {
     const answer = (id: number, p: Promise<unknown>): void => {
       p.then(
         (value) => send({ id, value }),
-        (e: unknown) => send({ id, error: serializeError(e) }),
+        (e: unknown) => send({ id, error: serialized(e) }),
       );
     };
     const handle = async (req: HostRequest): Promise<void> => {
@@ -97,7 +100,7 @@ export class SandboxHost {
         try {
           rs = await this.sandbox(req.workerId);
         } catch (e) {
-          send({ id: req.id, error: serializeError(e) });
+          send({ id: req.id, error: serialized(e) });
           return;
         }
         rs.sandbox.onLate = (problem) => send({ late: problem });
@@ -107,7 +110,7 @@ export class SandboxHost {
       }
       const sb = rs?.sandbox;
       if (!rs || !sb || workerId === undefined) {
-        send({ id: req.id, error: serializeError(new Error('the sandbox host got a request before open')) });
+        send({ id: req.id, error: serialized(new Error('the sandbox host got a request before open')) });
         return;
       }
       switch (req.op) {

@@ -11,10 +11,10 @@ import { existsSync } from 'node:fs';
 import net from 'node:net';
 import type { ConnectionInfo, FileReport, LateProblem, TestReport } from '../proxy/sandbox';
 import type { RunManifest } from '../run/manifest';
-import { JestPgError } from '../util/errors';
+import { JestPgError, reviveError } from '../util/errors';
 import { withClosingGuard } from './closing-guard';
 import type { FileSandbox, FileWorker, WorkerSource } from './file';
-import { hostSocket, lineReader, reviveHostError, type HostCall, type HostMessage, type Opened } from './host-protocol';
+import { hostSocket, lineReader, type HostCall, type HostMessage, type Opened } from './host-protocol';
 
 export class HostedSandbox implements FileSandbox {
   info!: ConnectionInfo;
@@ -59,7 +59,7 @@ export class HostedSandbox implements FileSandbox {
     if (!p) return;
     this.pending.delete(m.id);
     this.idle();
-    if (m.error) p.reject(reviveHostError(m.error));
+    if (m.error) p.reject(reviveError(m.error));
     else p.resolve(m.value);
   }
 

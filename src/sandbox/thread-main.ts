@@ -13,7 +13,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { Sandbox } from '../proxy/sandbox';
-import { serializeError, type Control, type Reply, type ThreadData } from './thread-protocol';
+import { serializeError } from '../util/errors';
+import type { Control, Reply, ThreadData } from './thread-protocol';
 
 /** The thread's state: its control channel, the sandbox once it listens, control queued before that. */
 interface ThreadState {

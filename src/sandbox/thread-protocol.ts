@@ -1,11 +1,11 @@
 /**
  * What the test's thread (thread.ts) and the sandbox's own thread (thread-main.ts) exchange: the
- * thread's start data, control messages, replies, and errors across the boundary. Kept apart from
+ * thread's start data, control messages and replies (errors as util/errors' SerializedError). Kept apart from
  * thread-main.ts so that the owning side does not load the proxy, which only the sandbox thread runs.
  */
 import type { MessagePort } from 'node:worker_threads';
 import type { LateProblem, Sandbox, SandboxOptions } from '../proxy/sandbox';
-import { JestPgError, messageOf, type ErrorCode } from '../util/errors';
+import type { SerializedError } from '../util/errors';
 
 export interface ThreadData {
   opts: Omit<SandboxOptions, 'onUpstream' | 'pollControl' | 'onLate'>;
@@ -33,21 +33,3 @@ export type Reply =
   | { type: 'failed'; error: SerializedError }
   | { type: 'late'; problem: LateProblem }
   | { type: 'result'; id: number; value?: unknown; error?: SerializedError };
-
-export interface SerializedError {
-  code?: string;
-  message: string;
-  sqlState?: string;
-}
-
-export function serializeError(e: unknown): SerializedError {
-  const x = e as { code?: string; sqlState?: string };
-  return { code: typeof x?.code === 'string' ? x.code : undefined, message: messageOf(e), sqlState: x?.sqlState };
-}
-
-export function reviveError(e: SerializedError): Error {
-  if (e.code && e.code.startsWith('JESTPG_')) return new JestPgError(e.code as ErrorCode, e.message, e.sqlState);
-  const err = new Error(e.message);
-  if (e.code) (err as { code?: string }).code = e.code;
-  return err;
-}

@@ -9,8 +9,8 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { MessageChannel, Worker } from 'node:worker_threads';
 import type { ConnectionInfo, FileReport, LateProblem, SandboxOptions, TestReport } from '../proxy/sandbox';
-import { reviveError, type Control, type Reply, type ThreadData } from './thread-protocol';
-import { JestPgError } from '../util/errors';
+import type { Control, Reply, ThreadData } from './thread-protocol';
+import { JestPgError, reviveError } from '../util/errors';
 
 type Method = Extract<Control, { op: 'call' }>['method'];
 

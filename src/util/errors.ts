@@ -271,6 +271,32 @@ export function messageOf(e: unknown): string {
   return String(e);
 }
 
+/** An error as it crosses a thread (structured clone) or process (JSON) boundary. */
+export interface SerializedError {
+  message: string;
+  code?: string;
+  sqlState?: string;
+  stack?: string;
+}
+
+/** `stack`: keep where it was raised (across processes, where the receiving side knows nothing of it). */
+export function serializeError(e: unknown, opts: { stack?: boolean } = {}): SerializedError {
+  const x = e as { code?: unknown; sqlState?: unknown; stack?: unknown } | null | undefined;
+  return {
+    message: messageOf(e),
+    code: typeof x?.code === 'string' ? x.code : undefined,
+    sqlState: typeof x?.sqlState === 'string' ? x.sqlState : undefined,
+    stack: opts.stack && typeof x?.stack === 'string' ? x.stack : undefined,
+  };
+}
+
+/** The error again on the receiving side: a JestPgError for our codes, else an Error with its code. */
+export function reviveError(e: SerializedError): Error {
+  const err = e.code?.startsWith('JESTPG_') ? new JestPgError(e.code as ErrorCode, e.message, e.sqlState) : Object.assign(new Error(e.message), e.code ? { code: e.code } : {});
+  if (e.stack) err.stack = e.stack;
+  return err;
+}
+
 function describe(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return `an array (${JSON.stringify(v).slice(0, 60)})`;
