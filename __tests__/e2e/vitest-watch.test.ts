@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { leftovers, ROOT, settle } from '../helpers/jest-run';
 import { waitFor, useExternalServer } from '../helpers/e2e';
-import { runVitest, startVitest } from '../helpers/vitest-run';
+import { exceptVitestTemp, runVitest, startVitest } from '../helpers/vitest-run';
 
 const ext = useExternalServer();
 const FIXTURE = path.join(ROOT, 'fixtures', 'vitest-watch');
@@ -42,12 +42,8 @@ test('watch mode: re-runs of a changed file start from clean databases; ^C leave
   const r = await vitest.done;
   expect(r.output).not.toMatch(/FAIL|JESTPG_|Error/);
   expect(r.output.match(/RERUN\s+a\.test\.js/g)).toHaveLength(2);
-  // The reaper ends the run once Vitest is gone. Vitest's own temporary directory (a nanoid
-  // under TMPDIR) is left by Vitest itself when interrupted: not ours to remove.
-  const ours = () => {
-    const l = leftovers(r.sandboxDir);
-    return { ...l, files: l.files.filter((f) => !/^[\w-]{21}$/.test(f)) };
-  };
+  // The reaper ends the run once Vitest is gone.
+  const ours = () => exceptVitestTemp(leftovers(r.sandboxDir));
   await waitFor('the reaper to end the run', async () => ours().files.length + ours().processes.length + (await ext.server.runDatabases()).length === 0, 15_000).catch(() => undefined);
   expect(ours()).toEqual({ files: [], processes: [] });
   expect(await ext.server.runDatabases()).toEqual([]);

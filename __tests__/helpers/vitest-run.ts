@@ -78,3 +78,11 @@ export function testResult(run: VitestRun, file: string, title: string): VitestR
   if (!t) throw new Error(`no test "${title}" in ${file}`);
   return t;
 }
+
+/**
+ * A run's leftovers (jest-run.ts `leftovers`/`settle`) without Vitest's own temporary directory
+ * (a nanoid under TMPDIR), which Vitest leaves when it is killed or interrupted: not ours to remove.
+ */
+export function exceptVitestTemp(l: { files: string[]; processes: string[] }): { files: string[]; processes: string[] } {
+  return { ...l, files: l.files.filter((f) => !/^[\w-]{21}$/.test(f)) };
+}
