@@ -9,12 +9,9 @@
 import path from 'node:path';
 import type { ConnectionInfo, LateProblem } from '../proxy/sandbox';
 import type { SerializedError } from '../util/errors';
+import type { Boundary } from './boundaries';
 
-export type HostRequest =
-  | { id: number; op: 'open'; workerId: string }
-  | { id: number; op: 'configure'; args: { isolation: 'test' | 'file'; graceMs: number; lockWaitMs: number; resetSequences: boolean } }
-  | { id: number; op: 'currentFile'; file: string }
-  | { id: number; op: 'expectFile' | 'beginTest' | 'enterHook' | 'leaveHook' | 'sync' | 'beginFile' | 'endTest' | 'endFile'; name?: string };
+export type HostRequest = { id: number } & (Boundary | { op: 'open'; workerId: string } | { op: 'sync' | 'beginFile' | 'endTest' | 'endFile' });
 
 type WithoutId<T> = T extends unknown ? Omit<T, 'id'> : never;
 /** A request as the worker writes it (the id is added when sent). */

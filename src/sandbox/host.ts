@@ -122,7 +122,7 @@ export class SandboxHost {
         case 'expectFile':
           return sb.expectFile();
         case 'beginTest':
-          return sb.beginTest(req.name ?? '');
+          return sb.beginTest(req.name);
         case 'enterHook':
           return sb.enterHook();
         case 'leaveHook':

@@ -14,18 +14,19 @@ import type { RunManifest } from '../run/manifest';
 import { JestPgError, reviveError } from '../util/errors';
 import { withClosingGuard } from './closing-guard';
 import type { FileSandbox, FileWorker, WorkerSource } from './file';
+import { BoundaryPoster } from './boundaries';
 import { hostSocket, lineReader, type HostCall, type HostMessage, type Opened } from './host-protocol';
 
-export class HostedSandbox implements FileSandbox {
+export class HostedSandbox extends BoundaryPoster implements FileSandbox {
   info!: ConnectionInfo;
   database!: string;
   onLate: ((problem: LateProblem) => void) | undefined;
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   private nextId = 1;
   private dead: Error | undefined;
-  private currentFile_: string | undefined;
 
   private constructor(private readonly socket: net.Socket) {
+    super();
     socket.setNoDelay(true);
     socket.on(
       'data',
@@ -83,7 +84,7 @@ export class HostedSandbox implements FileSandbox {
     else this.socket.ref();
   }
 
-  private post(m: HostCall): void {
+  protected post(m: HostCall): void {
     if (this.dead) return;
     this.socket.write(JSON.stringify({ id: this.nextId++, ...m }) + '\n');
   }
@@ -100,28 +101,6 @@ export class HostedSandbox implements FileSandbox {
 
   // ---- FileSandbox ----
 
-  get currentFile(): string | undefined {
-    return this.currentFile_;
-  }
-  set currentFile(file: string | undefined) {
-    this.currentFile_ = file;
-    if (file !== undefined) this.post({ op: 'currentFile', file });
-  }
-  expectFile(): void {
-    this.post({ op: 'expectFile' });
-  }
-  configure(args: { isolation: 'test' | 'file'; graceMs: number; lockWaitMs: number; resetSequences: boolean }): void {
-    this.post({ op: 'configure', args });
-  }
-  beginTest(name: string): void {
-    this.post({ op: 'beginTest', name });
-  }
-  enterHook(): void {
-    this.post({ op: 'enterHook' });
-  }
-  leaveHook(): void {
-    this.post({ op: 'leaveHook' });
-  }
   async delivered(): Promise<void> {
     await this.call({ op: 'sync' });
   }

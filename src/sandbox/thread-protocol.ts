@@ -6,6 +6,7 @@
 import type { MessagePort } from 'node:worker_threads';
 import type { LateProblem, Sandbox, SandboxOptions } from '../proxy/sandbox';
 import type { SerializedError } from '../util/errors';
+import type { Boundary } from './boundaries';
 
 export interface ThreadData {
   opts: Omit<SandboxOptions, 'onUpstream' | 'pollControl' | 'onLate'>;
@@ -19,13 +20,8 @@ export interface ThreadData {
 }
 
 export type Control =
-  | { op: 'configure'; args: Parameters<Sandbox['configure']>[0] }
-  | { op: 'currentFile'; file: string }
-  | { op: 'beginTest'; name: string }
-  | { op: 'enterHook' }
-  | { op: 'expectFile' }
+  | Boundary
   | { op: 'setUpstream'; url: string; label?: string; upstreamsDir?: string }
-  | { op: 'leaveHook' }
   | { op: 'call'; id: number; method: 'beginFile' | 'endTest' | 'endFile' | 'disconnect' | 'close' };
 
 export type Reply =

@@ -9,6 +9,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { MessageChannel, Worker } from 'node:worker_threads';
 import type { ConnectionInfo, FileReport, LateProblem, SandboxOptions, TestReport } from '../proxy/sandbox';
+import { BoundaryPoster } from './boundaries';
 import type { Control, Reply, ThreadData } from './thread-protocol';
 import { JestPgError, reviveError } from '../util/errors';
 
@@ -31,7 +32,7 @@ function threadScript(): string {
   return path.join(__dirname, '..', '..', 'dist', 'sandbox', 'thread-main.js');
 }
 
-export class SandboxThread {
+export class SandboxThread extends BoundaryPoster {
   info!: ConnectionInfo;
   /**
    * Receives each query that ran between tests, as it happens (before the result of the
@@ -50,10 +51,10 @@ export class SandboxThread {
     return this.dead !== undefined || this.closing !== undefined;
   }
   private closing: Promise<void> | undefined;
-  private currentFile_: string | undefined;
   private graceMs: number;
 
   private constructor(private readonly opts: ThreadOptions) {
+    super();
     this.graceMs = opts.graceMs;
     const stateBuf = new SharedArrayBuffer(8);
     this.state = new Int32Array(stateBuf);
@@ -149,7 +150,7 @@ export class SandboxThread {
     });
   }
 
-  private post(c: Control): void {
+  protected post(c: Control): void {
     if (this.dead) return;
     this.control.postMessage(c);
     // After the post: the sandbox thread sees the counter move only once the message is queued.
@@ -165,29 +166,9 @@ export class SandboxThread {
 
   // ---- the Sandbox interface ----
 
-  configure(o: Parameters<import('../proxy/sandbox').Sandbox['configure']>[0]): void {
+  override configure(o: Parameters<BoundaryPoster['configure']>[0]): void {
     this.graceMs = o.graceMs;
-    this.post({ op: 'configure', args: o });
-  }
-  get currentFile(): string | undefined {
-    return this.currentFile_;
-  }
-  set currentFile(file: string | undefined) {
-    this.currentFile_ = file;
-    if (file !== undefined) this.post({ op: 'currentFile', file });
-  }
-  beginTest(name: string): void {
-    this.post({ op: 'beginTest', name });
-  }
-  enterHook(): void {
-    this.post({ op: 'enterHook' });
-  }
-  leaveHook(): void {
-    this.post({ op: 'leaveHook' });
-  }
-  /** A file is about to start: clients that connect before beginFile wait for it (setupFiles). */
-  expectFile(): void {
-    this.post({ op: 'expectFile' });
+    super.configure(o);
   }
   /** The database the next beginFile connects to (and where its backend pid is recorded). */
   setUpstream(url: string, label?: string, upstreamsDir?: string): void {
