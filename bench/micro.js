@@ -8,6 +8,7 @@
 const fs = require('fs');
 const net = require('net');
 const path = require('path');
+const { Worker } = require('worker_threads');
 const { Client } = require('pg');
 const { median, quantile } = require('./stats');
 
@@ -82,6 +83,34 @@ async function startRelay(port) {
 }
 
 /**
+ * The same do-nothing relay on a worker thread of its own, its upstream on the cluster's unix
+ * socket: what any proxy off the test's thread costs before it does anything (the floor of the
+ * sandbox thread's overhead). Resolves with its TCP port and a stop function.
+ */
+async function startThreadRelay(socketPath) {
+  const code = `
+    const net = require('net');
+    const { parentPort, workerData } = require('worker_threads');
+    const server = net.createServer((c) => {
+      const u = net.connect(workerData);
+      c.setNoDelay(true);
+      c.pipe(u);
+      u.pipe(c);
+      c.on('error', () => u.destroy());
+      u.on('error', () => c.destroy());
+    });
+    server.listen(0, '127.0.0.1', () => parentPort.postMessage(server.address().port));
+    parentPort.on('message', () => server.close(() => process.exit(0)));
+  `;
+  const w = new Worker(code, { eval: true, workerData: socketPath });
+  const port = await new Promise((resolve, reject) => {
+    w.once('message', resolve);
+    w.once('error', reject);
+  });
+  return { port, stop: () => w.terminate() };
+}
+
+/**
  * Proxy overhead per simple query, decomposed. pg.Client `SELECT 1` round trips:
  *  - direct / sandbox:     straight to Postgres / through the sandbox (DATABASE_URL), over TCP,
  *                          autocommit, inside a test: the overhead users get;
@@ -94,7 +123,9 @@ async function startRelay(port) {
  *  - sandboxUpUnix:        the client over TCP, the sandbox's upstream over the cluster's unix
  *                          socket (the embedded cluster has one) instead of TCP;
  *  - threadUpUnix:         the same, with the sandbox on its own thread, as a Jest worker runs
- *                          it (the others run it on this thread, to decompose its costs).
+ *                          it (the others run it on this thread, to decompose its costs);
+ *  - threadRelay:          a do-nothing relay (socket.pipe) on a thread of its own, upstream on
+ *                          the unix socket: the floor of any proxy that lives off the test's thread.
  * Paths take turns in blocks of `block` samples; each overhead is the median over rounds of
  * (median of the path's block − median of its baseline's block), so drift and the other
  * engineers' load on this shared machine hit both sides of every difference alike.
@@ -120,6 +151,7 @@ async function proxyOverhead({ dbUrl, cluster, socketDir, samples = 5000, block 
   await th.beginFile();
   th.beginTest('proxy overhead, own thread');
   const relay = await startRelay(cluster.port);
+  const threadRelay = await startThreadRelay(path.join(cluster.socketDir, `.s.PGSQL.${cluster.port}`));
   const dbName = new URL(dbUrl).pathname.slice(1);
   const relayUrl = new URL(dbUrl);
   relayUrl.port = String(relay.address().port);
@@ -133,6 +165,7 @@ async function proxyOverhead({ dbUrl, cluster, socketDir, samples = 5000, block 
     sandboxUnix: await connect({ host: sb.info.socketDir, port: sb.info.port, user: sb.info.user, password: sb.info.password, database: 'bench' }),
     sandboxUpUnix: await connect({ connectionString: sbUp.info.url }),
     threadUpUnix: await connect({ connectionString: th.info.url }),
+    threadRelay: await connect({ connectionString: Object.assign(new URL(dbUrl), { port: String(threadRelay.port) }).toString() }),
   };
   const names = Object.keys(clients);
   const times = Object.fromEntries(names.map((k) => [k, []]));
@@ -179,6 +212,7 @@ async function proxyOverhead({ dbUrl, cluster, socketDir, samples = 5000, block 
     await clients.directTx.query('ROLLBACK').catch(() => undefined);
     for (const c of Object.values(clients)) await c.end().catch(() => undefined);
     await new Promise((r) => relay.close(r));
+    await threadRelay.stop();
     // The three sandboxes share one database: each one's end-of-file look would find the others'
     // upstreams as backends around it and end them. Closing (a rollback) is all they need here.
     for (const x of [sb, sbUp, th]) await x.endTest().catch(() => undefined);
@@ -207,6 +241,8 @@ async function proxyOverhead({ dbUrl, cluster, socketDir, samples = 5000, block 
     upstreamUnix: pair('direct', 'sandboxUpUnix'),
     /** As a Jest worker runs it: on its own thread, upstream over the unix socket. */
     thread: pair('direct', 'threadUpUnix'),
+    /** The floor of the thread path: a do-nothing relay on its own thread, upstream on the unix socket. */
+    threadRelay: pair('direct', 'threadRelay'),
     /** CPU µs per SELECT 1 (this process: client + proxy; Postgres: the serving backend). */
     cpu: Object.fromEntries(names.map((k) => [k, cpuPer(k)])),
     /** The TCP overhead, split: guard savepoint per autocommit cycle, one more hop, the proxy's own work. */
@@ -354,9 +390,9 @@ async function main() {
   try {
     await admin(cluster.url, (c) => c.query('CREATE DATABASE bench_micro'));
     const r = await proxyOverhead({ dbUrl: dbUrl(cluster.url, 'bench_micro'), cluster, socketDir: path.join(socketDir, 's'), samples: Number(process.argv[2]) || 3000, track: (x) => live.push(x) });
-    const rows = { tcp: 'in process, upstream over TCP', upstreamUnix: 'in process, upstream on the unix socket', thread: 'own thread (as in Jest), upstream on the unix socket', inTx: 'in a client transaction (no guard)', relay: 'a do-nothing relay (one more hop)' };
+    const rows = { tcp: 'in process, upstream over TCP', upstreamUnix: 'in process, upstream on the unix socket', thread: 'own thread (as in Jest), upstream on the unix socket', inTx: 'in a client transaction (no guard)', relay: 'a do-nothing relay (one more hop)', threadRelay: 'a do-nothing relay on its own thread (the floor)' };
     // This process's CPU per SELECT 1 (client and proxy; for the thread row, the sandbox thread too).
-    const cpuKey = { tcp: 'sandbox', upstreamUnix: 'sandboxUpUnix', thread: 'threadUpUnix', inTx: 'sandboxTx', relay: 'relay' };
+    const cpuKey = { tcp: 'sandbox', upstreamUnix: 'sandboxUpUnix', thread: 'threadUpUnix', inTx: 'sandboxTx', relay: 'relay', threadRelay: 'threadRelay' };
     for (const [k, label] of Object.entries(rows)) {
       const p = r[k];
       const cpu = r.cpu[cpuKey[k]].nodeUs;
