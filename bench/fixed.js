@@ -94,6 +94,24 @@ function phases({ t0, t1, events }) {
     }
   }
   const all = [...firstOfWorker, ...laterFiles];
+  // Per test (test_start → test_done, hooks included): the first test of each file, and the rest.
+  const firstTests = [];
+  const laterTests = [];
+  for (const evs of byPid.values()) void evs;
+  const perPid = new Map();
+  for (const e of events) if (e.ev === 'run_start' || e.ev === 'test_start' || e.ev === 'test_done') (perPid.get(e.pid) ?? perPid.set(e.pid, []).get(e.pid)).push(e);
+  for (const evs of perPid.values()) {
+    let nth = 0;
+    let start;
+    for (const e of evs) {
+      if (e.ev === 'run_start') nth = 0;
+      else if (e.ev === 'test_start') start = e.t;
+      else if (start !== undefined) {
+        (nth++ === 0 ? firstTests : laterTests).push(e.t - start);
+        start = undefined;
+      }
+    }
+  }
   return {
     total: t1 - t0,
     nodeBoot: main ? main.t - t0 : NaN,
@@ -103,6 +121,8 @@ function phases({ t0, t1, events }) {
     firstFileSetup: median(firstOfWorker.map((x) => x.setup)),
     laterFileSetup: laterFiles.length ? median(laterFiles.map((x) => x.setup)) : NaN,
     tests: median(all.map((x) => x.tests)),
+    firstTest: median(firstTests),
+    laterTest: median(laterTests),
     fileTeardown: median(all.map((x) => x.teardown)),
     toGlobalTeardown: gt ? gt.t - lastTeardown : NaN,
     gteardownMs: gt ? gt.end - gt.t : NaN,
@@ -179,6 +199,8 @@ async function main() {
       ['first file of a worker: constructor + setup (per worker)', 'firstFileSetup'],
       ['later file: constructor + setup (per file)', 'laterFileSetup'],
       ['tests of a file (run_start → run_finish)', 'tests'],
+      ['  first test of a file (test_start → test_done, hooks included)', 'firstTest'],
+      ['  each later test', 'laterTest'],
       ['end of file: run_finish → environment torn down (per file)', 'fileTeardown'],
       ['→ global teardown starts', 'toGlobalTeardown'],
       ['global teardown (per run)', 'gteardownMs'],

@@ -224,7 +224,7 @@ module.exports = class TimedEnvironment extends Base {
     tl.rec('setup', { t, end: now() });
   }
   async handleTestEvent(event, state) {
-    if (event.name === 'run_start' || event.name === 'run_finish') tl.rec(event.name);
+    if (event.name === 'run_start' || event.name === 'run_finish' || event.name === 'test_start' || event.name === 'test_done') tl.rec(event.name);
     if (super.handleTestEvent) return super.handleTestEvent(event, state);
   }
   async teardown() {

@@ -10,10 +10,24 @@ export const APP_NAME = 'jest-environment-pg';
  * The pg driver, loaded on first use rather than with this module: loading it takes ≈ 60 ms (far
  * more on a busy machine), and a run's start loads it while its embedded server boots instead of
  * before anything can begin (see StartClusterOptions.meanwhile). Node caches it after that.
+ *
+ * When pg loads, it tells Node from Cloudflare Workers by `navigator.userAgent`, and where there is
+ * no `navigator` (Node < 21) by creating a `Response`, which loads Node's whole fetch
+ * implementation: about half of pg's load time, in every process that loads it (Jest's main
+ * process, each worker that clones its database, the reaper). Node ≥ 21 has `navigator`; on older
+ * ones it is defined for the duration of that synchronous require only, so nothing else (the
+ * tests' own copy of pg runs in their own global) ever sees it.
  */
 export function loadDriver(): typeof import('pg') {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  return require('pg') as typeof import('pg');
+  const g = globalThis as { navigator?: unknown };
+  const lent = typeof g.navigator === 'undefined' && !Object.prototype.hasOwnProperty.call(g, 'navigator');
+  if (lent) Object.defineProperty(g, 'navigator', { value: { userAgent: `Node.js/${process.versions.node}` }, configurable: true, writable: true });
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    return require('pg') as typeof import('pg');
+  } finally {
+    if (lent) delete g.navigator;
+  }
 }
 
 export interface ConnectOptions {
