@@ -176,3 +176,41 @@ test('a bad option is reported before anything is started', async () => {
   await expect(startSandbox({ migrationz: './m' } as never)).rejects.toMatchObject({ code: 'JESTPG_OPTION_UNKNOWN' });
   expect(await serverLeftovers()).toEqual({ databases: [], backends: [] });
 });
+
+test('a client that connects the moment the sandbox thread listens is served, inside the test posted before it', async () => {
+  // The thread says where it listens before it has loaded the proxy: a client arriving then
+  // waits in its socket and is taken after the boundaries posted before it.
+  const { SandboxThread } = await import('../../src/sandbox/thread');
+  const { withDatabase } = await import('../../src/util/admin');
+  await withClient(cluster.url, (c) => c.query('CREATE DATABASE jestpg_early_client'));
+  const th = SandboxThread.startSync({
+    upstreamUrl: withDatabase(cluster.url, 'jestpg_early_client'),
+    secret: 'early-secret',
+    isolation: 'test',
+    graceMs: 200,
+    lockWaitMs: 5000,
+    label: 'jest-environment-pg early client',
+    unref: true,
+  });
+  try {
+    const opened = th.beginFile();
+    th.beginTest('early');
+    const client = new Client({ connectionString: th.info.url });
+    client.on('error', () => undefined);
+    const connected = client.connect();
+    await opened;
+    await connected;
+    await client.query('CREATE TABLE made_in_test (id int)');
+    expect((await client.query("SELECT to_regclass('made_in_test') AS t")).rows[0].t).toBe('made_in_test');
+    await client.end();
+    await th.endTest();
+    const report = await th.endFile();
+    expect(report.foreign).toEqual([]);
+  } finally {
+    await th.close();
+  }
+  // Rolled back with the test: the database is as it was.
+  const left = await withClient(withDatabase(cluster.url, 'jestpg_early_client'), async (c) => (await c.query("SELECT to_regclass('made_in_test') AS t")).rows[0].t);
+  expect(left).toBeNull();
+  await withClient(cluster.url, (c) => c.query('DROP DATABASE jestpg_early_client'));
+});

@@ -6,8 +6,6 @@
  * the CLI and the programmatic API all drive it the same way.
  */
 import net from 'node:net';
-import fs from 'node:fs';
-import path from 'node:path';
 import { randomInt } from 'node:crypto';
 import { Session, type SessionHost } from './session';
 import { GUARD } from './session-sql';
@@ -19,6 +17,9 @@ import type { RoleAuth } from './auth';
 import { TempObjects } from './temp';
 import { errors, JestPgError } from '../util/errors';
 import { literal as lit } from '../util/names';
+import { listen, type ConnectionInfo, type Listening } from './listen';
+
+export type { ConnectionInfo } from './listen';
 
 export interface SandboxOptions {
   /** URL of the worker database, with credentials that may connect to it (or later: setUpstream). */
@@ -62,17 +63,6 @@ export interface LateProblem extends Problem {
   /** The test that had ended last (1-based within the file). */
   afterTest: number;
   testName: string;
-}
-
-export interface ConnectionInfo {
-  url: string;
-  host: string;
-  port: number;
-  /** '' when the sandbox listens on loopback TCP only. */
-  socketDir: string;
-  user: string;
-  password: string;
-  database: string;
 }
 
 export interface Problem {
@@ -170,49 +160,26 @@ export class Sandbox implements SessionHost {
 
   static async start(opts: SandboxOptions): Promise<Sandbox> {
     const sb = new Sandbox(opts);
-    await sb.listen();
+    sb.adopt(await listen(opts, (s, viaUnix) => sb.accept(s, viaUnix)));
     return sb;
   }
 
-  private async listen(): Promise<void> {
-    const tcp = net.createServer((s) => this.accept(s, false));
-    await new Promise<void>((resolve, reject) => {
-      tcp.once('error', reject);
-      tcp.listen(0, '127.0.0.1', () => resolve());
-    });
-    this.servers.push(tcp);
-    const port = (tcp.address() as net.AddressInfo).port;
-    const socketDir = this.opts.socketDir;
-    if (socketDir) {
-      fs.mkdirSync(socketDir, { recursive: true, mode: 0o700 });
-      const sockPath = path.join(socketDir, `.s.PGSQL.${port}`);
-      try {
-        fs.unlinkSync(sockPath);
-      } catch {
-        /* not there */
-      }
-      const unix = net.createServer((s) => this.accept(s, true));
-      await new Promise<void>((resolve, reject) => {
-        unix.once('error', reject);
-        unix.listen(sockPath, () => resolve());
-      });
-      this.servers.push(unix);
-    }
-    if (this.opts.unref) for (const s of this.servers) s.unref();
-    const user = this.opts.user ?? 'postgres';
-    const database = this.opts.database ?? 'postgres';
-    this.info = {
-      url: `postgres://${encodeURIComponent(user)}:${encodeURIComponent(this.opts.secret)}@127.0.0.1:${port}/${encodeURIComponent(database)}`,
-      host: '127.0.0.1',
-      port,
-      socketDir: socketDir ?? '',
-      user,
-      password: this.opts.secret,
-      database,
-    };
+  /**
+   * A sandbox on sockets that already listen (its own thread listens before it loads this
+   * module): the caller passes every socket they accept to `accept`.
+   */
+  static adopt(opts: SandboxOptions, listening: Listening): Sandbox {
+    const sb = new Sandbox(opts);
+    sb.adopt(listening);
+    return sb;
   }
 
-  private accept(socket: net.Socket, viaUnix: boolean): void {
+  private adopt(l: Listening): void {
+    this.servers.push(...l.servers);
+    this.info = l.info;
+  }
+
+  accept(socket: net.Socket, viaUnix: boolean): void {
     this.poll();
     if (this.closing) {
       socket.destroy();

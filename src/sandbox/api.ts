@@ -13,7 +13,7 @@
  */
 import path from 'node:path';
 import type { RunManifest, TeardownSummary } from '../run/manifest';
-import { forgetWorkerDatabase, knownWorkerDatabase, noteWorkerDatabase } from './known-databases';
+import { forgetWorkerDatabase, knownWorkerDatabase, noteWorkerDatabase } from '../run/known-databases';
 import { workerDbName } from '../util/names';
 import type { ConnectionInfo, FileReport, ForeignBackend, Problem } from '../proxy/sandbox';
 import { SandboxThread } from './thread';

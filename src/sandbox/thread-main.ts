@@ -10,9 +10,11 @@
  * query sent right after `beginTest` always belongs to that test, whatever the machine's load.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
+import type net from 'node:net';
 import path from 'node:path';
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
-import { Sandbox } from '../proxy/sandbox';
+import { listen, type ConnectionInfo } from '../proxy/listen';
+import type { LateProblem, Sandbox } from '../proxy/sandbox';
 import { serializeError } from '../util/errors';
 import type { Control, Reply, ThreadData } from './thread-protocol';
 
@@ -103,18 +105,22 @@ function recordUpstream(t: ThreadState, pid: number): void {
   }
 }
 
-/** The sandbox listens: tell the owner (shared memory for its synchronous hand-shake, then a message), apply what waited. */
-function listening(t: ThreadState, sb: Sandbox): void {
-  t.sandbox = sb;
-  const bytes = Buffer.from(JSON.stringify(sb.info));
-  const info = new Uint8Array(t.data.info);
-  if (bytes.length <= info.length - 4) {
+/** The sockets listen: tell the owner where (shared memory for its synchronous hand-shake, then a message). */
+function announce(t: ThreadState, info: ConnectionInfo): void {
+  const bytes = Buffer.from(JSON.stringify(info));
+  const buf = new Uint8Array(t.data.info);
+  if (bytes.length <= buf.length - 4) {
     new DataView(t.data.info).setUint32(0, bytes.length);
-    info.set(bytes, 4);
+    buf.set(bytes, 4);
   }
   Atomics.store(t.state, 1, 1);
   Atomics.notify(t.state, 1);
-  t.port.postMessage({ type: 'listening', info: sb.info } satisfies Reply);
+  t.port.postMessage({ type: 'listening', info } satisfies Reply);
+}
+
+/** The sandbox exists: apply the control that waited for it, in order. */
+function ready(t: ThreadState, sb: Sandbox): void {
+  t.sandbox = sb;
   for (const c of t.queued.splice(0)) apply(t, c);
   poll(t);
 }
@@ -127,21 +133,42 @@ function failed(t: ThreadState, e: unknown): void {
   t.data.control.close();
 }
 
+/**
+ * Listen first and say where (the test's thread waits for that, blocked, in a Jest
+ * environment's constructor), then load the proxy (tens of ms of modules) while the test's
+ * thread goes on. A client that connects meanwhile waits in `pending`, its bytes in its socket,
+ * until the sandbox takes it, after the control posted before it.
+ */
+async function start(t: ThreadState): Promise<void> {
+  const pending: [net.Socket, boolean][] = [];
+  const early = await listen(t.data.opts, (s, viaUnix) => (t.sandbox ? t.sandbox.accept(s, viaUnix) : pending.push([s, viaUnix])));
+  announce(t, early.info);
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { Sandbox } = require('../proxy/sandbox') as typeof import('../proxy/sandbox');
+  const opts = {
+    ...t.data.opts,
+    pollControl: () => poll(t),
+    onLate: (problem: LateProblem) => t.port.postMessage({ type: 'late', problem } satisfies Reply),
+    onUpstream: (pid: number) => recordUpstream(t, pid),
+  };
+  // The control posted so far applies before the first client is taken.
+  ready(t, Sandbox.adopt(opts, early));
+  for (const [s, viaUnix] of pending.splice(0)) t.sandbox!.accept(s, viaUnix);
+}
+
 function main(): void {
   const data = workerData as ThreadData;
   const t: ThreadState = { data, port: parentPort!, state: new Int32Array(data.state), seen: 0, sandbox: undefined, queued: [], upstreamsDir: data.upstreamsDir };
   data.control.on('message', (c: Control) => {
     apply(t, c);
   });
-  Sandbox.start({
-    ...data.opts,
-    pollControl: () => poll(t),
-    onLate: (problem) => t.port.postMessage({ type: 'late', problem } satisfies Reply),
-    onUpstream: (pid) => recordUpstream(t, pid),
-  }).then(
-    (sb) => listening(t, sb),
-    (e) => failed(t, e),
-  );
+  start(t).catch((e: unknown) => {
+    if (Atomics.load(t.state, 1) === 0) return failed(t, e);
+    // Listening was announced, then the proxy could not load: nothing can serve the clients; end
+    // the thread (the owner fails what waits for it, naming the thread's exit).
+    process.stderr.write(`jest-environment-pg: the sandbox thread could not start: ${(e as Error)?.stack ?? String(e)}\n`);
+    process.exit(1);
+  });
 }
 
 

@@ -6,7 +6,7 @@
  */
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import type { RunManifest } from '../run/manifest';
+import type { RunManifest } from './manifest';
 
 export interface KnownDatabase {
   name: string;
