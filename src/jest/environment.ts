@@ -73,13 +73,21 @@ export default class PgEnvironment extends NodeEnvironment {
     );
   }
 
+  /**
+   * With the run known (global setup), setup() does not wait for the file transaction: Jest loads
+   * the setupFilesAfterEnv and the test file meanwhile (a client that queries while they load waits
+   * in the sandbox for the file), and run_start, before any hook or test, waits for it; a failure
+   * fails the file there as it would here. Without a global setup, the first file's attach names
+   * the worker database (PGDATABASE): setup() waits, so the test file never sees a provisional one.
+   */
   override async setup(): Promise<void> {
     await super.setup();
-    await this.file.opened;
+    if (!this.file.runKnown) await this.file.opened;
   }
 
   async handleTestEvent(event: Circus.AsyncEvent | Circus.SyncEvent, _state: Circus.State): Promise<void> {
     const file = this.file;
+    if (event.name === 'run_start') return file.opened;
     if (!file.active) return;
     // Jest 30 runs a run of test.concurrent tests as a group between these two events: they
     // share one scope, reported on the group's first test.

@@ -83,6 +83,11 @@ export class SandboxFile<T> {
   private scope: T[] | undefined;
   /** Resolves when the file transaction is open (rejects with what failed). */
   readonly opened: Promise<void>;
+  /**
+   * The run was known when the file began (a global setup started it): the worker database's name,
+   * and with it everything exported, is final from the start, and need not wait for the attach.
+   */
+  readonly runKnown: boolean;
 
   constructor(
     private readonly init: FileInit,
@@ -95,7 +100,9 @@ export class SandboxFile<T> {
     this.thread = this.source.thread(this.options, init.workerId);
     this.thread.currentFile = init.testPath;
     this.thread.expectFile();
-    this.exportEnv(knownDatabase(init.workerId));
+    const database = knownDatabase(init.workerId);
+    this.runKnown = database !== undefined;
+    this.exportEnv(database);
     this.opened = this.open();
     this.opened.catch(() => undefined);
   }
