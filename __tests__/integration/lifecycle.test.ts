@@ -231,6 +231,53 @@ test('embedded run: teardown leaves no database, backend, postgres process or te
   expect(await waitFor(() => !isAlive(m.reaperPid!), 3000)).toBe(true);
 });
 
+test('a teardown right after the start, in a process with nothing else to keep it alive, finishes (server and embedded)', async () => {
+  // Global setup lets the reaper take the lease in the background; a teardown that comes before
+  // the hand-over (a programmatic start and stop) waits for it, and must not be left pending when
+  // nothing else holds the event loop (the process would exit 0 with the run still up).
+  const script = `
+    const { startRun, teardownRun } = require(${JSON.stringify(path.join(ROOT, 'dist', 'run', 'run.js'))});
+    (async () => {
+      const m = await startRun({ prefix: process.argv[1], migrations: ${JSON.stringify(SCHEMA)}, cacheDir: process.argv[2] || false }, process.pid, { reaperInBackground: true });
+      console.log(JSON.stringify({ baseDir: m.cluster ? m.cluster.baseDir : null, runDir: m.runDir }));
+      const s = await teardownRun(m);
+      console.log('torn down: ' + s.summaryLine);
+    })();
+  `;
+  const cacheDir = mkdtempSync(path.join(os.tmpdir(), 'jestpg-quick-cache-'));
+  // On a server; embedded without a cache; embedded filling a cache (same prefix: same entry),
+  // then from it, three times (where the hand-over was found left pending, in one run of two).
+  const cases = [
+    ['lcquickext', { JEST_PG_URL: cluster.url }, ''],
+    ['lcquickemb', {}, ''],
+    ...[1, 2, 3, 4].map(() => ['lcquickc', {}, cacheDir] as const),
+  ] as const;
+  try {
+    for (const [prefix, env, cache] of cases) {
+      const childEnv: NodeJS.ProcessEnv = { ...process.env, ...env };
+      if (!('JEST_PG_URL' in env)) delete childEnv.JEST_PG_URL;
+      const out = await new Promise<{ code: number | null; text: string }>((resolve) => {
+        const ch = spawn(process.execPath, ['-e', script, prefix, cache], { env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+        children.push(ch);
+        let text = '';
+        ch.stdout.on('data', (d) => (text += d));
+        ch.stderr.on('data', (d) => (text += d));
+        ch.on('close', (code) => resolve({ code, text }));
+      });
+      expect(out.text).toContain('torn down: jest-environment-pg: dropped');
+      expect(out.code).toBe(0);
+      const dirs = JSON.parse(out.text.split('\n')[0]) as { baseDir: string | null; runDir: string };
+      expect(existsSync(dirs.runDir)).toBe(false);
+      if (dirs.baseDir) expect(existsSync(dirs.baseDir)).toBe(false);
+      // The run's databases are gone (its template stays on a server for the next run to reuse).
+      const c = await admin();
+      expect((await databases(c, prefix)).filter((d) => !d.datistemplate)).toEqual([]);
+    }
+  } finally {
+    rmSync(cacheDir, { recursive: true, force: true });
+  }
+}, 60_000);
+
 test('the reaper tears the run down when the Jest main process dies', async () => {
   const fakeMain = spawn('sleep', ['120'], { stdio: 'ignore' });
   children.push(fakeMain);

@@ -238,9 +238,14 @@ async function takeLease(adminUrl: string, runId: string, tplName: string): Prom
       throw signal.aborted ? signal.reason : e;
     }
   });
-  // Not keeping Jest's main process alive (a pg internal: absent in some pg 8.x, then skipped).
-  (r.lease as unknown as { connection?: { stream?: { unref?: () => void } } }).connection?.stream?.unref?.();
+  // Not keeping Jest's main process alive while it is only held (see leaseStream).
+  leaseStream(r.lease)?.unref?.();
   return r;
+}
+
+/** The lease connection's socket (a pg internal: absent in some pg 8.x, then nothing is done with it). */
+function leaseStream(lease: Client): { ref?: () => void; unref?: () => void } | undefined {
+  return (lease as unknown as { connection?: { stream?: { ref?: () => void; unref?: () => void } } }).connection?.stream;
 }
 
 type Swept = NonNullable<RunManifest['swept']>;
@@ -322,7 +327,11 @@ function finishStart(m: RunManifest, plan: Plan, s: Started, ready: Promise<numb
 async function handOverLease(ready: Promise<number>, lease: Client | undefined): Promise<Error | undefined> {
   try {
     await ready;
-    await lease?.end().catch(() => undefined);
+    if (lease) {
+      // Ending it is awaited (by a teardown too): its socket holds the process until it is closed.
+      leaseStream(lease)?.ref?.();
+      await lease.end().catch(() => undefined);
+    }
     return undefined;
   } catch (e) {
     const err = e instanceof Error ? e : new Error(String(e));
