@@ -7,7 +7,22 @@
 import type { Client } from 'pg';
 import { dropDatabase, serverVersionNum, terminateBackends, withClient } from '../util/admin';
 import { ident, LOCK_NAMESPACE, leaseKey, parseMarker } from '../util/names';
-import { lockKeyFor, useLockKey } from '../schema/template';
+import { lockKeyFor, TEMPLATE_LOOK_COLUMNS, useLockKey } from '../schema/template';
+
+/**
+ * A run's start, in one round trip on one connection: its lease and the use of its template
+ * (both shared, as acquireLease and holdTemplate take them), then a look for that template
+ * (TEMPLATE_LOOK_COLUMNS). The session is named as the lease's holder.
+ */
+export async function leaseAndLook(c: Client, runId: string, template: string): Promise<{ complete: boolean; comment: string | null }> {
+  const [a, b] = leaseKey(runId);
+  const r = await c.query<{ tpl_complete: boolean | null; tpl_comment: string | null }>(
+    `SELECT pg_catalog.set_config('application_name', 'jest-environment-pg lease', false), pg_catalog.pg_advisory_lock_shared($2::int, $3::int), ` +
+      `pg_catalog.pg_advisory_lock_shared($4::bigint), ${TEMPLATE_LOOK_COLUMNS}`,
+    [template, a, b, useLockKey(template)],
+  );
+  return { complete: r.rows[0]?.tpl_complete === true, comment: r.rows[0]?.tpl_comment ?? null };
+}
 
 export async function acquireLease(c: Client, runId: string): Promise<void> {
   const [a, b] = leaseKey(runId);
@@ -61,35 +76,34 @@ export interface SweepResult {
 
 /** Drop the databases of runs whose lease is gone (crashed, SIGKILLed, timed-out runs). */
 export async function sweep(adminUrl: string, prefix: string): Promise<SweepResult> {
-  return withClient(
-    adminUrl,
-    async (c) => {
-      const result: SweepResult = { dropped: [], deadRuns: [], terminated: 0 };
-      const dbs = await listRunDatabases(c, prefix);
-      if (dbs.length === 0) return result;
-      const versionNum = await serverVersionNum(c);
-      const byRun = new Map<string, string[]>();
-      for (const d of dbs) byRun.set(d.runId, [...(byRun.get(d.runId) ?? []), d.name]);
-      for (const [runId, names] of byRun) {
-        const [a, b] = leaseKey(runId);
-        const got = (await c.query<{ got: boolean }>('SELECT pg_try_advisory_lock($1::int, $2::int) AS got', [a, b])).rows[0].got;
-        if (!got) continue; // live run: not ours to touch
-        try {
-          // Holding its lease now, so the run cannot come back while we drop.
-          result.terminated += await terminateBackends(c, names);
-          for (const name of names) {
-            await dropDatabase(c, name, versionNum);
-            result.dropped.push(name);
-          }
-          result.deadRuns.push(runId);
-        } finally {
-          await c.query('SELECT pg_advisory_unlock($1::int, $2::int)', [a, b]).catch(() => undefined);
-        }
+  return withClient(adminUrl, (c) => sweepOn(c, prefix), { applicationName: 'jest-environment-pg sweep' });
+}
+
+/** The same, on an open admin connection. */
+export async function sweepOn(c: Client, prefix: string): Promise<SweepResult> {
+  const result: SweepResult = { dropped: [], deadRuns: [], terminated: 0 };
+  const dbs = await listRunDatabases(c, prefix);
+  if (dbs.length === 0) return result;
+  const versionNum = await serverVersionNum(c);
+  const byRun = new Map<string, string[]>();
+  for (const d of dbs) byRun.set(d.runId, [...(byRun.get(d.runId) ?? []), d.name]);
+  for (const [runId, names] of byRun) {
+    const [a, b] = leaseKey(runId);
+    const got = (await c.query<{ got: boolean }>('SELECT pg_try_advisory_lock($1::int, $2::int) AS got', [a, b])).rows[0].got;
+    if (!got) continue; // live run: not ours to touch
+    try {
+      // Holding its lease now, so the run cannot come back while we drop.
+      result.terminated += await terminateBackends(c, names);
+      for (const name of names) {
+        await dropDatabase(c, name, versionNum);
+        result.dropped.push(name);
       }
-      return result;
-    },
-    { applicationName: 'jest-environment-pg sweep' },
-  );
+      result.deadRuns.push(runId);
+    } finally {
+      await c.query('SELECT pg_advisory_unlock($1::int, $2::int)', [a, b]).catch(() => undefined);
+    }
+  }
+  return result;
 }
 
 /** Hold a template "in use" (shared) on a run's lease connection: the template sweep leaves it alone. */

@@ -9,19 +9,20 @@ import { existsSync, promises as fsp, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Client } from 'pg';
-import { checkCreateDb, connect, loadDriver, serverVersionNum, withClient } from '../util/admin';
+import { connect, loadDriver, withClient } from '../util/admin';
 import { findBinaries } from '../server/binaries';
 import { discard, resolveCacheDir } from '../server/cache';
 import { isPostmasterOf, startCluster, stopCluster, type ClusterInfo } from '../server/cluster';
-import { acquireLease, holdTemplate, sweep, sweepTemplates } from './lease';
+import { leaseAndLook, sweepOn, sweepTemplates } from './lease';
 import { newRunId } from '../util/names';
+import { errors } from '../util/errors';
 import { validate, type PgOptions } from '../util/options';
 import { isAlive, startToken } from '../util/proc';
 import { startReaper, stopReaper } from './reaper';
 import { processRuns } from './registry';
 import { sweepStaleLocal } from './stale';
 import { atMost, guardSetup, raceAbort, step, stepTimeoutMs, type SetupGuard } from '../util/settle';
-import { ensureTemplateDetailed, reuseTemplate, templateNameFor, type TemplateOptions } from '../schema/template';
+import { ensureTemplateDetailed, stampUsedOver, templateNameFor, type TemplateOptions } from '../schema/template';
 import { MANIFEST_ENV, writeManifest, type RunCacheInfo, type RunContext, type RunManifest } from './manifest';
 import { startCachedCluster } from './cached-cluster';
 import { teardownRun } from './teardown';
@@ -86,17 +87,21 @@ async function startRunGuarded(projectOptions: unknown, mainPid: number, ctx: Ru
     const { adminUrl, cacheInfo } = await startServer(plan, s, laps);
     // Our own embedded cluster: its version is known, its superuser may create databases.
     const own = s.cluster;
-    const versionNum = own ? own.versionNum : await laps.time('connect', () => connectToServer(adminUrl));
+    // On a server: one connection checks the role and reads the version, then holds the lease.
+    const server = own ? undefined : await laps.time('connect', () => connectToServer(adminUrl, s));
+    const versionNum = own ? own.versionNum : server!.versionNum;
     const tplOpts = { prefix: plan.options.prefix, migrations: plan.options.migrations, seed: plan.options.seed, versionNum, rootDir: plan.rootDir, time: plan.options.time };
     const tplName = await templateNameFor(tplOpts);
-    const leased = await laps.time('lease', () => takeLease(adminUrl, plan.runId, tplName));
-    s.lease = leased.lease;
+    // A cluster started by this run holds no other run's databases and no old templates: nothing
+    // to sweep. On a server the sweep runs beside the lease (it never touches this run's
+    // template, nor this run, whose databases do not exist yet).
+    const swept = own ? Promise.resolve<Swept>({ dropped: [], deadRuns: [], terminated: 0 }) : laps.time('sweep', () => sweepDeadRuns(adminUrl, plan, tplName));
+    swept.catch(() => undefined);
+    const leased = await laps.time('lease', () => takeLease(adminUrl, plan.runId, tplName, s));
     // phase "template": if this process dies before the end, the teardown drops the template it was building.
     const m: RunManifest = { ...manifestOf(plan, adminUrl, versionNum, s.cluster), templateDb: tplName, cache: cacheInfo, phase: 'template' };
     writeManifest(m);
     reaper.arm();
-    // A cluster started by this run holds no other run's databases and no old templates: nothing to sweep.
-    const swept = own ? Promise.resolve<Swept>({ dropped: [], deadRuns: [], terminated: 0 }) : laps.time('sweep', () => sweepDeadRuns(adminUrl, plan, tplName));
     // Local leftovers of runs that died with their reaper (best effort, not awaited by the run).
     void sweepStaleLocal((dead) => teardownRun(dead, { fromReaper: true })).catch(() => undefined);
     const template = leased.reused
@@ -202,44 +207,54 @@ async function startServer(plan: Plan, s: Started, laps: Laps): Promise<{ adminU
   return { adminUrl: r.cluster.url, cacheInfo: r.info };
 }
 
-/** May this role create databases? The server's version. */
-function connectToServer(adminUrl: string): Promise<number> {
-  return step('connecting to the server', (signal) =>
-    withClient(
-      adminUrl,
-      async (c) => {
-        await checkCreateDb(c, adminUrl);
-        return serverVersionNum(c);
-      },
-      { signal },
-    ),
-  );
+/**
+ * May this role create databases? The server's version. In one round trip, on the connection
+ * that then holds the run's lease (kept in `s.lease`, ended by undoStart if the start fails).
+ */
+function connectToServer(adminUrl: string, s: Started): Promise<{ versionNum: number }> {
+  return step('connecting to the server', async (signal) => {
+    const c = await connect(adminUrl, { applicationName: 'jest-environment-pg lease', signal });
+    c.on('error', () => undefined); // a server going away must not crash Jest's main process
+    s.lease = c;
+    const r = await c.query<{ rolname: string; ok: boolean; v: string }>(
+      "SELECT rolname, (rolsuper OR rolcreatedb) AS ok, pg_catalog.current_setting('server_version_num') AS v FROM pg_catalog.pg_roles WHERE rolname = current_user",
+    );
+    const row = r.rows[0];
+    if (!row?.ok) throw errors.noCreateDb(adminUrl, row?.rolname ?? '(unknown)');
+    return { versionNum: Number(row.v) };
+  });
 }
 
 /**
  * The lease, held from here by this process until the reaper holds it too; both hold it shared, a
  * sweep takes it exclusive. The template is "in use" by this run (the sweep of old templates leaves
  * it alone) from before it is looked for; the reaper takes that over with the lease. The same
- * connection then looks for the template: `reused` when it is there and complete (the usual case,
- * and no connection of the template's own is needed).
+ * round trip looks for the template: `reused` when it is there and complete (the usual case,
+ * and no connection of the template's own is needed). On the connection connectToServer opened,
+ * if there is one.
  */
-async function takeLease(adminUrl: string, runId: string, tplName: string): Promise<{ lease: Client; reused: boolean; lookMs: number }> {
+async function takeLease(adminUrl: string, runId: string, tplName: string, s: Started): Promise<{ reused: boolean; lookMs: number }> {
   const r = await step('taking the run lease', async (signal) => {
-    const b = await connect(adminUrl, { applicationName: 'jest-environment-pg lease', signal });
-    b.on('error', () => undefined); // a server going away must not crash Jest's main process
+    let b = s.lease;
+    if (!b) {
+      b = s.lease = await connect(adminUrl, { applicationName: 'jest-environment-pg lease', signal });
+      b.on('error', () => undefined); // a server going away must not crash Jest's main process
+    }
+    const giveUp = () => void b.end().catch(() => undefined);
+    signal.addEventListener('abort', giveUp, { once: true });
     try {
-      await acquireLease(b, runId);
-      await holdTemplate(b, tplName);
       const t = performance.now();
-      const reused = await reuseTemplate(b, tplName);
-      return { lease: b, reused, lookMs: Math.round(performance.now() - t) };
+      const look = await leaseAndLook(b, runId, tplName);
+      if (look.complete) await stampUsedOver(b, tplName, look.comment);
+      return { reused: look.complete, lookMs: Math.round(performance.now() - t) };
     } catch (e) {
-      await atMost(b.end(), 2000);
       throw signal.aborted ? signal.reason : e;
+    } finally {
+      signal.removeEventListener('abort', giveUp);
     }
   });
   // Not keeping Jest's main process alive while it is only held (see leaseStream).
-  leaseStream(r.lease)?.unref?.();
+  leaseStream(s.lease!)?.unref?.();
   return r;
 }
 
@@ -253,14 +268,17 @@ type Swept = NonNullable<RunManifest['swept']>;
 /** Databases of runs that died without a teardown; old templates (best effort: never fails the run). */
 function sweepDeadRuns(adminUrl: string, plan: Plan, tplName: string): Promise<Swept> {
   const { prefix, keepTemplates } = plan.options;
-  return step('sweeping databases of dead runs', async (signal) => {
-    const r = await raceAbort(sweep(adminUrl, prefix), signal);
-    const old = await withClient(adminUrl, (c) => sweepTemplates(c, prefix, keepTemplates, tplName, plan.runId), {
-      applicationName: 'jest-environment-pg sweep',
-      signal,
-    }).catch(() => undefined);
-    return { ...r, templates: old?.dropped ?? [] };
-  });
+  return step('sweeping databases of dead runs', (signal) =>
+    withClient(
+      adminUrl,
+      async (c) => {
+        const r = await sweepOn(c, prefix);
+        const old = await sweepTemplates(c, prefix, keepTemplates, tplName, plan.runId).catch(() => undefined);
+        return { ...r, templates: old?.dropped ?? [] };
+      },
+      { applicationName: 'jest-environment-pg sweep', signal },
+    ),
+  );
 }
 
 /** The template, reused or built; a warm cache entry that lacked it is discarded (the next run saves a fresh one). */

@@ -157,8 +157,25 @@ async function sealTemplate(c: Client, name: string): Promise<void> {
 async function stampUsed(c: import('pg').Client, name: string): Promise<void> {
   try {
     const cm = (await c.query<{ comment: string | null }>(`SELECT shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE datname = $1`, [name])).rows[0]?.comment;
-    await c.query(`COMMENT ON DATABASE ${ident(name)} IS ${literal(marker('template', noteOf(cm), Date.now() / 1000))}`);
+    await stampUsedOver(c, name, cm ?? null);
   } catch {
     // not the owner: no stamp
   }
 }
+
+/** The same, the template's current comment already read (TEMPLATE_LOOK_SQL). */
+export async function stampUsedOver(c: import('pg').Client, name: string, comment: string | null): Promise<void> {
+  try {
+    await c.query(`COMMENT ON DATABASE ${ident(name)} IS ${literal(marker('template', noteOf(comment), Date.now() / 1000))}`);
+  } catch {
+    // not the owner: no stamp
+  }
+}
+
+/**
+ * Columns that look for the template `$1` in the same round trip as other work: `tpl_complete`
+ * (reuseTemplate's test) and `tpl_comment` (what stampUsedOver keeps).
+ */
+export const TEMPLATE_LOOK_COLUMNS =
+  `(SELECT datistemplate FROM pg_catalog.pg_database WHERE datname = $1) AS tpl_complete, ` +
+  `(SELECT pg_catalog.shobj_description(oid, 'pg_database') FROM pg_catalog.pg_database WHERE datname = $1) AS tpl_comment`;
