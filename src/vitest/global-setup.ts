@@ -14,7 +14,9 @@ interface ProjectLike {
 
 export default async function globalSetup(project: ProjectLike): Promise<() => Promise<void>> {
   const config = project.config;
-  const m = await startRun(config.environmentOptions?.pg, process.pid, { rootDir: config.root });
+  // The teardown returned below runs in this process: as under Jest, the reaper's boot is not
+  // waited for here (it holds the lease before the workers need it; the teardown fails the run if it never does).
+  const m = await startRun(config.environmentOptions?.pg, process.pid, { rootDir: config.root, reaperInBackground: true });
   if (m.swept) {
     const line = sweptLine(m.swept);
     if (line) process.stderr.write(line + '\n');
