@@ -9,7 +9,7 @@ import { fileOverrides, validate } from '../util/options';
 import { knownManifest, processWorker } from '../sandbox/worker';
 import { SandboxFile } from '../sandbox/file';
 import { JestPgError } from '../util/errors';
-import { MANIFEST_ENV } from '../run/run';
+import { MANIFEST_ENV } from '../run/manifest';
 
 interface EnvironmentConfig {
   globalConfig: Config.GlobalConfig;
