@@ -2,7 +2,6 @@
 import { existsSync } from 'node:fs';
 import { MANIFEST_ENV, printTeardown, readManifest, startRun, takeReaperLogs, teardownRun } from '../run/run';
 import { runProjectSetup } from './user-hooks';
-import { closeWorkerInProcess } from '../sandbox/worker';
 import { sweptLine } from '../sandbox/report';
 
 interface ProjectConfigLike {
@@ -65,7 +64,8 @@ function onInterrupt(signal: NodeJS.Signals): void {
   }, INTERRUPT_TEARDOWN_MS);
   void (async () => {
     try {
-      await closeWorkerInProcess(); // --runInBand: the sandbox lives in this process
+      // --runInBand: the sandbox lives in this process (loaded only now: most runs never need it here).
+      await (await import('../sandbox/worker')).closeWorkerInProcess();
       const summary = await teardownRun(readManifest(file));
       printTeardown(summary);
     } catch (e) {
