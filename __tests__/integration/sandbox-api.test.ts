@@ -214,3 +214,60 @@ test('a client that connects the moment the sandbox thread listens is served, in
   expect(left).toBeNull();
   await withClient(cluster.url, (c) => c.query('DROP DATABASE jestpg_early_client'));
 });
+
+test('the sandbox thread makes sure of its worker database: two threads on one name clone it once; a missing template fails the file clearly', async () => {
+  const { SandboxThread } = await import('../../src/sandbox/thread');
+  const { withDatabase } = await import('../../src/util/admin');
+  const { knownWorkerDatabase } = await import('../../src/run/known-databases');
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const os = await import('node:os');
+  const runDir = mkdtempSync(path.join(os.tmpdir(), 'jest-pg-clone-order-'));
+  await withClient(cluster.url, async (c) => {
+    await c.query('CREATE DATABASE jestpg_order_tpl');
+    await c.query('ALTER DATABASE jestpg_order_tpl IS_TEMPLATE true');
+  });
+  const order = (name: string, template: string) => ({
+    adminUrl: cluster.url,
+    spec: { name, template, runId: 'orderrun', versionNum: cluster.versionNum },
+    runDir,
+    url: withDatabase(cluster.url, name),
+  });
+  const start = (name: string, template: string) =>
+    SandboxThread.startSync({
+      upstreamUrl: withDatabase(cluster.url, name),
+      clone: order(name, template),
+      secret: 'order-secret',
+      isolation: 'test',
+      graceMs: 200,
+      lockWaitMs: 5000,
+      label: 'jest-environment-pg clone order',
+      unref: true,
+    });
+  const threads = [start('jestpg_order_w1', 'jestpg_order_tpl'), start('jestpg_order_w1', 'jestpg_order_tpl')];
+  const bad = start('jestpg_order_w2', 'jestpg_order_missing');
+  try {
+    await Promise.all(threads.map((t) => t.beginFile()));
+    const names = await withClient(cluster.url, async (c) => (await c.query("SELECT datname FROM pg_database WHERE datname LIKE 'jestpg\\_order\\_w%'")).rows.map((r) => r.datname));
+    expect(names).toEqual(['jestpg_order_w1']);
+    // A clone carries the run's marker, and is noted for later processes of the worker.
+    const comment = await withClient(cluster.url, async (c) => (await c.query("SELECT shobj_description(oid, 'pg_database') AS c FROM pg_database WHERE datname = 'jestpg_order_w1'")).rows[0].c);
+    expect(comment).toContain('orderrun');
+    expect(knownWorkerDatabase({ runDir } as never, 'jestpg_order_w1')?.name).toBe('jestpg_order_w1');
+    await expect(bad.beginFile()).rejects.toThrow(/making the worker database jestpg_order_w2 \(a clone of jestpg_order_missing\) failed: database jestpg_order_missing does not exist/);
+    expect(knownWorkerDatabase({ runDir } as never, 'jestpg_order_w2')).toBeUndefined();
+    // The next file tries again: with the template there now, it opens.
+    await withClient(cluster.url, (c) => c.query('CREATE DATABASE jestpg_order_missing IS_TEMPLATE true'));
+    await bad.beginFile();
+    expect(knownWorkerDatabase({ runDir } as never, 'jestpg_order_w2')?.name).toBe('jestpg_order_w2');
+  } finally {
+    for (const t of [...threads, bad]) await t.close();
+    rmSync(runDir, { recursive: true, force: true });
+  }
+  await withClient(cluster.url, async (c) => {
+    for (const d of ['jestpg_order_w1', 'jestpg_order_w2']) await c.query(`DROP DATABASE IF EXISTS ${d}`);
+    for (const d of ['jestpg_order_tpl', 'jestpg_order_missing']) {
+      await c.query(`ALTER DATABASE ${d} IS_TEMPLATE false`);
+      await c.query(`DROP DATABASE ${d}`);
+    }
+  });
+});

@@ -27,11 +27,17 @@ export function knownWorkerDatabase(m: RunManifest, name: string): KnownDatabase
 
 /** Note that `db` exists (atomically: a reader sees the whole URL or nothing). Best effort. */
 export function noteWorkerDatabase(m: RunManifest, db: KnownDatabase): void {
+  noteWorkerDatabaseIn(m.runDir, db);
+}
+
+/** The same, given the run's directory. */
+export function noteWorkerDatabaseIn(runDir: string, db: KnownDatabase): void {
+  const dir = path.join(runDir, 'databases');
   try {
-    mkdirSync(dirOf(m), { recursive: true, mode: 0o700 });
-    const tmp = path.join(dirOf(m), `.${db.name}.${process.pid}.${Math.random().toString(36).slice(2)}`);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const tmp = path.join(dir, `.${db.name}.${process.pid}.${Math.random().toString(36).slice(2)}`);
     writeFileSync(tmp, db.url, { mode: 0o600 });
-    renameSync(tmp, path.join(dirOf(m), db.name));
+    renameSync(tmp, path.join(dir, db.name));
   } catch {
     // the run dir is gone (torn down): nothing to note
   }

@@ -26,8 +26,6 @@ import { ensureTemplateDetailed, stampUsedOver, templateNameFor, type TemplateOp
 import { MANIFEST_ENV, writeManifest, type RunCacheInfo, type RunContext, type RunManifest } from './manifest';
 import { startCachedCluster } from './cached-cluster';
 import { teardownRun } from './teardown';
-import { ensureWorkerDatabase } from './worker-db';
-import { noteWorkerDatabase } from './known-databases';
 
 /**
  * Set up a run: server, sweep, template, run dir + manifest, reaper. Sets process.env.JEST_PG_MANIFEST.
@@ -327,11 +325,6 @@ function finishStart(m: RunManifest, plan: Plan, s: Started, ready: Promise<numb
   processRuns.trackReaper(plan.runId, handOverLease(ready, lease));
   // A cache entry still being written finishes while the tests run (teardownRun waits for it).
   for (const w of s.cacheWrites) processRuns.trackBackground(w);
-  // Jest's first worker (in band too) is always worker 1: its database is cloned while Jest
-  // starts its workers. It takes the clone's lock, so the worker waits for it, never clones twice;
-  // once it is there, it is noted in the run dir, and a worker that finds the note opens its
-  // sandbox without an admin connection of its own (nor loading the PostgreSQL client for one).
-  if (plan.ctx.reaperInBackground) processRuns.trackBackground(ensureWorkerDatabase(m, '1').then((db) => noteWorkerDatabase(m, db), () => undefined));
   laps.total();
   m.timings = laps.timings;
   writeManifest(m);

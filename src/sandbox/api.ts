@@ -14,6 +14,9 @@
 import path from 'node:path';
 import type { RunManifest, TeardownSummary } from '../run/manifest';
 import { forgetWorkerDatabase, knownWorkerDatabase, noteWorkerDatabase } from '../run/known-databases';
+import { cloneSpec } from '../run/worker-clone';
+import { databaseOf, withDatabase } from '../util/admin';
+import type { CloneOrder } from './thread-protocol';
 import { workerDbName } from '../util/names';
 import type { ConnectionInfo, FileReport, ForeignBackend, Problem } from '../proxy/sandbox';
 import { SandboxThread } from './thread';
@@ -74,10 +77,13 @@ export interface RunSandbox {
 /** Put a sandbox on this run's worker database `workerId` (cloned from the template on first use). */
 export async function openRunSandbox(manifest: RunManifest, opts: RunSandboxOptions): Promise<RunSandbox> {
   const { workerId } = opts;
-  // Known to exist (an earlier process of this worker noted it), or found or cloned now; the run's
-  // code (and the PostgreSQL client it loads) is loaded only then.
-  const db = knownWorkerDatabase(manifest, workerDbName(manifest.prefix, manifest.runId, workerId)) ?? (await (await import('../run/worker-db')).ensureWorkerDatabase(manifest, workerId));
-  noteWorkerDatabase(manifest, db);
+  // Known to exist (an earlier process of this worker noted it), or made sure of by the sandbox's
+  // own thread before the file opens on it (cloned from the template on first use): neither this
+  // thread nor the PostgreSQL client is involved.
+  const name = workerDbName(manifest.prefix, manifest.runId, workerId);
+  const known = knownWorkerDatabase(manifest, name);
+  const db = known ?? { name, url: withDatabase(manifest.adminUrl, name) };
+  const clone: CloneOrder | undefined = known ? undefined : { adminUrl: upstreamUrl(manifest, { name: databaseOf(manifest.adminUrl), url: manifest.adminUrl }), spec: cloneSpec(manifest, workerId), runDir: manifest.runDir, url: db.url };
   const o = manifest.options;
   const label = opts.label ?? `jest-environment-pg w${workerId}`;
   // So a teardown after an interrupt does not list the sandbox's own connection as a leak.
@@ -85,11 +91,12 @@ export async function openRunSandbox(manifest: RunManifest, opts: RunSandboxOpti
   let sandbox: SandboxThread;
   if (opts.thread) {
     sandbox = opts.thread;
-    sandbox.setUpstream(upstreamUrl(manifest, db), label, upstreamsDir);
+    sandbox.setUpstream(upstreamUrl(manifest, db), label, upstreamsDir, clone);
   } else {
     sandbox = await SandboxThread.start({
       upstreamUrl: upstreamUrl(manifest, db),
       upstreamsDir,
+      clone,
       socketDir: opts.socketDir ?? path.join(manifest.runDir, `w${workerId}-${process.pid}`),
       secret: manifest.proxySecret,
       isolation: o.isolation,

@@ -15,8 +15,10 @@ import path from 'node:path';
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { listen, type ConnectionInfo } from '../proxy/listen';
 import type { LateProblem, Sandbox } from '../proxy/sandbox';
-import { serializeError } from '../util/errors';
-import type { Control, Reply, ThreadData } from './thread-protocol';
+import { errors, serializeError } from '../util/errors';
+import type { CloneOrder, Control, Reply, ThreadData } from './thread-protocol';
+import { ensureCloned } from '../run/worker-clone';
+import { noteWorkerDatabaseIn } from '../run/known-databases';
 
 /** The thread's state: its control channel, the sandbox once it listens, control queued before that. */
 interface ThreadState {
@@ -29,10 +31,20 @@ interface ThreadState {
   sandbox: Sandbox | undefined;
   queued: Control[];
   upstreamsDir: string | undefined;
+  /**
+   * The worker database to make sure of (a CloneOrder) and the attempt under way: the next
+   * beginFile waits for it; one that fails it is retried by the beginFile after.
+   */
+  ensuring: { order: CloneOrder; attempt: Promise<void> | undefined } | undefined;
 }
 
 /** Apply one control message to the sandbox (queued until it listens). */
 function apply(t: ThreadState, c: Control): void {
+  if (c.op === 'setUpstream' && c.clone) {
+    // Needs no sandbox: started at once (a prewarmed or just-started thread clones meanwhile).
+    ensure(t, c.clone);
+    c = { ...c, clone: undefined };
+  }
   const sandbox = t.sandbox;
   if (!sandbox) {
     t.queued.push(c);
@@ -70,10 +82,25 @@ function apply(t: ThreadState, c: Control): void {
 /** Start a sandbox method synchronously (in control order); its result goes back when it settles. */
 function call(t: ThreadState, sb: Sandbox, id: number, method: Extract<Control, { op: 'call' }>['method']): void {
   let p: Promise<unknown>;
-  try {
-    p = Promise.resolve(sb[method]());
-  } catch (e) {
-    p = Promise.reject(e);
+  const e = method === 'beginFile' ? t.ensuring : undefined;
+  if (e) {
+    // The file opens on its database once that exists.
+    p = (e.attempt ??= cloneOnce(e.order)).then(
+      () => {
+        if (t.ensuring === e) t.ensuring = undefined;
+        return sb.beginFile();
+      },
+      (err: unknown) => {
+        e.attempt = undefined;
+        throw err;
+      },
+    );
+  } else {
+    try {
+      p = Promise.resolve(sb[method]());
+    } catch (e) {
+      p = Promise.reject(e);
+    }
   }
   p.then(
     (value) => t.port.postMessage({ type: 'result', id, value: method === 'endTest' || method === 'endFile' ? value : undefined } satisfies Reply),
@@ -92,6 +119,37 @@ function poll(t: ThreadState): void {
   if (now === t.seen) return;
   t.seen = now;
   for (let m = receiveMessageOnPort(t.data.control); m; m = receiveMessageOnPort(t.data.control)) apply(t, m.message as Control);
+}
+
+/** Make sure of the worker database `order` names, starting now (see cloneOnce). */
+function ensure(t: ThreadState, order: CloneOrder): void {
+  const attempt = cloneOnce(order);
+  attempt.catch(() => undefined); // said by the beginFile that waits for it
+  t.ensuring = { order, attempt };
+}
+
+/**
+ * Make sure the worker database exists (cloned from the template under its lock, see
+ * run/worker-clone.ts), over an admin connection of the proxy's own client, then note it in the
+ * run dir.
+ */
+async function cloneOnce(order: CloneOrder): Promise<void> {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { SimpleClient } = require('../proxy/simple-client') as typeof import('../proxy/simple-client');
+  let c: import('../proxy/simple-client').SimpleClient;
+  try {
+    c = await SimpleClient.connect(order.adminUrl, 'jest-environment-pg clone');
+  } catch (e) {
+    throw errors.serverUnreachable(order.adminUrl, e);
+  }
+  try {
+    await ensureCloned((sql) => c.query(sql), order.spec);
+  } catch (e) {
+    throw new Error(`jest-environment-pg: making the worker database ${order.spec.name} (a clone of ${order.spec.template}) failed: ${(e as Error).message}`, { cause: e });
+  } finally {
+    await c.end();
+  }
+  noteWorkerDatabaseIn(order.runDir, { name: order.spec.name, url: order.url });
 }
 
 /** Record an upstream connection's backend pid in the run dir (teardown knows it as ours). */
@@ -158,7 +216,8 @@ async function start(t: ThreadState): Promise<void> {
 
 function main(): void {
   const data = workerData as ThreadData;
-  const t: ThreadState = { data, port: parentPort!, state: new Int32Array(data.state), seen: 0, sandbox: undefined, queued: [], upstreamsDir: data.upstreamsDir };
+  const t: ThreadState = { data, port: parentPort!, state: new Int32Array(data.state), seen: 0, sandbox: undefined, queued: [], upstreamsDir: data.upstreamsDir, ensuring: undefined };
+  if (data.clone) ensure(t, data.clone);
   data.control.on('message', (c: Control) => {
     apply(t, c);
   });

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { MessageChannel, Worker } from 'node:worker_threads';
 import type { ConnectionInfo, FileReport, LateProblem, SandboxOptions, TestReport } from '../proxy/sandbox';
 import { BoundaryPoster } from './boundaries';
-import type { Control, Reply, ThreadData } from './thread-protocol';
+import type { CloneOrder, Control, Reply, ThreadData } from './thread-protocol';
 import { JestPgError, reviveError } from '../util/errors';
 
 type Method = Extract<Control, { op: 'call' }>['method'];
@@ -23,6 +23,8 @@ const START_MS = 30_000;
 export interface ThreadOptions extends Omit<SandboxOptions, 'onUpstream' | 'pollControl' | 'onLate'> {
   /** Record the upstream connections' backend pids here (files named by pid). */
   upstreamsDir?: string;
+  /** The upstream database may not exist yet: the thread makes sure of it first (see CloneOrder). */
+  clone?: CloneOrder;
 }
 
 /** dist/sandbox/thread-main.js, also when this module runs from src/ (our own tests, through a TS transform). */
@@ -61,8 +63,8 @@ export class SandboxThread extends BoundaryPoster {
     this.infoBuf = new SharedArrayBuffer(4096);
     const { port1, port2 } = new MessageChannel();
     this.control = port1;
-    const { upstreamsDir, ...sandboxOpts } = opts;
-    const data: ThreadData = { opts: sandboxOpts, upstreamsDir, state: stateBuf, info: this.infoBuf, control: port2 };
+    const { upstreamsDir, clone, ...sandboxOpts } = opts;
+    const data: ThreadData = { opts: sandboxOpts, upstreamsDir, clone, state: stateBuf, info: this.infoBuf, control: port2 };
     this.worker = new Worker(threadScript(), { workerData: data, transferList: [port2], stdout: false, stderr: false });
     this.worker.on('message', (r: Reply) => this.onReply(r));
     this.worker.on('error', (e: unknown) => this.die(e instanceof Error ? e : new Error(String(e))));
@@ -170,9 +172,12 @@ export class SandboxThread extends BoundaryPoster {
     this.graceMs = o.graceMs;
     super.configure(o);
   }
-  /** The database the next beginFile connects to (and where its backend pid is recorded). */
-  setUpstream(url: string, label?: string, upstreamsDir?: string): void {
-    this.post({ op: 'setUpstream', url, label, upstreamsDir });
+  /**
+   * The database the next beginFile connects to (and where its backend pid is recorded); with
+   * `clone`, the thread makes sure it exists first (it starts now, beginFile waits for it).
+   */
+  setUpstream(url: string, label?: string, upstreamsDir?: string, clone?: CloneOrder): void {
+    this.post({ op: 'setUpstream', url, label, upstreamsDir, clone });
   }
   beginFile(): Promise<void> {
     return this.call('beginFile', 'opening the file transaction', ANSWER_MS);

@@ -5,8 +5,14 @@
  * (`GRANT … ON DATABASE`) and the comment. Those are read from the template and replayed on the
  * clone, the settings as pg_dump replays them.
  */
-import type { Client } from 'pg';
 import { ident, literal, marker, noteOf } from '../util/names';
+
+/**
+ * Runs a simple query (no parameters; values inlined as literals), the rows of its results as
+ * text, NULL as null: over the PostgreSQL driver (util/admin's textQuery) or the proxy's own
+ * client (proxy/simple-client.ts, on the sandbox's thread). Errors carry the SQLSTATE as `code`.
+ */
+export type TextQuery = (sql: string) => Promise<(string | null)[][]>;
 
 /** What a database has in shared catalogs that a clone must carry. */
 export interface DatabaseShape {
@@ -18,8 +24,8 @@ export interface DatabaseShape {
   settings: { role: string | null; config: string[] }[];
 }
 
-export async function readDatabaseShape(c: Client, database: string): Promise<DatabaseShape> {
-  const r = await c.query<{ owner: string; comment: string | null; acl: DatabaseShape['acl']; settings: DatabaseShape['settings'] }>(
+export async function readDatabaseShape(q: TextQuery, database: string): Promise<DatabaseShape> {
+  const rows = await q(
     `SELECT pg_catalog.pg_get_userbyid(d.datdba) AS owner,
             pg_catalog.shobj_description(d.oid, 'pg_database') AS comment,
             CASE WHEN d.datacl IS NULL THEN NULL ELSE coalesce((
@@ -30,12 +36,17 @@ export async function readDatabaseShape(c: Client, database: string): Promise<Da
               SELECT json_agg(json_build_object('role', r.rolname, 'config', s.setconfig) ORDER BY s.setrole)
                 FROM pg_catalog.pg_db_role_setting s LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.setrole
                WHERE s.setdatabase = d.oid), '[]') AS settings
-       FROM pg_catalog.pg_database d WHERE d.datname = $1`,
-    [database],
+       FROM pg_catalog.pg_database d WHERE d.datname = ${literal(database)}`,
   );
-  const row = r.rows[0];
+  const row = rows[0];
   if (!row) throw new Error(`database ${database} does not exist`);
-  return row;
+  const [owner, comment, acl, settings] = row;
+  return {
+    owner: owner ?? '',
+    comment,
+    acl: acl === null ? null : (JSON.parse(acl) as DatabaseShape['acl']),
+    settings: JSON.parse(settings ?? '[]') as DatabaseShape['settings'],
+  };
 }
 
 /**
@@ -43,15 +54,15 @@ export async function readDatabaseShape(c: Client, database: string): Promise<Da
  * privileges and comment: our run marker first, the template's own comment (if a migration set
  * one) on the following lines.
  */
-export async function cloneDatabase(c: Client, template: string, name: string, runId: string, createOptions = ''): Promise<void> {
-  const shape = await readDatabaseShape(c, template);
-  await c.query(`CREATE DATABASE ${ident(name)} TEMPLATE ${ident(template)} OWNER ${ident(shape.owner)}${createOptions}`);
+export async function cloneDatabase(q: TextQuery, template: string, name: string, runId: string, createOptions = ''): Promise<void> {
+  const shape = await readDatabaseShape(q, template);
+  await q(`CREATE DATABASE ${ident(name)} TEMPLATE ${ident(template)} OWNER ${ident(shape.owner)}${createOptions}`);
   try {
     // One round trip, one implicit transaction: all of them or none.
-    await c.query(shapeStatements(shape, name, runId).join(';\n'));
+    await q(shapeStatements(shape, name, runId).join(';\n'));
   } catch (e) {
     // A bare clone must not be reused as if it were a copy.
-    await c.query(`DROP DATABASE IF EXISTS ${ident(name)}`).catch(() => undefined);
+    await q(`DROP DATABASE IF EXISTS ${ident(name)}`).catch(() => undefined);
     throw e;
   }
 }

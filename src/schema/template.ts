@@ -7,7 +7,7 @@ import { dropDatabase, terminateBackends, withClient, withDatabase } from '../ut
 import { hashMigrations, runMigrations } from './migrations';
 import { packageVersion } from '../util/version';
 import { installMovingClock } from './clock';
-import { ident, literal, marker, noteOf, sha256, templateName } from '../util/names';
+import { ident, literal, lockKeyFor, marker, noteOf, sha256, templateName } from '../util/names';
 import type { MigrationSource } from '../util/options';
 import { sleep } from '../util/text';
 
@@ -40,10 +40,7 @@ export async function templateNameFor(opts: TemplateOptions): Promise<string> {
   return templateName(opts.prefix, sha256(contents, `pg${major}`, `jest-environment-pg@${packageVersion()}`, opts.time === 'file' ? 'clock0' : 'clock1'));
 }
 
-/** A 64-bit advisory lock key derived from a name (single-key form; the leases use the two-key form). */
-export function lockKeyFor(name: string): string {
-  return BigInt.asIntN(64, BigInt('0x' + sha256('jest-environment-pg lock', name).slice(0, 16))).toString();
-}
+export { lockKeyFor } from '../util/names';
 
 /**
  * The key of the "in use" advisory lock of a template: every live run holds it shared (on its

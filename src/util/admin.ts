@@ -75,6 +75,18 @@ export async function withClient<T>(url: string, fn: (c: Client) => Promise<T>, 
   }
 }
 
+/**
+ * A pg client as a TextQuery (schema/clone.ts): every result's rows as text, NULL as null, none
+ * of pg's type parsing.
+ */
+export function textQuery(c: Client): (sql: string) => Promise<(string | null)[][]> {
+  const raw = { getTypeParser: () => (v: string) => v };
+  return async (sql) => {
+    const r = (await c.query({ text: sql, rowMode: 'array', types: raw } as never)) as unknown as { rows: (string | null)[][] } | { rows: (string | null)[][] }[];
+    return Array.isArray(r) ? r.flatMap((x) => x.rows) : r.rows;
+  };
+}
+
 /** server_version_num, e.g. 180004. */
 export async function serverVersionNum(c: Client): Promise<number> {
   // (SHOW names its column server_version_num, not v: select it under the name we read.)

@@ -25,6 +25,11 @@ export function sha256(...parts: (string | Buffer)[]): string {
   return h.digest('hex');
 }
 
+/** A 64-bit advisory lock key derived from a name (single-key form; the leases use the two-key form). */
+export function lockKeyFor(name: string): string {
+  return BigInt.asIntN(64, BigInt('0x' + sha256('jest-environment-pg lock', name).slice(0, 16))).toString();
+}
+
 /** `<prefix>_tpl_<hash>`: the template's name carries a hash of everything that shapes it. */
 export function templateName(prefix: string, hash: string): string {
   return check(`${prefix}_tpl_${hash.slice(0, 16)}`);
