@@ -9,7 +9,8 @@ import { appendFileSync, existsSync, readdirSync, readFileSync, rmSync } from 'n
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Client } from 'pg';
-import { connect } from '../util/admin';
+import { connect, databaseOf } from '../util/admin';
+import { socketUrl } from '../server/socket-url';
 import { errors, messageOf } from '../util/errors';
 import { acquireLease, holdTemplate } from './lease';
 import { cmdline, isAlive, isSameProcess } from '../util/proc';
@@ -176,7 +177,7 @@ async function awaitManifest(manifestPath: string, loadTeardown: LoadTeardown): 
 
 /** A session holding the run's lease (and its template, before "ready": the main process lets go of it then). */
 async function takeLease(m: RunManifest, onError: () => void): Promise<Client> {
-  const lease = await connect(m.adminUrl, { applicationName: 'jest-environment-pg reaper' });
+  const lease = await connect(m.cluster ? socketUrl(m.cluster, databaseOf(m.adminUrl)) : m.adminUrl, { applicationName: 'jest-environment-pg reaper' });
   lease.on('error', onError);
   await acquireLease(lease, m.runId);
   if (m.templateDb) await holdTemplate(lease, m.templateDb);

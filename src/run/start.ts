@@ -9,10 +9,11 @@ import { existsSync, promises as fsp, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Client } from 'pg';
-import { connect, loadDriver, withClient } from '../util/admin';
+import { connect, databaseOf, loadDriver, withClient } from '../util/admin';
 import { findBinaries } from '../server/binaries';
 import { discard, resolveCacheDir } from '../server/cache';
 import { isPostmasterOf, startCluster, stopCluster, type ClusterInfo } from '../server/cluster';
+import { socketUrl } from '../server/socket-url';
 import { leaseAndLook, sweepOn, sweepTemplates } from './lease';
 import { newRunId } from '../util/names';
 import { errors } from '../util/errors';
@@ -95,7 +96,8 @@ async function startRunGuarded(projectOptions: unknown, mainPid: number, ctx: Ru
     // template, nor this run, whose databases do not exist yet).
     const swept = own ? Promise.resolve<Swept>({ dropped: [], deadRuns: [], terminated: 0 }) : laps.time('sweep', () => sweepDeadRuns(adminUrl, plan, tplName));
     swept.catch(() => undefined);
-    const leased = await laps.time('lease', () => takeLease(adminUrl, plan.runId, tplName, s));
+    // Our own cluster is reached over its unix socket (see socketUrl).
+    const leased = await laps.time('lease', () => takeLease(own ? socketUrl(own, databaseOf(adminUrl)) : adminUrl, plan.runId, tplName, s));
     // phase "template": if this process dies before the end, the teardown drops the template it was building.
     const m: RunManifest = { ...manifestOf(plan, adminUrl, versionNum, s.cluster), templateDb: tplName, cache: cacheInfo, phase: 'template' };
     writeManifest(m);

@@ -1,8 +1,9 @@
 /** The end of a run (globalTeardown, an interrupt, or the reaper): report, terminate, drop, stop. */
 import { appendFileSync, existsSync, promises as fsp, readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { connect, dropDatabase } from '../util/admin';
+import { connect, databaseOf, dropDatabase } from '../util/admin';
 import { isPostmasterOf, stopCluster } from '../server/cluster';
+import { socketUrl } from '../server/socket-url';
 import { messageOf, redactUrl } from '../util/errors';
 import { dropAbandonedTemplate, listRunDatabases } from './lease';
 import { stopReaper } from './reaper';
@@ -97,7 +98,7 @@ interface Cleared {
 async function clearServer(m: RunManifest, maySave: boolean): Promise<Cleared> {
   let c: import('pg').Client;
   try {
-    c = await connect(m.adminUrl, { applicationName: 'jest-environment-pg teardown', timeoutMs: 5000 });
+    c = await connect(m.cluster ? socketUrl(m.cluster, databaseOf(m.adminUrl)) : m.adminUrl, { applicationName: 'jest-environment-pg teardown', timeoutMs: 5000 });
   } catch (e) {
     const report = `jest-environment-pg: could not connect to ${redactUrl(m.adminUrl)} to drop this run's databases (${messageOf(e)}); a later run will sweep them.`;
     return { dropped: [], terminated: 0, report };

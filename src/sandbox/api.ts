@@ -16,6 +16,7 @@ import type { RunManifest, TeardownSummary } from '../run/manifest';
 import { forgetWorkerDatabase, knownWorkerDatabase, noteWorkerDatabase } from '../run/known-databases';
 import { cloneSpec } from '../run/worker-clone';
 import { databaseOf, withDatabase } from '../util/admin';
+import { socketUrl } from '../server/socket-url';
 import type { CloneOrder } from './thread-protocol';
 import { workerDbName } from '../util/names';
 import type { ConnectionInfo, FileReport, ForeignBackend, Problem } from '../proxy/sandbox';
@@ -139,9 +140,7 @@ async function endSandboxFile(manifest: RunManifest, db: { name: string; url: st
 
 /** The embedded cluster is reached over its unix socket (one less TCP stack per message); a server by its URL. */
 export function upstreamUrl(m: RunManifest, db: { name: string; url: string }): string {
-  const c = m.cluster;
-  if (!c) return db.url;
-  return `postgres://${encodeURIComponent(c.user)}@localhost:${c.port}/${encodeURIComponent(db.name)}?host=${encodeURIComponent(c.socketDir)}`;
+  return m.cluster ? socketUrl(m.cluster, db.name) : db.url;
 }
 
 // ---------------------------------------------------------------------------------------------
