@@ -220,8 +220,11 @@ test('teardown reports and terminates leftover backends, drops the run’s datab
 test('embedded run: teardown leaves no database, backend, postgres process or temp dir', async () => {
   const m = track(await startRun({ prefix: 'lcemb', migrations: SCHEMA }, process.pid));
   expect(m.cluster).toBeDefined();
-  const { pid, baseDir } = m.cluster!;
+  const { pid, baseDir, dataDir } = m.cluster!;
   expect(path.basename(baseDir)).toMatch(/^jest-pg-/);
+  // Its dynamic shared memory lives in its data dir (not /dev/shm/PostgreSQL.*): removed with it,
+  // even after a server that was killed.
+  expect(readdirSync(path.join(dataDir, 'pg_dynshmem')).length).toBeGreaterThan(0);
   await ensureWorkerDatabase(m, '1');
   const s = await teardownRun(m);
   expect(s.dropped).toHaveLength(1);

@@ -330,6 +330,9 @@ export function serverSettings(major: number, port: number, socketDir: string): 
     // A file's whole run is one transaction: it can hold many locks.
     max_locks_per_transaction: '256',
     shared_buffers: '64MB',
+    // Dynamic shared memory as files in the data dir (pg_dynshmem/), not /dev/shm/PostgreSQL.*:
+    // a server that is killed (SIGKILL, the machine) leaves nothing behind once its dir is removed.
+    dynamic_shared_memory_type: 'mmap',
     jit: 'off',
     huge_pages: 'off',
     logging_collector: 'off',
