@@ -52,7 +52,7 @@ export async function teardownRun(m: RunManifest, opts: { fromReaper?: boolean }
     const { save: _save, ...rest } = r;
     return { ...rest, ms, cacheSaveMs, reaperError, summaryLine: summaryLine({ ...rest, ms, idle }) };
   };
-  // Cache entries (and worker 1's clone) this process is still making: never leave half of one behind.
+  // Cache entries this process is still writing: never leave half of one behind.
   await processRuns.backgroundDone();
   // A reaper started in the background: it holds the lease by now, or it never will (the run fails).
   const reaperError = await processRuns.reaperOutcome(m.runId);

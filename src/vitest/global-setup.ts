@@ -26,7 +26,7 @@ export default async function globalSetup(project: ProjectLike): Promise<() => P
   // The workers' sandboxes live here, one per pool id, across the files of the run (a worker
   // without a host socket, e.g. on a path too long for one, starts its own as under Jest).
   const host = await SandboxHost.start(m).catch(() => undefined);
-  // Pool id 1 runs the first file; its database was cloned by the run's start.
+  // Pool id 1 runs the first file: its sandbox starts now, and its thread clones the database meanwhile.
   host?.prewarm('1');
   return async () => {
     // Vitest runs this before it stops its workers: the sandboxes close (their clients and upstream) first.
