@@ -97,7 +97,6 @@ function phases({ t0, t1, events }) {
   // Per test (test_start → test_done, hooks included): the first test of each file, and the rest.
   const firstTests = [];
   const laterTests = [];
-  for (const evs of byPid.values()) void evs;
   const perPid = new Map();
   for (const e of events) if (e.ev === 'run_start' || e.ev === 'test_start' || e.ev === 'test_done') (perPid.get(e.pid) ?? perPid.set(e.pid, []).get(e.pid)).push(e);
   for (const evs of perPid.values()) {

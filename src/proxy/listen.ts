@@ -70,7 +70,8 @@ export async function listen(opts: ListenOptions, onConnection: (socket: net.Soc
   }
 }
 
-function listening(server: net.Server, start: (s: net.Server) => void): Promise<void> {
+/** Start `server` listening (`start` calls listen); resolves once it listens, rejects with its error. */
+export function listening(server: net.Server, start: (s: net.Server) => void): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     start(server);

@@ -108,6 +108,21 @@ export function readCString(buf: Buffer, off: number, end: number): [string, num
   return [buf.toString('utf8', off, nul), nul + 1];
 }
 
+/** The values of a DataRow frame at `start` as text, NULL as null. */
+export function readDataRow(buf: Buffer, start: number): (string | null)[] {
+  const row: (string | null)[] = [];
+  let p = start + 5;
+  const n = buf.readInt16BE(p);
+  p += 2;
+  for (let i = 0; i < n; i++) {
+    const l = buf.readInt32BE(p);
+    p += 4;
+    row.push(l < 0 ? null : buf.toString('utf8', p, p + l));
+    if (l > 0) p += l;
+  }
+  return row;
+}
+
 /** Parse the fields of an ErrorResponse/NoticeResponse frame into a map keyed by field letter. */
 export function readFields(buf: Buffer, start: number, end: number): Record<string, string> {
   const out: Record<string, string> = {};

@@ -8,7 +8,7 @@ import type net from 'node:net';
 import { B, F } from './codes';
 import { connect } from './connect';
 import { Framer } from './framer';
-import { query, readFields } from './messages';
+import { query, readDataRow, readFields } from './messages';
 
 /** An error the server sent: its message, `code` its SQLSTATE. */
 export class ServerError extends Error {
@@ -62,17 +62,7 @@ export class SimpleClient {
     const q = this.current;
     if (!q) return; // notices, parameter changes between queries
     if (code === B.DataRow) {
-      const row: (string | null)[] = [];
-      let p = start + 5;
-      const n = buf.readInt16BE(p);
-      p += 2;
-      for (let i = 0; i < n; i++) {
-        const l = buf.readInt32BE(p);
-        p += 4;
-        row.push(l < 0 ? null : buf.toString('utf8', p, p + l));
-        if (l > 0) p += l;
-      }
-      q.rows.push(row);
+      q.rows.push(readDataRow(buf, start));
     } else if (code === B.ErrorResponse) {
       q.error ??= readFields(buf, start, end);
     } else if (code === B.ReadyForQuery) {

@@ -8,7 +8,7 @@ import net from 'node:net';
 import { B, F } from './codes';
 import { connect, type Connected } from './connect';
 import { Framer } from './framer';
-import { cancelRequest, close, commandComplete, query, readFields, shiftPosition, syncFrame, writer } from './messages';
+import { cancelRequest, close, commandComplete, query, readDataRow, readFields, shiftPosition, syncFrame, writer } from './messages';
 import { SETUP_SQL } from './backends';
 import { errors, messageOf } from '../util/errors';
 
@@ -289,19 +289,8 @@ export class Upstream {
           while (off < end) {
             const code = buf[off];
             const len = buf.readInt32BE(off + 1);
-            if (code === B.DataRow) {
-              const row: string[] = [];
-              let p = off + 5;
-              const n = buf.readInt16BE(p);
-              p += 2;
-              for (let i = 0; i < n; i++) {
-                const l = buf.readInt32BE(p);
-                p += 4;
-                row.push(l < 0 ? '' : buf.toString('utf8', p, p + l));
-                if (l > 0) p += l;
-              }
-              rows.push(row);
-            }
+            // NULL reads as '' here (its callers compare with '').
+            if (code === B.DataRow) rows.push(readDataRow(buf, off).map((v) => v ?? ''));
             off += 1 + len;
           }
         },

@@ -14,7 +14,8 @@ export interface KnownDatabase {
   url: string;
 }
 
-const dirOf = (m: RunManifest): string => path.join(m.runDir, 'databases');
+const dirIn = (runDir: string): string => path.join(runDir, 'databases');
+const dirOf = (m: RunManifest): string => dirIn(m.runDir);
 
 /** The database if a process of this run noted it (it exists), else undefined. */
 export function knownWorkerDatabase(m: RunManifest, name: string): KnownDatabase | undefined {
@@ -32,7 +33,7 @@ export function noteWorkerDatabase(m: RunManifest, db: KnownDatabase): void {
 
 /** The same, given the run's directory. */
 export function noteWorkerDatabaseIn(runDir: string, db: KnownDatabase): void {
-  const dir = path.join(runDir, 'databases');
+  const dir = dirIn(runDir);
   try {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const tmp = path.join(dir, `.${db.name}.${process.pid}.${Math.random().toString(36).slice(2)}`);

@@ -7,21 +7,21 @@
 import type { Client } from 'pg';
 import { dropDatabase, serverVersionNum, terminateBackends, withClient } from '../util/admin';
 import { ident, LOCK_NAMESPACE, leaseKey, parseMarker } from '../util/names';
-import { lockKeyFor, TEMPLATE_LOOK_COLUMNS, useLockKey } from '../schema/template';
+import { lockKeyFor, TEMPLATE_LOOK_COLUMNS, templateLookOf, useLockKey, type TemplateLook } from '../schema/template';
 
 /**
  * A run's start, in one round trip on one connection: its lease and the use of its template
  * (both shared, as acquireLease and holdTemplate take them), then a look for that template
  * (TEMPLATE_LOOK_COLUMNS). The session is named as the lease's holder.
  */
-export async function leaseAndLook(c: Client, runId: string, template: string): Promise<{ complete: boolean; comment: string | null }> {
+export async function leaseAndLook(c: Client, runId: string, template: string): Promise<TemplateLook> {
   const [a, b] = leaseKey(runId);
   const r = await c.query<{ tpl_complete: boolean | null; tpl_comment: string | null }>(
     `SELECT pg_catalog.set_config('application_name', 'jest-environment-pg lease', false), pg_catalog.pg_advisory_lock_shared($2::int, $3::int), ` +
       `pg_catalog.pg_advisory_lock_shared($4::bigint), ${TEMPLATE_LOOK_COLUMNS}`,
     [template, a, b, useLockKey(template)],
   );
-  return { complete: r.rows[0]?.tpl_complete === true, comment: r.rows[0]?.tpl_comment ?? null };
+  return templateLookOf(r.rows[0]);
 }
 
 export async function acquireLease(c: Client, runId: string): Promise<void> {

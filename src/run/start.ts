@@ -23,7 +23,7 @@ import { startReaper, stopReaper } from './reaper';
 import { processRuns } from './registry';
 import { sweepStaleLocal } from './stale';
 import { atMost, guardSetup, raceAbort, step, stepTimeoutMs, type SetupGuard } from '../util/settle';
-import { ensureTemplateDetailed, stampUsedOver, templateNameFor, type TemplateOptions } from '../schema/template';
+import { ensureTemplateDetailed, stampUsed, templateNameFor, type TemplateOptions } from '../schema/template';
 import { MANIFEST_ENV, writeManifest, type RunCacheInfo, type RunContext, type RunManifest } from './manifest';
 import { startCachedCluster } from './cached-cluster';
 import { teardownRun } from './teardown';
@@ -213,9 +213,7 @@ async function startServer(plan: Plan, s: Started, laps: Laps): Promise<{ adminU
  */
 function connectToServer(adminUrl: string, s: Started): Promise<{ versionNum: number }> {
   return step('connecting to the server', async (signal) => {
-    const c = await connect(adminUrl, { applicationName: 'jest-environment-pg lease', signal });
-    c.on('error', () => undefined); // a server going away must not crash Jest's main process
-    s.lease = c;
+    const c = (s.lease = await openLease(adminUrl, signal));
     const r = await c.query<{ rolname: string; ok: boolean; v: string }>(
       "SELECT rolname, (rolsuper OR rolcreatedb) AS ok, pg_catalog.current_setting('server_version_num') AS v FROM pg_catalog.pg_roles WHERE rolname = current_user",
     );
@@ -235,17 +233,13 @@ function connectToServer(adminUrl: string, s: Started): Promise<{ versionNum: nu
  */
 async function takeLease(adminUrl: string, runId: string, tplName: string, s: Started): Promise<{ reused: boolean; lookMs: number }> {
   const r = await step('taking the run lease', async (signal) => {
-    let b = s.lease;
-    if (!b) {
-      b = s.lease = await connect(adminUrl, { applicationName: 'jest-environment-pg lease', signal });
-      b.on('error', () => undefined); // a server going away must not crash Jest's main process
-    }
+    const b = (s.lease ??= await openLease(adminUrl, signal));
     const giveUp = () => void b.end().catch(() => undefined);
     signal.addEventListener('abort', giveUp, { once: true });
     try {
       const t = performance.now();
       const look = await leaseAndLook(b, runId, tplName);
-      if (look.complete) await stampUsedOver(b, tplName, look.comment);
+      if (look.complete) await stampUsed(b, tplName, look.comment);
       return { reused: look.complete, lookMs: Math.round(performance.now() - t) };
     } catch (e) {
       throw signal.aborted ? signal.reason : e;
@@ -256,6 +250,13 @@ async function takeLease(adminUrl: string, runId: string, tplName: string, s: St
   // Not keeping Jest's main process alive while it is only held (see leaseStream).
   leaseStream(s.lease!)?.unref?.();
   return r;
+}
+
+/** The connection that holds the run's lease. */
+async function openLease(url: string, signal: AbortSignal): Promise<Client> {
+  const c = await connect(url, { applicationName: 'jest-environment-pg lease', signal });
+  c.on('error', () => undefined); // a server going away must not crash Jest's main process
+  return c;
 }
 
 /** The lease connection's socket (a pg internal: absent in some pg 8.x, then nothing is done with it). */

@@ -17,6 +17,7 @@ import net from 'node:net';
 import type { RunManifest } from '../run/manifest';
 import { openRunSandbox, type RunSandbox } from './api';
 import { serializeError } from '../util/errors';
+import { listening } from '../proxy/listen';
 import { hostSocket, lineReader, type HostMessage, type HostRequest, type Opened } from './host-protocol';
 
 const noop = (): void => undefined;
@@ -42,13 +43,7 @@ export class SandboxHost {
     const file = hostSocket(manifest.runDir);
     rmSync(file, { force: true });
     const server = net.createServer();
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(file, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    await listening(server, (s) => s.listen(file));
     // Never what keeps the runner's main process alive.
     server.unref();
     return new SandboxHost(manifest, server);

@@ -63,20 +63,19 @@ export async function ensureTemplateDetailed(adminUrl: string, opts: TemplateOpt
   return withClient(
     adminUrl,
     async (c) => {
-      const complete = async () =>
-        (await c.query<{ t: boolean }>('SELECT datistemplate AS t FROM pg_database WHERE datname = $1', [name])).rows[0];
-      const reused = async () => {
-        await stampUsed(c, name);
+      const reused = async (look: TemplateLook) => {
+        await stampUsed(c, name, look.comment);
         return { name, built: false, ms: Math.round(performance.now() - t0) };
       };
       // Fast path without the lock: a complete template is never modified (but its comment).
-      if (await reuseTemplate(c, name)) return { name, built: false, ms: Math.round(performance.now() - t0) };
+      const first = await lookForTemplate(c, name);
+      if (first.complete) return reused(first);
       await lockTemplate(c, key, opts.signal);
       try {
-        const row = await complete();
-        if (row?.t) return reused();
+        const look = await lookForTemplate(c, name);
+        if (look.complete) return reused(look);
         // A half-built one (a crashed or failed build) is never reused.
-        if (row) await dropDatabase(c, name, opts.versionNum);
+        if (look.exists) await dropDatabase(c, name, opts.versionNum);
         await createAndMigrate(c, adminUrl, name, opts);
         await sealTemplate(c, name);
         return { name, built: true, ms: Math.round(performance.now() - t0) };
@@ -89,15 +88,23 @@ export async function ensureTemplateDetailed(adminUrl: string, opts: TemplateOpt
 }
 
 /**
- * On a connection the caller has anyway (the run's lease): is the template there and complete?
- * Then it is stamped as used and reused as is, with no connection of its own. A complete template
- * is never modified (but its comment), so no lock is needed for this look.
+ * What a look for a template found: nothing, a half-built one (a crashed or failed build), or a
+ * complete one; and its comment (what stampUsed keeps). A complete template is never modified
+ * (but its comment), so no lock is needed to look.
  */
-export async function reuseTemplate(c: Client, name: string): Promise<boolean> {
-  const row = (await c.query<{ t: boolean }>('SELECT datistemplate AS t FROM pg_database WHERE datname = $1', [name])).rows[0];
-  if (!row?.t) return false;
-  await stampUsed(c, name);
-  return true;
+export interface TemplateLook {
+  exists: boolean;
+  complete: boolean;
+  comment: string | null;
+}
+
+/** The look of a row of TEMPLATE_LOOK_COLUMNS (none: no such database). */
+export function templateLookOf(row: { tpl_complete: boolean | null; tpl_comment: string | null } | undefined): TemplateLook {
+  return { exists: row?.tpl_complete != null, complete: row?.tpl_complete === true, comment: row?.tpl_comment ?? null };
+}
+
+async function lookForTemplate(c: Client, name: string): Promise<TemplateLook> {
+  return templateLookOf((await c.query<{ tpl_complete: boolean | null; tpl_comment: string | null }>(`SELECT ${TEMPLATE_LOOK_COLUMNS}`, [name])).rows[0]);
 }
 
 /** Wait for the template's lock (another build may hold it); aborted meanwhile: nothing of ours exists yet, end the connection. */
@@ -148,20 +155,11 @@ async function sealTemplate(c: Client, name: string): Promise<void> {
 }
 
 /**
- * Mark the template as used now (its comment's first line), so the sweep keeps the recently used
- * ones. Best effort: a role that may not comment on it only loses that ordering.
+ * Mark the template as used now (its comment's first line; `comment` is the current one, from a
+ * TemplateLook), so the sweep keeps the recently used ones. Best effort: a role that may not
+ * comment on it only loses that ordering.
  */
-async function stampUsed(c: import('pg').Client, name: string): Promise<void> {
-  try {
-    const cm = (await c.query<{ comment: string | null }>(`SELECT shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE datname = $1`, [name])).rows[0]?.comment;
-    await stampUsedOver(c, name, cm ?? null);
-  } catch {
-    // not the owner: no stamp
-  }
-}
-
-/** The same, the template's current comment already read (TEMPLATE_LOOK_SQL). */
-export async function stampUsedOver(c: import('pg').Client, name: string, comment: string | null): Promise<void> {
+export async function stampUsed(c: import('pg').Client, name: string, comment: string | null): Promise<void> {
   try {
     await c.query(`COMMENT ON DATABASE ${ident(name)} IS ${literal(marker('template', noteOf(comment), Date.now() / 1000))}`);
   } catch {
@@ -170,8 +168,8 @@ export async function stampUsedOver(c: import('pg').Client, name: string, commen
 }
 
 /**
- * Columns that look for the template `$1` in the same round trip as other work: `tpl_complete`
- * (reuseTemplate's test) and `tpl_comment` (what stampUsedOver keeps).
+ * Columns that look for the template `$1`, alone or in the same round trip as other work (the
+ * run's lease): read them with templateLookOf.
  */
 export const TEMPLATE_LOOK_COLUMNS =
   `(SELECT datistemplate FROM pg_catalog.pg_database WHERE datname = $1) AS tpl_complete, ` +
