@@ -10,7 +10,7 @@
  *   node bench/fixed.js [--runs N] [--no-cold] [--json] [--compare DIR]
  *
  * Runs, interleaved round-robin, N times each (default 5), medians printed:
- *  - one.test.js (1 file, 10 tests, in band): plain Jest; ours on a running server (JEST_PG_URL);
+ *  - `jest tests/one/one.test.js` (1 file, 10 tests, in band): plain Jest; ours on a running server (JEST_PG_URL);
  *    ours with its own embedded cluster from a warm cache; the same filling an empty cache (cold);
  *  - the 50-test suite (5 files, --maxWorkers=2): plain Jest; ours on a running server.
  * --compare DIR: every case of ours also runs, in the same rounds, with the build of this package
@@ -23,7 +23,7 @@ const fs = require('fs');
 const os = require('os');
 const path = require('path');
 const { JEST_BIN, cleanEnv, admin, cloneSql, startServer, dist } = require('./common');
-const { generate, writeConfig, timelineBase } = require('./suite');
+const { generate, writeConfig, timelineBase, ONE_FILE } = require('./suite');
 const { median } = require('./stats');
 
 const argv = process.argv.slice(2);
@@ -41,7 +41,7 @@ function runTimed(ctx, { key, size, pkg, env, workers, root }) {
   const timeline = path.join(ctx.root, `timeline-${key}-${++ctx.seq}.jsonl`);
   const config = writeConfig(ctx.project, key, { size, pkgIsolation: pkg ? 'test' : undefined, pgExtra: env.pgExtra, timeline: true });
   const runEnv = { ...timelineBase(pkg, root), BENCH_TIMELINE: timeline, BENCH_ADMIN_URL: ctx.adminUrl, BENCH_TEMPLATE: ctx.template, BENCH_NONCE: `fx${ctx.seq}`, ...env.vars };
-  const args = [JEST_BIN, '--ci', '--config', config, '--cacheDirectory', path.join(ctx.root, `jc-${ctx.seq}`), `--maxWorkers=${workers}`];
+  const args = [JEST_BIN, '--ci', '--config', config, '--cacheDirectory', path.join(ctx.root, `jc-${ctx.seq}`), `--maxWorkers=${workers}`, ...(size === 10 ? [ONE_FILE] : [])];
   return new Promise((resolve, reject) => {
     const t0 = now();
     const child = spawn(process.execPath, args, { cwd: ctx.project, env: cleanEnv({ TMPDIR: ctx.tmp, ...runEnv }), stdio: ['ignore', 'pipe', 'pipe'] });

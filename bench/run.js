@@ -24,7 +24,7 @@ const { spawn, execFileSync } = require('child_process');
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
-const { generate, writeConfig, TESTS_PER_FILE } = require('./suite');
+const { generate, writeConfig, ONE_FILE, TESTS_PER_FILE } = require('./suite');
 const { median, min, max, table, mdTable, round } = require('./stats');
 const { ROOT, dist, JEST_BIN, cleanEnv, dbUrl, admin, cloneSql, startServer } = require('./common');
 const { VITEST_STRATEGIES, generateVitest, writeVitestConfig, vitestArgs, vitestRows } = require('./vitest');
@@ -279,15 +279,15 @@ async function singleFile(ctx, list, root) {
   const warmDir = path.join(root, 'one-cache-warm');
   let coldSeq = 0;
   const cases = [
-    { key: 'plain', run: () => runStrategy(ctx, none, { size: 10 }) },
-    { key: 'server', run: () => runStrategy(ctx, pkg, { size: 10 }) },
-    { key: 'warm', run: () => runStrategy(ctx, own('pkgOwnWarm', warmDir), { size: 10, env: { JEST_PG_URL: undefined } }) },
+    { key: 'plain', run: () => runStrategy(ctx, none, { size: 10, args: [ONE_FILE] }) },
+    { key: 'server', run: () => runStrategy(ctx, pkg, { size: 10, args: [ONE_FILE] }) },
+    { key: 'warm', run: () => runStrategy(ctx, own('pkgOwnWarm', warmDir), { size: 10, args: [ONE_FILE], env: { JEST_PG_URL: undefined } }) },
     {
       key: 'cold',
       run: async () => {
         const dir = path.join(root, `one-cache-cold-${++coldSeq}`);
         try {
-          return await runStrategy(ctx, own('pkgOwnCold', dir), { size: 10, env: { JEST_PG_URL: undefined } });
+          return await runStrategy(ctx, own('pkgOwnCold', dir), { size: 10, args: [ONE_FILE], env: { JEST_PG_URL: undefined } });
         } finally {
           fs.rmSync(dir, { recursive: true, force: true });
         }

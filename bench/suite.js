@@ -22,6 +22,8 @@ const GROUPS = [
 ];
 const SIZES = { 10: ['one'], 50: ['a'], 200: ['a', 'b'], 1000: ['a', 'b', 'c'] };
 const TESTS_PER_FILE = 10;
+/** The single-file run's file, relative to the project: named on the command line, as `jest path/to/one.test.js` does. */
+const ONE_FILE = path.join('tests', 'one', 'one.test.js');
 
 const tbl = (i) => `t${String(i).padStart(2, '0')}`;
 
@@ -289,7 +291,7 @@ function generate(dir) {
   }
   // The single-file run (`jest one.test.js`, 10 tests): what watch mode and most runs during development are.
   fs.mkdirSync(path.join(dir, 'tests', 'one'), { recursive: true });
-  fs.writeFileSync(path.join(dir, 'tests', 'one', 'one.test.js'), testFile(1));
+  fs.writeFileSync(path.join(dir, ONE_FILE), testFile(1));
 }
 
 /**
@@ -332,4 +334,4 @@ function timelineBase(pkg, root = ROOT) {
     : { BENCH_BASE_ENV: require.resolve('jest-environment-node', { paths: [ROOT] }), BENCH_BASE_SETUP: '', BENCH_BASE_TEARDOWN: '' };
 }
 
-module.exports = { generate, writeConfig, timelineBase, seedSql, SIZES, TESTS_PER_FILE, TABLES, tbl };
+module.exports = { ONE_FILE, generate, writeConfig, timelineBase, seedSql, SIZES, TESTS_PER_FILE, TABLES, tbl };

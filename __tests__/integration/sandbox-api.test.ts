@@ -13,6 +13,7 @@ import { findBinaries } from '../../src/server/binaries';
 import { startCluster, stopCluster, type ClusterInfo } from '../../src/server/cluster';
 import { startSandbox, type SandboxProblem } from '../../src/sandbox/api';
 import { cleanup, privateDir, settle } from '../helpers/jest-run';
+import { workerDbName } from '../../src/util/names';
 
 const ROOT = path.join(__dirname, '..', '..');
 const FIXTURE = path.join(ROOT, 'fixtures', 'sandbox-api');
@@ -270,4 +271,46 @@ test('the sandbox thread makes sure of its worker database: two threads on one n
       await c.query(`DROP DATABASE ${d}`);
     }
   });
+});
+
+test("a sandbox thread begun by Jest's global setup for an in-band run: the first file finds it on worker 1's database; left unused, closing it leaves nothing", async () => {
+  const { startRun, teardownRun, MANIFEST_ENV } = await import('../../src/run/run');
+  const { WorkerRegistry } = await import('../../src/sandbox/worker');
+  const dir = privateDir();
+  dirs.push(dir);
+  const raw = { server: cluster.url };
+  const saved = process.env[MANIFEST_ENV];
+  const m = await startRun(raw, process.pid, { rootDir: dir });
+  try {
+    const w1 = workerDbName(m.prefix, m.runId, '1');
+    // The process that runs the tests (in band): prestart, then the run is ready, then its first file.
+    const inBand = new WorkerRegistry();
+    inBand.prestart(m.options, '1', m);
+    await inBand.prepare(raw, dir, m.options, '1');
+    const thread = inBand.thread(m.options, '1');
+    const worker = await inBand.attach(raw, dir, m.options, '1');
+    expect(worker.sandbox).toBe(thread);
+    expect(worker.database).toBe(w1);
+    await worker.sandbox.beginFile();
+    const c = new Client({ connectionString: worker.info.url });
+    await c.connect();
+    expect((await c.query('SELECT current_database() AS db')).rows[0].db).toBe(w1);
+    await c.end();
+    await worker.endFile();
+    await inBand.close();
+    // The tests ran in worker processes instead: the prestarted thread stays idle until the teardown closes it.
+    const unused = new WorkerRegistry();
+    unused.prestart(m.options, '1', m);
+    await unused.prepare(raw, dir, m.options, '1');
+    await unused.close();
+    // Nothing on worker 1's database (the run's own lease and reaper stay until its teardown).
+    const onW1 = () => withClient(cluster.url, async (c) => (await c.query('SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1', [w1])).rows[0].n as number);
+    expect(await eventually(onW1, (n) => n === 0)).toBe(0);
+    expect((await serverLeftovers()).databases).toEqual([w1]);
+  } finally {
+    await teardownRun(m);
+    if (saved === undefined) delete process.env[MANIFEST_ENV];
+    else process.env[MANIFEST_ENV] = saved;
+  }
+  expect(await eventually(serverLeftovers, clean)).toEqual({ databases: [], backends: [] });
 });

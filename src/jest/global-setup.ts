@@ -1,5 +1,6 @@
 /** Jest globalSetup: start the run (server, template, reaper) before any worker exists. */
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
+import path from 'node:path';
 import { MANIFEST_ENV, printTeardown, readManifest, startRun, takeReaperLogs, teardownRun } from '../run/run';
 import { runProjectSetup } from './user-hooks';
 import { sweptLine } from '../sandbox/report';
@@ -12,7 +13,8 @@ interface ProjectConfigLike {
 export default async function globalSetup(globalConfig: unknown, projectConfig?: ProjectConfigLike): Promise<void> {
   // This process outlives the tests and runs the teardown: the reaper's boot is not waited for here
   // (it holds the lease before the workers need it, and the teardown fails the run if it never does).
-  const m = await startRun(projectConfig?.testEnvironmentOptions?.pg, process.pid, { rootDir: projectConfig?.rootDir, reaperInBackground: true });
+  const raw = projectConfig?.testEnvironmentOptions?.pg;
+  const m = await startRun(raw, process.pid, { rootDir: projectConfig?.rootDir, reaperInBackground: true });
   if (m.swept) process.stderr.write(sweptLine(m.swept) + '\n');
   // What the reaper of an earlier run (Jest killed) could not do: its output went nowhere then.
   for (const line of takeReaperLogs()) process.stderr.write(`\njest-environment-pg: ${line}\n`);
@@ -20,7 +22,57 @@ export default async function globalSetup(globalConfig: unknown, projectConfig?:
   for (const d of m.cache?.discarded ?? []) process.stderr.write(`\njest-environment-pg: ${d}.\n`);
   installInterruptHandler();
   await runProjectSetup(m, globalConfig, projectConfig); // the project's own (pg.globalSetup), after ours
+  if (runsInBand(globalConfig, projectConfig?.rootDir)) {
+    // Jest runs the tests in this process: the sandbox thread their first file needs boots while
+    // Jest prepares it (worker 1's database, Jest's id in band, cloned meanwhile if it is new;
+    // after the project's own setup, which may still change the template).
+    const { processWorker } = await import('../sandbox/worker');
+    processWorker.prestart(m.options, IN_BAND_WORKER, m);
+    void processWorker.prepare(raw, projectConfig?.rootDir ?? process.cwd(), m.options, IN_BAND_WORKER);
+  }
 }
+
+/**
+ * Whether Jest will run the tests in this process, known before it decides (after the global
+ * setup; Jest 29 and 30 decide alike): always with --runInBand or --detectOpenHandles, never in
+ * watch mode, else with one worker or one test file, unless a worker memory limit is set. One test
+ * file is guessed from the command line (`jest path/to/one.test.ts` names an existing file); a
+ * wrong guess costs an idle thread in this process, closed by the global teardown.
+ */
+function runsInBand(globalConfig: unknown, rootDir: string | undefined): boolean {
+  const g = (globalConfig ?? {}) as {
+    runInBand?: boolean;
+    detectOpenHandles?: boolean;
+    watch?: boolean;
+    watchAll?: boolean;
+    maxWorkers?: number;
+    workerIdleMemoryLimit?: unknown;
+    nonFlagArgs?: unknown;
+    findRelatedTests?: boolean;
+    testPathPatterns?: { patterns?: unknown }; // Jest 30
+    testPathPattern?: unknown; // Jest 29
+  };
+  if (g.runInBand || g.detectOpenHandles) return true;
+  if (g.watch || g.watchAll || g.workerIdleMemoryLimit) return false;
+  if (typeof g.maxWorkers === 'number' && g.maxWorkers <= 1) return true;
+  // One file named, and nothing else selecting tests (no --testPathPatterns beside it).
+  const args = g.nonFlagArgs;
+  const patterns = g.testPathPatterns?.patterns ?? (typeof g.testPathPattern === 'string' ? [g.testPathPattern] : undefined);
+  if (g.findRelatedTests || !Array.isArray(args) || args.length !== 1 || typeof args[0] !== 'string') return false;
+  if (!Array.isArray(patterns) || patterns.length !== 1 || patterns[0] !== args[0]) return false;
+  return isFile(path.resolve(args[0])) || (rootDir !== undefined && isFile(path.resolve(rootDir, args[0])));
+}
+
+function isFile(p: string): boolean {
+  try {
+    return statSync(p).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/** JEST_WORKER_ID of tests that Jest runs in its own process. */
+const IN_BAND_WORKER = '1';
 
 const SIGNALS = ['SIGINT', 'SIGTERM'] as const;
 /** How long an interrupted run may spend on its teardown before the process exits anyway (the reaper finishes). */

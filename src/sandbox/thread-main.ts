@@ -95,6 +95,13 @@ function call(t: ThreadState, sb: Sandbox, id: number, method: Extract<Control, 
         throw err;
       },
     );
+  } else if (method === 'close' && t.ensuring?.attempt) {
+    // A clone under way finishes first: its database must exist (or not) before the teardown
+    // lists the run's databases, never appear after it.
+    p = t.ensuring.attempt.then(
+      () => sb.close(),
+      () => sb.close(),
+    );
   } else {
     try {
       p = Promise.resolve(sb[method]());

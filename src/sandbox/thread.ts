@@ -75,8 +75,8 @@ export class SandboxThread extends BoundaryPoster {
 
   /** Start the sandbox on its own thread and wait until it listens. */
   static start(opts: ThreadOptions): Promise<SandboxThread> {
-    const t = new SandboxThread(opts);
-    return t.request<void>(0, 'starting the sandbox thread', START_MS).then(() => t);
+    const t = SandboxThread.launch(opts);
+    return t.listening!.then(() => t);
   }
 
   /**
@@ -84,17 +84,37 @@ export class SandboxThread extends BoundaryPoster {
    * callers that must know the address synchronously (a Jest environment's constructor).
    */
   static startSync(opts: ThreadOptions): SandboxThread {
+    return SandboxThread.launch(opts).listeningSync();
+  }
+
+  /**
+   * Start the sandbox on its own thread and return at once: `listeningSync()` (or any request,
+   * which the thread answers once it listens) waits for it. For a process that knows ahead of
+   * its first test file that it may need one (a run's global setup, which may run the tests in band).
+   */
+  static launch(opts: ThreadOptions): SandboxThread {
     const t = new SandboxThread(opts);
-    const r = Atomics.wait(t.state, 1, 0, START_MS);
-    const s = Atomics.load(t.state, 1);
+    t.listening = t.request<void>(0, 'starting the sandbox thread', START_MS);
+    t.listening.catch(() => undefined);
+    return t;
+  }
+
+  /** Settles once the thread listens (set by `launch`). */
+  listening: Promise<void> | undefined;
+
+  /** Block this thread until the sandbox thread listens (at once if it does already); its address is then in `info`. */
+  listeningSync(): this {
+    if (this.info) return this;
+    const r = Atomics.wait(this.state, 1, 0, START_MS);
+    const s = Atomics.load(this.state, 1);
     if (r === 'timed-out' || s !== 1) {
-      void t.worker.terminate();
+      void this.worker.terminate();
       throw new JestPgError('JESTPG_SANDBOX_STALLED', s === 2 ? `The sandbox thread could not start listening; see the error that follows on stderr.` : `The sandbox thread did not start listening within ${START_MS} ms (machine overloaded?). Re-run; if it persists, report it.`);
     }
-    const len = new DataView(t.infoBuf).getUint32(0);
-    t.info = JSON.parse(Buffer.from(new Uint8Array(t.infoBuf, 4, len)).toString('utf8')) as ConnectionInfo;
+    const len = new DataView(this.infoBuf).getUint32(0);
+    this.info = JSON.parse(Buffer.from(new Uint8Array(this.infoBuf, 4, len)).toString('utf8')) as ConnectionInfo;
     // The 'listening' message still arrives; request id 0 is not pending, so it is ignored.
-    return t;
+    return this;
   }
 
   private onReply(r: Reply): void {

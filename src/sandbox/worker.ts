@@ -11,7 +11,8 @@ import path from 'node:path';
 import { knownManifest } from './known-run';
 import { threadId } from 'node:worker_threads';
 import { openRunSandbox, type RunSandbox } from './api';
-import { SandboxThread } from './thread';
+import { SandboxThread, type ThreadOptions } from './thread';
+import type { RunManifest } from '../run/manifest';
 import { workerDbName } from '../util/names';
 
 export { knownDatabase, knownManifest } from './known-run';
@@ -32,26 +33,49 @@ export class WorkerRegistry {
 
   /**
    * This process's sandbox thread, started now if there is none: its address is known on return
-   * (a few ms, once per worker process). It connects upstream only when a file begins.
+   * (a few ms, once per worker process; nothing when `prestart` began it). It connects upstream
+   * only when a file begins.
    */
   thread(options: PgOptions, id: string): SandboxThread {
-    if (this.started && !this.started.gone) return this.started;
+    const t = this.started;
+    if (t && !t.gone) {
+      try {
+        return t.listeningSync();
+      } catch (e) {
+        this.started = undefined;
+        throw e;
+      }
+    }
     const m = knownManifest();
-    this.started = SandboxThread.startSync({
-      // Under the run dir when the run is known (removed with it); loopback TCP only otherwise.
-      // Per thread: a runner's thread pool runs several workers in one process.
-      socketDir: m ? path.join(m.runDir, `w${id}-${process.pid}${threadId ? `-${threadId}` : ''}`) : undefined,
-      secret: randomBytes(18).toString('base64url'),
-      isolation: options.isolation,
-      resetSequences: options.resetSequences,
-      graceMs: options.graceMs,
-      lockWaitMs: options.lockWaitMs,
-      label: `jest-environment-pg w${id}`,
-      user: 'postgres',
-      database: m ? workerDbName(m.prefix, m.runId, id) : 'postgres',
-      unref: true,
-    });
+    this.started = SandboxThread.startSync(threadOptions(options, id, m));
     return this.started;
+  }
+
+  /**
+   * Begin this process's sandbox thread now, without waiting for it, for a run being started in
+   * this process (its global setup): when Jest runs the tests in band, here, the first file finds
+   * it listening instead of starting it (the thread's boot, tens of ms, overlaps the run's start).
+   * When the tests run in worker processes it stays idle, and the global teardown closes it.
+   */
+  prestart(options: PgOptions, id: string, run: RunNames): void {
+    if (this.started && !this.started.gone) return;
+    this.started = SandboxThread.launch(threadOptions(options, id, run));
+  }
+
+  /**
+   * Once the run `prestart` was for is ready: point the thread at worker `id`'s database (cloned
+   * now if it is new), so that a first file in this process finds it there. Never fails: whatever
+   * goes wrong here happens again, and is reported, when a file attaches.
+   */
+  async prepare(rawProjectOptions: unknown, rootDir: string, options: PgOptions, id: string): Promise<void> {
+    const t = this.started;
+    if (!t?.listening || t.gone) return;
+    try {
+      await t.listening;
+      if (this.started === t) await this.attach(rawProjectOptions, rootDir, options, id);
+    } catch {
+      // see above
+    }
   }
 
   /** This worker's sandbox on its database of the run (attached, and the database cloned, on first use). */
@@ -77,6 +101,26 @@ export class WorkerRegistry {
     this.current = undefined;
     if (t) await t.close().catch(() => undefined);
   }
+}
+
+/** What names a run's worker sandbox: its socket directory and database. */
+type RunNames = Pick<RunManifest, 'runDir' | 'prefix' | 'runId'>;
+
+function threadOptions(options: PgOptions, id: string, run: RunNames | undefined): ThreadOptions {
+  return {
+    // Under the run dir when the run is known (removed with it); loopback TCP only otherwise.
+    // Per thread: a runner's thread pool runs several workers in one process.
+    socketDir: run ? path.join(run.runDir, `w${id}-${process.pid}${threadId ? `-${threadId}` : ''}`) : undefined,
+    secret: randomBytes(18).toString('base64url'),
+    isolation: options.isolation,
+    resetSequences: options.resetSequences,
+    graceMs: options.graceMs,
+    lockWaitMs: options.lockWaitMs,
+    label: `jest-environment-pg w${id}`,
+    user: 'postgres',
+    database: run ? workerDbName(run.prefix, run.runId, id) : 'postgres',
+    unref: true,
+  };
 }
 
 /** The one worker registry of this process (of this thread, under a thread pool). */
