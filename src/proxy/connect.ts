@@ -154,7 +154,9 @@ class Attempt {
     const unix = t.host.startsWith('/');
     this.where = unix ? `socket ${path.join(t.host, `.s.PGSQL.${t.port}`)}` : `${t.host}:${t.port}`;
     this.step = `connecting to ${this.where}`;
-    this.socket = unix ? net.connect({ path: path.join(t.host, `.s.PGSQL.${t.port}`) }) : net.connect({ host: t.host, port: t.port });
+    // No Nagle on TCP (as libpq and node-postgres): a statement written after a small one must not
+    // wait for the server's ACK of it.
+    this.socket = unix ? net.connect({ path: path.join(t.host, `.s.PGSQL.${t.port}`) }) : net.connect({ host: t.host, port: t.port, noDelay: true });
     this.timer = setTimeout(() => this.fail(new ConnectError(`timed out after ${timeoutMs} ms ${this.step}`)), timeoutMs);
     this.socket.on('error', this.onError);
     this.socket.on('close', this.onClose);
