@@ -111,7 +111,7 @@ const FAULTS: Fault[] = [
     pg: () => ({ migrations: './migrations-ok' }),
     url: (w) => `postgres://postgres:pw@127.0.0.1:${w.closedPort}/postgres`,
     code: 'JESTPG_SERVER_UNREACHABLE',
-    message: /Could not connect to the PostgreSQL server at postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:\d+\/postgres: connect ECONNREFUSED/,
+    message: /Could not connect to the PostgreSQL server at postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:\d+\/postgres: connecting to 127\.0\.0\.1:\d+: connect ECONNREFUSED/,
   },
   {
     name: 'port in use by something that is not Postgres (accepts, never answers)',
@@ -119,7 +119,7 @@ const FAULTS: Fault[] = [
     pg: () => ({ migrations: './migrations-ok' }),
     url: (w) => `postgres://postgres:pw@127.0.0.1:${w.silentPort}/postgres`,
     code: 'JESTPG_SERVER_UNREACHABLE',
-    message: /Could not connect to the PostgreSQL server at .*: timeout expired/,
+    message: /Could not connect to the PostgreSQL server at .*: timed out after \d+ ms starting up/,
   },
   {
     name: 'role without CREATEDB',

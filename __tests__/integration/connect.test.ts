@@ -224,3 +224,34 @@ test('a sandbox whose upstream is TCP + TLS + SCRAM: clients work through it', a
   expect((await c.query("SELECT to_regclass('t') AS t")).rows[0].t).toBeNull();
   await c.end();
 });
+
+test("the run's driver-free admin client answers as pg does (rows, types, parameters, errors), on TCP + SCRAM and the unix socket", async () => {
+  const { AdminClient } = await import('../../src/proxy/admin-client');
+  const sql =
+    "SELECT $1::int AS i, $2::text AS t, $3::bool AS b, NULL::text AS n, 2::int8 AS big, 1.5::float8 AS f, '2026-01-02 03:04:05.5+00'::timestamptz AS ts, " +
+    "'{\"a\":1}'::jsonb AS j, 26::oid AS o, $4::text[] AS arr, 'x' = ANY($5) AS inlist";
+  const values = [7, "it's", true, ['p', 'q'], ['x', 'y']];
+  const expected = (await admin.query(sql, values)).rows;
+  for (const url of [tcp('jpg_scram', 'scram-pw'), socketUrl()]) {
+    const c = await AdminClient.connect(url, { applicationName: 'connect-test admin' });
+    try {
+      const got = (await c.query(sql, values)).rows;
+      // Arrays come back as text (none of the run's own statements reads one).
+      expect(got).toEqual(expected.map((r) => ({ ...r, arr: '{p,q}' })));
+      await expect(c.query('SELECT 1/0')).rejects.toMatchObject({ code: '22012', message: 'division by zero' });
+      expect((await c.query<{ app: string }>("SELECT current_setting('application_name') AS app")).rows).toEqual([{ app: 'connect-test admin' }]);
+    } finally {
+      await c.end();
+    }
+  }
+  await expect(AdminClient.connect(tcp('jpg_scram', 'wrong'), { applicationName: 'x' })).rejects.toMatchObject({ code: 'JESTPG_SERVER_UNREACHABLE' });
+  const aborted = new AbortController();
+  aborted.abort(new Error('bounded'));
+  await expect(AdminClient.connect(socketUrl(), { applicationName: 'x', signal: aborted.signal })).rejects.toThrow('bounded');
+  // A signal that aborts later ends the connection: the query on it fails.
+  const later = new AbortController();
+  const c = await AdminClient.connect(socketUrl(), { applicationName: 'x', signal: later.signal });
+  const slow = c.query('SELECT pg_sleep(5)');
+  later.abort(new Error('bounded'));
+  await expect(slow).rejects.toThrow();
+});

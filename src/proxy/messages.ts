@@ -123,6 +123,21 @@ export function readDataRow(buf: Buffer, start: number): (string | null)[] {
   return row;
 }
 
+/** The columns of a RowDescription frame at `start`: names and type OIDs. */
+export function readRowDescription(buf: Buffer, start: number, end: number): { name: string; type: number }[] {
+  const cols: { name: string; type: number }[] = [];
+  let p = start + 5;
+  const n = buf.readInt16BE(p);
+  p += 2;
+  for (let i = 0; i < n; i++) {
+    const [name, next] = readCString(buf, p, end);
+    // table oid (4), column number (2), then the type oid
+    cols.push({ name, type: buf.readUInt32BE(next + 6) });
+    p = next + 18;
+  }
+  return cols;
+}
+
 /** Parse the fields of an ErrorResponse/NoticeResponse frame into a map keyed by field letter. */
 export function readFields(buf: Buffer, start: number, end: number): Record<string, string> {
   const out: Record<string, string> = {};

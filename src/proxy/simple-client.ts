@@ -8,7 +8,7 @@ import type net from 'node:net';
 import { B, F } from './codes';
 import { connect } from './connect';
 import { Framer } from './framer';
-import { query, readDataRow, readFields } from './messages';
+import { query, readDataRow, readFields, readRowDescription } from './messages';
 
 /** An error the server sent: its message, `code` its SQLSTATE. */
 export class ServerError extends Error {
@@ -21,9 +21,15 @@ export class ServerError extends Error {
   }
 }
 
+/** A query's rows as text (NULL as null), and the columns of its last result. */
+export interface TextResult {
+  columns: { name: string; type: number }[];
+  rows: (string | null)[][];
+}
+
 export class SimpleClient {
   private readonly framer = new Framer();
-  private current: { rows: (string | null)[][]; error: Record<string, string> | undefined; resolve: (rows: (string | null)[][]) => void; reject: (e: Error) => void } | undefined;
+  private current: { result: TextResult; error: Record<string, string> | undefined; resolve: (r: TextResult) => void; reject: (e: Error) => void } | undefined;
   private dead: Error | undefined;
 
   private constructor(private readonly socket: net.Socket) {
@@ -33,19 +39,38 @@ export class SimpleClient {
     socket.resume();
   }
 
-  static async connect(url: string, applicationName: string): Promise<SimpleClient> {
-    const c = await connect(url, { applicationName });
+  static async connect(url: string, applicationName: string, opts: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<SimpleClient> {
+    const c = await connect(url, { applicationName, ...opts });
     return new SimpleClient(c.socket);
   }
 
   /** Run `sql` (a simple query: no parameters, any number of statements); the rows of every result, as text. */
-  query(sql: string): Promise<(string | null)[][]> {
+  async query(sql: string): Promise<(string | null)[][]> {
+    return (await this.run(sql)).rows;
+  }
+
+  /** The same, with the columns of the last result (names and type OIDs). */
+  run(sql: string): Promise<TextResult> {
     if (this.dead) return Promise.reject(this.dead);
     if (this.current) return Promise.reject(new Error('SimpleClient: one query at a time'));
     return new Promise((resolve, reject) => {
-      this.current = { rows: [], error: undefined, resolve, reject };
+      this.current = { result: { columns: [], rows: [] }, error: undefined, resolve, reject };
       this.socket.write(query(sql));
     });
+  }
+
+  /** Call `f` once the connection is closed (at once if it is). */
+  onClose(f: () => void): void {
+    if (this.dead || this.socket.destroyed) return f();
+    this.socket.once('close', f);
+  }
+
+  /** Whether the connection keeps the process alive. */
+  ref(): void {
+    this.socket.ref();
+  }
+  unref(): void {
+    this.socket.unref();
   }
 
   /** Say goodbye and close. Never throws. */
@@ -62,13 +87,15 @@ export class SimpleClient {
     const q = this.current;
     if (!q) return; // notices, parameter changes between queries
     if (code === B.DataRow) {
-      q.rows.push(readDataRow(buf, start));
+      q.result.rows.push(readDataRow(buf, start));
+    } else if (code === B.RowDescription) {
+      q.result.columns = readRowDescription(buf, start, end);
     } else if (code === B.ErrorResponse) {
       q.error ??= readFields(buf, start, end);
     } else if (code === B.ReadyForQuery) {
       this.current = undefined;
       if (q.error) q.reject(new ServerError(q.error.M ?? 'query failed', q.error.C));
-      else q.resolve(q.rows);
+      else q.resolve(q.result);
     }
   }
 

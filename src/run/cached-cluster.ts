@@ -1,10 +1,9 @@
 /** The embedded cluster through the cache dir (warm, base, cold), see server/cache.ts. */
 import { readdirSync } from 'node:fs';
 import * as path from 'node:path';
-import type { Client } from 'pg';
-import { loadDriver } from '../util/admin';
+import { loadDriver, type Queryable } from '../util/admin';
 import { type Binaries } from '../server/binaries';
-import { clusterKey, collectDataDir, CorruptCacheError, discard, entryPath, prune, readPack, shutDownCleanly, touch, unpackDataDir, writePack, type Collected, type Pack } from '../server/cache';
+import { clusterKey, collectDataDir, CorruptCacheError, discard, entryPath, prune, readPack, shutDownCleanly, touch, unpackDataDir, verifyPack, writePack, type Collected, type Pack } from '../server/cache';
 import { initdbFlags, startCluster, stopCleanly, stopCluster, versionNumOf, type ClusterInfo } from '../server/cluster';
 import { messageOf } from '../util/errors';
 import { type PgOptions } from '../util/options';
@@ -35,9 +34,10 @@ export async function startCachedCluster(
   const tplOpts = { prefix: options.prefix, migrations: options.migrations, seed: options.seed, versionNum, rootDir, time: options.time };
   const start = new CachedStart(bins, dir, tplOpts, await templateNameFor(tplOpts), timings, writes);
 
-  const warmPack = start.load(start.entry);
+  // Its checksum is verified while the server boots from it (the usual case needs no driver).
+  const warmPack = start.load(start.entry, { checksum: false });
   if (warmPack) {
-    const c = await start.restore(start.entry, warmPack);
+    const c = await start.restore(start.entry, warmPack, { verifying: true });
     if (c) {
       setCluster(c);
       return { cluster: c, info: { status: 'warm', dir, entry: start.entry, note: start.note(), discarded: start.discarded } };
@@ -96,23 +96,49 @@ class CachedStart {
   }
 
   /** An entry's pack, or undefined (a damaged one is deleted and said). */
-  load(file: string): Pack | undefined {
+  load(file: string, opts?: { checksum?: boolean }): Pack | undefined {
     try {
-      return readPack(file);
+      return readPack(file, opts);
     } catch (e) {
-      this.notes.push(`ignored ${messageOf(e)}`);
-      if (e instanceof CorruptCacheError) {
-        discard(file);
-        this.discarded.push(`the cache entry ${messageOf(e)}; it was deleted and this run started without it (a fresh entry is saved)`);
-      }
+      this.ignore(file, e);
       return undefined;
     }
   }
 
-  /** A server started from an entry, or undefined (an entry the server does not start from is deleted and said). */
-  async restore(file: string, pack: Pack): Promise<ClusterInfo | undefined> {
+  /** Say why an entry is not used; a damaged one is deleted. */
+  private ignore(file: string, e: unknown, ino?: number): void {
+    this.notes.push(`ignored ${messageOf(e)}`);
+    if (e instanceof CorruptCacheError) {
+      discard(file, ino);
+      this.discarded.push(`the cache entry ${messageOf(e)}; it was deleted and this run started without it (a fresh entry is saved)`);
+    }
+  }
+
+  /**
+   * A server started from an entry, or undefined (an entry the server does not start from is
+   * deleted and said). `verifying`: the pack's checksum is checked while the server boots (instead
+   * of before it is unpacked); a mismatch stops that server and the entry is treated as damaged.
+   */
+  async restore(file: string, pack: Pack, opts: { verifying?: boolean } = {}): Promise<ClusterInfo | undefined> {
+    let damaged: unknown;
+    let checked = !opts.verifying;
+    const check = () => {
+      if (checked) return;
+      checked = true;
+      try {
+        verifyPack(pack);
+      } catch (e) {
+        damaged = e;
+      }
+    };
     try {
-      const c = await startCluster({ ...this.clusterOpts, populate: (d, owner) => void unpackDataDir(pack, d, owner) });
+      const c = await startCluster({ ...this.clusterOpts, meanwhile: opts.verifying ? check : this.clusterOpts.meanwhile, populate: (d, owner) => void unpackDataDir(pack, d, owner) });
+      check();
+      if (damaged !== undefined) {
+        await stopCluster(c, { immediate: true }).catch(() => undefined);
+        this.ignore(file, damaged, pack.ino);
+        return undefined;
+      }
       this.timings.restore = c.timings?.initdb ?? 0;
       this.timings.boot = c.timings?.start ?? 0;
       touch(file);
@@ -121,6 +147,11 @@ class CachedStart {
       // startCluster removed its dir. Bad data, or an environment problem the cold path will report.
       // A step that timed out is not the entry's fault: keep it, and let the error end the run.
       if ((e as { code?: string }).code === 'JESTPG_SETUP_TIMEOUT') throw e;
+      check();
+      if (damaged !== undefined) {
+        this.ignore(file, damaged, pack.ino);
+        return undefined;
+      }
       this.notes.push(`ignored ${path.basename(file)}: ${messageOf(e).split('\n')[0]}`);
       discard(file, pack.ino);
       const lines = messageOf(e).split('\n');
@@ -193,7 +224,7 @@ function listEntries(dir: string, key: string): string[] {
  * and the complete template. Then a new WAL segment is started, so the shutdown checkpoint lands
  * in it and the older segments (initdb's, the migrations', the run's) are removed, not packed.
  */
-export async function readyToSave(c: Client, m: RunManifest): Promise<boolean> {
+export async function readyToSave(c: Queryable, m: RunManifest): Promise<boolean> {
   const info = m.cache;
   if (!info?.saveAtEnd || !m.cluster) return false;
   const dbs = (await c.query<{ datname: string; datistemplate: boolean }>('SELECT datname, datistemplate FROM pg_database ORDER BY datname')).rows;

@@ -4,8 +4,7 @@
  * starts with `<prefix>_<runId>_`, its COMMENT is our run marker for that runId, and nobody holds
  * that run's lease. Templates, the user's databases and live runs' databases are never touched.
  */
-import type { Client } from 'pg';
-import { dropDatabase, serverVersionNum, terminateBackends, withClient } from '../util/admin';
+import { dropDatabase, serverVersionNum, terminateBackends, withClient, type Queryable } from '../util/admin';
 import { ident, LOCK_NAMESPACE, leaseKey, parseMarker } from '../util/names';
 import { lockKeyFor, TEMPLATE_LOOK_COLUMNS, templateLookOf, useLockKey, type TemplateLook } from '../schema/template';
 
@@ -14,7 +13,7 @@ import { lockKeyFor, TEMPLATE_LOOK_COLUMNS, templateLookOf, useLockKey, type Tem
  * (both shared, as acquireLease and holdTemplate take them), then a look for that template
  * (TEMPLATE_LOOK_COLUMNS). The session is named as the lease's holder.
  */
-export async function leaseAndLook(c: Client, runId: string, template: string): Promise<TemplateLook> {
+export async function leaseAndLook(c: Queryable, runId: string, template: string): Promise<TemplateLook> {
   const [a, b] = leaseKey(runId);
   const r = await c.query<{ tpl_complete: boolean | null; tpl_comment: string | null }>(
     `SELECT pg_catalog.set_config('application_name', 'jest-environment-pg lease', false), pg_catalog.pg_advisory_lock_shared($2::int, $3::int), ` +
@@ -24,14 +23,14 @@ export async function leaseAndLook(c: Client, runId: string, template: string): 
   return templateLookOf(r.rows[0]);
 }
 
-export async function acquireLease(c: Client, runId: string): Promise<void> {
+export async function acquireLease(c: Queryable, runId: string): Promise<void> {
   const [a, b] = leaseKey(runId);
   // Shared: the process that starts the run holds it too until its reaper has taken it over.
   await c.query('SELECT pg_advisory_lock_shared($1::int, $2::int)', [a, b]);
 }
 
 /** Is the run's lease held by some session? (Call from a session that does not hold it.) */
-export async function isLeaseHeld(c: Client, runId: string): Promise<boolean> {
+export async function isLeaseHeld(c: Queryable, runId: string): Promise<boolean> {
   const [a, b] = leaseKey(runId);
   const r = await c.query<{ got: boolean }>('SELECT pg_try_advisory_lock($1::int, $2::int) AS got', [a, b]);
   if (!r.rows[0].got) return true;
@@ -48,7 +47,7 @@ export interface RunDatabase {
  * Databases on the server that carry our prefix and a run marker naming their run. With `runId`,
  * that run's only, and also those with no comment yet (a crash between CREATE and COMMENT).
  */
-export async function listRunDatabases(c: Client, prefix: string, runId?: string): Promise<RunDatabase[]> {
+export async function listRunDatabases(c: Queryable, prefix: string, runId?: string): Promise<RunDatabase[]> {
   const r = await c.query<{ datname: string; comment: string | null }>(
     `SELECT datname, shobj_description(oid, 'pg_database') AS comment
        FROM pg_database
@@ -80,7 +79,7 @@ export async function sweep(adminUrl: string, prefix: string): Promise<SweepResu
 }
 
 /** The same, on an open admin connection. */
-export async function sweepOn(c: Client, prefix: string): Promise<SweepResult> {
+export async function sweepOn(c: Queryable, prefix: string): Promise<SweepResult> {
   const result: SweepResult = { dropped: [], deadRuns: [], terminated: 0 };
   const dbs = await listRunDatabases(c, prefix);
   if (dbs.length === 0) return result;
@@ -107,7 +106,7 @@ export async function sweepOn(c: Client, prefix: string): Promise<SweepResult> {
 }
 
 /** Hold a template "in use" (shared) on a run's lease connection: the template sweep leaves it alone. */
-export async function holdTemplate(c: Client, template: string): Promise<void> {
+export async function holdTemplate(c: Queryable, template: string): Promise<void> {
   await c.query('SELECT pg_advisory_lock_shared($1::bigint)', [useLockKey(template)]);
 }
 
@@ -125,7 +124,7 @@ export interface TemplateSweepResult {
  * A template stamped by no run (made by a version without stamps) has no "in use" holder either:
  * it is dropped only when no other run's lease is held on the server.
  */
-export async function sweepTemplates(c: Client, prefix: string, keep: number, current: string, ownRunId?: string): Promise<TemplateSweepResult> {
+export async function sweepTemplates(c: Queryable, prefix: string, keep: number, current: string, ownRunId?: string): Promise<TemplateSweepResult> {
   const result: TemplateSweepResult = { dropped: [], inUse: [] };
   const pattern = new RegExp(`^${prefix}_tpl_[0-9a-f]{16}$`);
   const r = await c.query<{ datname: string; complete: boolean; comment: string | null; oid: string }>(
@@ -175,12 +174,12 @@ export async function sweepTemplates(c: Client, prefix: string, keep: number, cu
   return result;
 }
 
-async function tryLock(c: Client, key: string): Promise<boolean> {
+async function tryLock(c: Queryable, key: string): Promise<boolean> {
   return (await c.query<{ got: boolean }>('SELECT pg_try_advisory_lock($1::bigint) AS got', [key])).rows[0].got;
 }
 
 /** Leases held on the server by runs other than `ownRunId`. */
-async function countOtherLeases(c: Client, ownRunId: string | undefined): Promise<number> {
+async function countOtherLeases(c: Queryable, ownRunId: string | undefined): Promise<number> {
   const own = ownRunId ? leaseKey(ownRunId)[1] >>> 0 : -1;
   const r = await c.query<{ n: number }>(
     `SELECT count(DISTINCT objid)::int AS n FROM pg_locks
@@ -200,7 +199,7 @@ const ABANDONED_LOCK_WAIT_MS = 2000;
  * may not have ended yet; a live build keeps it longer and is left alone). The template sweep of a
  * later run would drop it too; on a server that outlives the run, this does it now.
  */
-export async function dropAbandonedTemplate(c: Client, name: string, versionNum: number): Promise<boolean> {
+export async function dropAbandonedTemplate(c: Queryable, name: string, versionNum: number): Promise<boolean> {
   const incomplete = async () => {
     const r = await c.query<{ comment: string | null }>(
       `SELECT shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE datname = $1 AND NOT datistemplate`,

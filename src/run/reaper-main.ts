@@ -4,8 +4,8 @@
 process.stdout.on('error', () => undefined);
 process.stderr.on('error', () => undefined);
 
-// Required after the lines above (an import would be hoisted above them). pg is loaded through
-// util/admin's loadDriver, which keeps its load short (see there).
+// Required after the lines above (an import would be hoisted above them). The reaper's own
+// connection is the proxy's driver-free client (proxy/admin-client.ts): it does not load pg.
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { reaperMain } = require('./reaper') as typeof import('./reaper');
 

@@ -8,8 +8,8 @@ import { spawn } from 'node:child_process';
 import { appendFileSync, existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { Client } from 'pg';
-import { connect, databaseOf } from '../util/admin';
+import { databaseOf } from '../util/admin';
+import { AdminClient } from '../proxy/admin-client';
 import { socketUrl } from '../server/socket-url';
 import { errors, messageOf } from '../util/errors';
 import { acquireLease, holdTemplate } from './lease';
@@ -126,7 +126,7 @@ export async function reaperMain(manifestPath: string, loadTeardown: LoadTeardow
 /** The run the reaper holds: its manifest and the session holding its lease. */
 interface HeldRun {
   m: RunManifest;
-  lease: Client;
+  lease: AdminClient;
   /** The server dropped the lease's session. */
   lost: boolean;
 }
@@ -137,7 +137,6 @@ async function holdRun(manifestPath: string, loadTeardown: LoadTeardown): Promis
     const m = await awaitManifest(manifestPath, loadTeardown);
     const held = { m, lost: false } as HeldRun;
     held.lease = await takeLease(m, () => (held.lost = true));
-    held.lease.on('end', () => (held.lost = true));
     return held;
   } catch (e) {
     const code = (e as { code?: string }).code;
@@ -176,9 +175,9 @@ async function awaitManifest(manifestPath: string, loadTeardown: LoadTeardown): 
 }
 
 /** A session holding the run's lease (and its template, before "ready": the main process lets go of it then). */
-async function takeLease(m: RunManifest, onError: () => void): Promise<Client> {
-  const lease = await connect(m.cluster ? socketUrl(m.cluster, databaseOf(m.adminUrl)) : m.adminUrl, { applicationName: 'jest-environment-pg reaper' });
-  lease.on('error', onError);
+async function takeLease(m: RunManifest, onError: () => void): Promise<AdminClient> {
+  const lease = await AdminClient.connect(m.cluster ? socketUrl(m.cluster, databaseOf(m.adminUrl)) : m.adminUrl, { applicationName: 'jest-environment-pg reaper' });
+  lease.onClose(onError);
   await acquireLease(lease, m.runId);
   if (m.templateDb) await holdTemplate(lease, m.templateDb);
   return lease;

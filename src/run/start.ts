@@ -8,8 +8,9 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, promises as fsp, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { Client } from 'pg';
-import { connect, databaseOf, loadDriver, withClient } from '../util/admin';
+import { databaseOf, loadDriver } from '../util/admin';
+// The run's own connections: the proxy's driver-free client (no pg load, no JS SCRAM on the start's path).
+import { AdminClient } from '../proxy/admin-client';
 import { findBinaries } from '../server/binaries';
 import { discard, resolveCacheDir } from '../server/cache';
 import { isPostmasterOf, startCluster, stopCluster, type ClusterInfo } from '../server/cluster';
@@ -73,7 +74,7 @@ interface Started {
   cacheWrites: Promise<unknown>[];
   reaperPid?: number;
   /** The lease, held by this process until the reaper holds it. */
-  lease?: Client;
+  lease?: AdminClient;
 }
 
 async function startRunGuarded(projectOptions: unknown, mainPid: number, ctx: RunContext, guard: SetupGuard): Promise<RunManifest> {
@@ -247,21 +248,14 @@ async function takeLease(adminUrl: string, runId: string, tplName: string, s: St
       signal.removeEventListener('abort', giveUp);
     }
   });
-  // Not keeping Jest's main process alive while it is only held (see leaseStream).
-  leaseStream(s.lease!)?.unref?.();
+  // Not keeping Jest's main process alive while it is only held.
+  s.lease!.unref();
   return r;
 }
 
 /** The connection that holds the run's lease. */
-async function openLease(url: string, signal: AbortSignal): Promise<Client> {
-  const c = await connect(url, { applicationName: 'jest-environment-pg lease', signal });
-  c.on('error', () => undefined); // a server going away must not crash Jest's main process
-  return c;
-}
-
-/** The lease connection's socket (a pg internal: absent in some pg 8.x, then nothing is done with it). */
-function leaseStream(lease: Client): { ref?: () => void; unref?: () => void } | undefined {
-  return (lease as unknown as { connection?: { stream?: { ref?: () => void; unref?: () => void } } }).connection?.stream;
+function openLease(url: string, signal: AbortSignal): Promise<AdminClient> {
+  return AdminClient.connect(url, { applicationName: 'jest-environment-pg lease', signal });
 }
 
 type Swept = NonNullable<RunManifest['swept']>;
@@ -269,17 +263,18 @@ type Swept = NonNullable<RunManifest['swept']>;
 /** Databases of runs that died without a teardown; old templates (best effort: never fails the run). */
 function sweepDeadRuns(adminUrl: string, plan: Plan, tplName: string): Promise<Swept> {
   const { prefix, keepTemplates } = plan.options;
-  return step('sweeping databases of dead runs', (signal) =>
-    withClient(
-      adminUrl,
-      async (c) => {
-        const r = await sweepOn(c, prefix);
-        const old = await sweepTemplates(c, prefix, keepTemplates, tplName, plan.runId).catch(() => undefined);
-        return { ...r, templates: old?.dropped ?? [] };
-      },
-      { applicationName: 'jest-environment-pg sweep', signal },
-    ),
-  );
+  return step('sweeping databases of dead runs', async (signal) => {
+    const c = await AdminClient.connect(adminUrl, { applicationName: 'jest-environment-pg sweep', signal });
+    try {
+      const r = await sweepOn(c, prefix);
+      const old = await sweepTemplates(c, prefix, keepTemplates, tplName, plan.runId).catch(() => undefined);
+      return { ...r, templates: old?.dropped ?? [] };
+    } catch (e) {
+      throw signal.aborted ? signal.reason : e;
+    } finally {
+      await c.end();
+    }
+  });
 }
 
 /** The template, reused or built; a warm cache entry that lacked it is discarded (the next run saves a fresh one). */
@@ -338,13 +333,13 @@ function finishStart(m: RunManifest, plan: Plan, s: Started, ready: Promise<numb
  * Once the reaper holds the lease and the template, this process lets go of them. A reaper that
  * fails after the run began is said at once; teardownRun fails the run with its error.
  */
-async function handOverLease(ready: Promise<number>, lease: Client | undefined): Promise<Error | undefined> {
+async function handOverLease(ready: Promise<number>, lease: AdminClient | undefined): Promise<Error | undefined> {
   try {
     await ready;
     if (lease) {
       // Ending it is awaited (by a teardown too): its socket holds the process until it is closed.
-      leaseStream(lease)?.ref?.();
-      await lease.end().catch(() => undefined);
+      lease.ref();
+      await lease.end();
     }
     return undefined;
   } catch (e) {

@@ -1,7 +1,8 @@
 /** The end of a run (globalTeardown, an interrupt, or the reaper): report, terminate, drop, stop. */
 import { appendFileSync, existsSync, promises as fsp, readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { connect, databaseOf, dropDatabase } from '../util/admin';
+import { databaseOf, dropDatabase, type Queryable } from '../util/admin';
+import { AdminClient } from '../proxy/admin-client';
 import { isPostmasterOf, stopCluster } from '../server/cluster';
 import { socketUrl } from '../server/socket-url';
 import { messageOf, redactUrl } from '../util/errors';
@@ -56,7 +57,7 @@ export async function teardownRun(m: RunManifest, opts: { fromReaper?: boolean }
   await processRuns.backgroundDone();
   // A reaper started in the background: it holds the lease by now, or it never will (the run fails).
   const reaperError = await processRuns.reaperOutcome(m.runId);
-  const lease = (reaperError as { lease?: import('pg').Client } | undefined)?.lease;
+  const lease = (reaperError as { lease?: { end(): Promise<void> } } | undefined)?.lease;
   if (lease) await atMost(lease.end(), 2000);
   if (processRuns.torn.has(m.runId) || !existsSync(m.manifestPath)) {
     processRuns.torn.add(m.runId);
@@ -96,9 +97,9 @@ interface Cleared {
  * sweeps them). `maySave`: then ask whether the cluster may be saved as a cache entry.
  */
 async function clearServer(m: RunManifest, maySave: boolean): Promise<Cleared> {
-  let c: import('pg').Client;
+  let c: AdminClient;
   try {
-    c = await connect(m.cluster ? socketUrl(m.cluster, databaseOf(m.adminUrl)) : m.adminUrl, { applicationName: 'jest-environment-pg teardown', timeoutMs: 5000 });
+    c = await AdminClient.connect(m.cluster ? socketUrl(m.cluster, databaseOf(m.adminUrl)) : m.adminUrl, { applicationName: 'jest-environment-pg teardown', timeoutMs: 5000 });
   } catch (e) {
     const report = `jest-environment-pg: could not connect to ${redactUrl(m.adminUrl)} to drop this run's databases (${messageOf(e)}); a later run will sweep them.`;
     return { dropped: [], terminated: 0, report };
@@ -110,7 +111,7 @@ async function clearServer(m: RunManifest, maySave: boolean): Promise<Cleared> {
     if (maySave && !cleared.kept) cleared.save = await readyToSave(c, m).catch(() => false);
     return cleared;
   } finally {
-    await c.end().catch(() => undefined);
+    await c.end();
   }
 }
 
@@ -119,7 +120,7 @@ async function clearServer(m: RunManifest, maySave: boolean): Promise<Cleared> {
  * (or keep them). `drop` false: the server is stopped next, which ends the backends and removes
  * the databases (reported as terminated and dropped).
  */
-async function clearDatabases(c: import('pg').Client, m: RunManifest, drop: boolean): Promise<Cleared> {
+async function clearDatabases(c: Queryable, m: RunManifest, drop: boolean): Promise<Cleared> {
   const dbs = (await listRunDatabases(c, m.prefix, m.runId)).map((d) => d.name);
   const backends = dbs.length
     ? (

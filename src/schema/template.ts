@@ -3,7 +3,7 @@
  * an advisory lock and marked complete (IS_TEMPLATE) last, so a crashed build is never reused.
  */
 import type { Client } from 'pg';
-import { dropDatabase, terminateBackends, withClient, withDatabase } from '../util/admin';
+import { dropDatabase, terminateBackends, withClient, withDatabase, type Queryable } from '../util/admin';
 import { hashMigrations, runMigrations } from './migrations';
 import { packageVersion } from '../util/version';
 import { installMovingClock } from './clock';
@@ -159,7 +159,7 @@ async function sealTemplate(c: Client, name: string): Promise<void> {
  * TemplateLook), so the sweep keeps the recently used ones. Best effort: a role that may not
  * comment on it only loses that ordering.
  */
-export async function stampUsed(c: import('pg').Client, name: string, comment: string | null): Promise<void> {
+export async function stampUsed(c: Queryable, name: string, comment: string | null): Promise<void> {
   try {
     await c.query(`COMMENT ON DATABASE ${ident(name)} IS ${literal(marker('template', noteOf(comment), Date.now() / 1000))}`);
   } catch {

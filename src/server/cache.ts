@@ -254,9 +254,11 @@ async function writeAtomic(file: string, parts: Buffer[]): Promise<void> {
 
 /**
  * Read and verify an entry. undefined when there is none; throws CorruptCacheError when it is
- * damaged (truncated, wrong magic, bad checksum, unsafe paths).
+ * damaged (truncated, wrong magic, bad checksum, unsafe paths). `checksum: false` leaves the
+ * checksum to verifyPack (the caller runs it while the server boots from the unpacked data); the
+ * structure, paths included, is always checked here.
  */
-export function readPack(file: string): Pack | undefined {
+export function readPack(file: string, opts: { checksum?: boolean } = {}): Pack | undefined {
   let buf: Buffer;
   let ino: number;
   try {
@@ -295,9 +297,16 @@ export function readPack(file: string): Pack | undefined {
     sum += stored;
   }
   if (sum !== header.dataBytes || header.entries[0]?.[0] !== '' || header.entries[0]?.[1] !== 'd') throw bad('entries do not match the data');
+  const pack = { file, ino, header, buf, dataStart };
+  if (opts.checksum !== false) verifyPack(pack);
+  return pack;
+}
+
+/** Throws CorruptCacheError when the entry's data does not match its checksum. */
+export function verifyPack(pack: Pack): void {
+  const { header, buf, dataStart } = pack;
   const actual = checksumWith(header.sum.algo, buf.subarray(dataStart, dataStart + header.dataBytes));
-  if (actual !== undefined && actual !== header.sum.value) throw bad('checksum mismatch');
-  return { file, ino, header, buf, dataStart };
+  if (actual !== undefined && actual !== header.sum.value) throw new CorruptCacheError(`${path.basename(pack.file)}: checksum mismatch`);
 }
 
 /**

@@ -30,6 +30,14 @@ export function loadDriver(): typeof import('pg') {
   }
 }
 
+/**
+ * What the administrative queries need of a connection: pg's `query(text, values)` and its rows.
+ * A pg.Client is one; so is the run's own driver-free client (proxy/admin-client.ts).
+ */
+export interface Queryable {
+  query<R = Record<string, unknown>>(text: string, values?: readonly unknown[]): Promise<{ rows: R[] }>;
+}
+
 export interface ConnectOptions {
   applicationName?: string;
   timeoutMs?: number;
@@ -88,14 +96,14 @@ export function textQuery(c: Client): (sql: string) => Promise<(string | null)[]
 }
 
 /** server_version_num, e.g. 180004. */
-export async function serverVersionNum(c: Client): Promise<number> {
+export async function serverVersionNum(c: Queryable): Promise<number> {
   // (SHOW names its column server_version_num, not v: select it under the name we read.)
   const r = await c.query<{ v: string }>("SELECT current_setting('server_version_num') AS v");
   return Number(r.rows[0].v);
 }
 
 /** Throws JESTPG_NO_CREATEDB when the connected role may not create databases. */
-export async function checkCreateDb(c: Client, url: string): Promise<void> {
+export async function checkCreateDb(c: Queryable, url: string): Promise<void> {
   const r = await c.query<{ rolname: string; ok: boolean }>(
     'SELECT rolname, (rolsuper OR rolcreatedb) AS ok FROM pg_roles WHERE rolname = current_user',
   );
@@ -133,7 +141,7 @@ export function pgEnv(url: string): Record<string, string> {
 }
 
 /** Terminate every backend connected to `dbs` except ours; returns how many. */
-export async function terminateBackends(c: Client, dbs: string[]): Promise<number> {
+export async function terminateBackends(c: Queryable, dbs: string[]): Promise<number> {
   if (dbs.length === 0) return 0;
   const r = await c.query<{ ok: boolean }>(
     'SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE datname = ANY($1) AND pid <> pg_backend_pid()',
@@ -146,7 +154,7 @@ export async function terminateBackends(c: Client, dbs: string[]): Promise<numbe
  * DROP DATABASE IF EXISTS, forcing out connections: `WITH (FORCE)` from Postgres 13,
  * terminate + retry below.
  */
-export async function dropDatabase(c: Client, name: string, versionNum: number): Promise<void> {
+export async function dropDatabase(c: Queryable, name: string, versionNum: number): Promise<void> {
   if (versionNum >= 130000) {
     await c.query(`DROP DATABASE IF EXISTS ${ident(name)} WITH (FORCE)`);
     return;
