@@ -229,8 +229,8 @@ test("the run's driver-free admin client answers as pg does (rows, types, parame
   const { AdminClient } = await import('../../src/proxy/admin-client');
   const sql =
     "SELECT $1::int AS i, $2::text AS t, $3::bool AS b, NULL::text AS n, 2::int8 AS big, 1.5::float8 AS f, '2026-01-02 03:04:05.5+00'::timestamptz AS ts, " +
-    "'{\"a\":1}'::jsonb AS j, 26::oid AS o, $4::text[] AS arr, 'x' = ANY($5) AS inlist";
-  const values = [7, "it's", true, ['p', 'q'], ['x', 'y']];
+    "'{\"a\":1}'::jsonb AS j, 26::oid AS o, $4::text[] AS arr, 'x' = ANY($5) AS inlist, $6::text AS bs";
+  const values = [7, "it's", true, ['p', 'q'], ['x', 'y'], 'back\\slash \\n'];
   const expected = (await admin.query(sql, values)).rows;
   for (const url of [tcp('jpg_scram', 'scram-pw'), socketUrl()]) {
     const c = await AdminClient.connect(url, { applicationName: 'connect-test admin' });

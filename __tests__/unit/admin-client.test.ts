@@ -7,6 +7,7 @@ test('values become SQL literals: NULL, numbers, booleans, quoted strings, array
   expect(sqlValue(12345678901234567890n)).toBe('12345678901234567890');
   expect(sqlValue(true)).toBe('TRUE');
   expect(sqlValue("it's")).toBe("'it''s'");
+  expect(sqlValue('C:\\dir')).toBe("E'C:\\\\dir'");
   expect(sqlValue(['a', 'b'])).toBe("ARRAY['a', 'b']");
   expect(sqlValue([])).toBe("'{}'");
   expect(() => sqlValue(NaN)).toThrow(/not a finite number/);

@@ -131,7 +131,8 @@ export function sqlValue(v: unknown): string {
   }
   if (typeof v === 'bigint') return String(v);
   if (typeof v === 'boolean') return v ? 'TRUE' : 'FALSE';
-  if (typeof v === 'string') return literal(v);
+  // With a backslash, the escape form: the same value whatever standard_conforming_strings is.
+  if (typeof v === 'string') return v.includes('\\') ? 'E' + literal(v.replace(/\\/g, '\\\\')) : literal(v);
   if (Array.isArray(v)) return v.length ? `ARRAY[${v.map(sqlValue).join(', ')}]` : "'{}'";
   throw new TypeError(`cannot send a ${typeof v} as an SQL literal`);
 }
