@@ -137,3 +137,24 @@ test('keep the run’s own and the N most recently used; never one a live run us
   expect(sorted(r3.swept?.templates ?? [])).toEqual(sorted([t1, legacy2]));
   expect(await databases()).toEqual(sorted([r3.templateDb, ...notOurs]));
 }, 120_000);
+
+test("a run's start sweeps the databases of dead runs (on its lease's connection), reports them, and keeps a live run's", async () => {
+  const { marker } = await import('../../src/util/names');
+  const { acquireLease } = await import('../../src/run/lease');
+  const mk = (name: string, runId: string) => admin.query(`CREATE DATABASE ${ident(name)}`).then(() => admin.query(`COMMENT ON DATABASE ${ident(name)} IS ${literal(marker(runId))}`));
+  await mk('swp_0dead0ff_w1', '0dead0ff');
+  await mk('swp_0dead0ff_w2', '0dead0ff');
+  await mk('swp_11fe11fe_w1', '11fe11fe');
+  const live = new Client({ connectionString: cluster.url });
+  await live.connect();
+  try {
+    await acquireLease(live, '11fe11fe');
+    const m = await start(90, 1);
+    expect(m.swept).toMatchObject({ dropped: ['swp_0dead0ff_w1', 'swp_0dead0ff_w2'], deadRuns: ['0dead0ff'] });
+    const left = (await admin.query<{ datname: string }>(`SELECT datname FROM pg_database WHERE datname LIKE 'swp\\_%\\_w_' ORDER BY 1`)).rows.map((r) => r.datname);
+    expect(left).toEqual(['swp_11fe11fe_w1']);
+  } finally {
+    await live.end();
+    await admin.query('DROP DATABASE IF EXISTS swp_11fe11fe_w1');
+  }
+});

@@ -92,13 +92,14 @@ async function startRunGuarded(projectOptions: unknown, mainPid: number, ctx: Ru
     const versionNum = own ? own.versionNum : server!.versionNum;
     const tplOpts = { prefix: plan.options.prefix, migrations: plan.options.migrations, seed: plan.options.seed, versionNum, rootDir: plan.rootDir, time: plan.options.time };
     const tplName = await templateNameFor(tplOpts);
-    // A cluster started by this run holds no other run's databases and no old templates: nothing
-    // to sweep. On a server the sweep runs beside the lease (it never touches this run's
-    // template, nor this run, whose databases do not exist yet).
-    const swept = own ? Promise.resolve<Swept>({ dropped: [], deadRuns: [], terminated: 0 }) : laps.time('sweep', () => sweepDeadRuns(adminUrl, plan, tplName));
-    swept.catch(() => undefined);
     // Our own cluster is reached over its unix socket (see socketUrl).
     const leased = await laps.time('lease', () => takeLease(own ? socketUrl(own, databaseOf(adminUrl)) : adminUrl, plan.runId, tplName, s));
+    // A cluster started by this run holds no other run's databases and no old templates: nothing
+    // to sweep. On a server the sweep runs next on the lease's connection (no second connection
+    // to open), beside the template's build if there is one (it never touches this run's
+    // template, nor this run, whose databases do not exist yet).
+    const swept = own ? Promise.resolve<Swept>({ dropped: [], deadRuns: [], terminated: 0 }) : laps.time('sweep', () => sweepDeadRuns(s.lease!, plan, tplName));
+    swept.catch(() => undefined);
     // phase "template": if this process dies before the end, the teardown drops the template it was building.
     const m: RunManifest = { ...manifestOf(plan, adminUrl, versionNum, s.cluster), templateDb: tplName, cache: cacheInfo, phase: 'template' };
     writeManifest(m);
@@ -260,19 +261,16 @@ function openLease(url: string, signal: AbortSignal): Promise<AdminClient> {
 
 type Swept = NonNullable<RunManifest['swept']>;
 
-/** Databases of runs that died without a teardown; old templates (best effort: never fails the run). */
-function sweepDeadRuns(adminUrl: string, plan: Plan, tplName: string): Promise<Swept> {
+/** Databases of runs that died without a teardown; old templates (best effort: never fails the run). On the lease's connection. */
+function sweepDeadRuns(c: AdminClient, plan: Plan, tplName: string): Promise<Swept> {
   const { prefix, keepTemplates } = plan.options;
   return step('sweeping databases of dead runs', async (signal) => {
-    const c = await AdminClient.connect(adminUrl, { applicationName: 'jest-environment-pg sweep', signal });
     try {
       const r = await sweepOn(c, prefix);
       const old = await sweepTemplates(c, prefix, keepTemplates, tplName, plan.runId).catch(() => undefined);
       return { ...r, templates: old?.dropped ?? [] };
     } catch (e) {
       throw signal.aborted ? signal.reason : e;
-    } finally {
-      await c.end();
     }
   });
 }
