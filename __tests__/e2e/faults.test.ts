@@ -49,6 +49,11 @@ interface Fault {
   cli?: boolean;
   code: string;
   message: RegExp;
+  /**
+   * Found before the tests (the run stops there) or after them (the run fails at its end): the
+   * global setup does not wait for the reaper's boot, so which one depends on how fast it is.
+   */
+  testsMayRun?: boolean;
 }
 
 const FAULTS: Fault[] = [
@@ -136,6 +141,7 @@ const FAULTS: Fault[] = [
     env: (w) => ({ FAULTS_PKG: w.damagedPkg }),
     code: 'JESTPG_REAPER_FAILED',
     message: /The reaper process did not start: it exited with code 1 before taking the run's lease \(its stderr: Error: simulated: the reaper is damaged\)/,
+    testsMayRun: true,
   },
   {
     name: 'failing SQL migration, environment-only mode (no global setup; 2 workers)',
@@ -353,7 +359,7 @@ describe.each(CASES.map((c) => [`${c.fault.name} (${c.path})`, c] as const))('%s
     expect(o.run.stderr).toContain(c.fault.code);
     expect(o.run.stderr).toMatch(c.fault.message);
     // No test (nor the CLI's command) ran: the failure happened before any of them.
-    expect(o.run.output).not.toMatch(/Tests:.*passed|sandbox ready/);
+    if (!c.fault.testsMayRun) expect(o.run.output).not.toMatch(/Tests:.*passed|sandbox ready/);
     expect(o.leftovers).toEqual({ files: [], processes: [] });
     if (o.databases) {
       expect(o.databases).toEqual([]);
