@@ -1,4 +1,4 @@
-/** Small helpers over pg.Client for the administrative side (template, worker databases, teardown). */
+/** Helpers for the administrative side: pg connections (the template's build, worker databases) and queries over any Queryable (a pg.Client, or the run's own proxy/admin-client). */
 import type { Client } from 'pg';
 import { errors } from './errors';
 import { ident } from './names';
