@@ -39,7 +39,7 @@ export class SimpleClient {
     socket.resume();
   }
 
-  static async connect(url: string, applicationName: string, opts: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<SimpleClient> {
+  static async connect(url: string, applicationName: string, opts: { timeoutMs?: number } = {}): Promise<SimpleClient> {
     const c = await connect(url, { applicationName, ...opts });
     return new SimpleClient(c.socket);
   }

@@ -309,12 +309,12 @@ async function startOnFreePort(o: Omit<PostmasterOptions, 'port' | 'signal'>, op
   throw errors.startFailed(lastLog || '(no server log)');
 }
 
-/** Settings that make a disposable cluster fast and quiet. Durability is irrelevant: it is deleted at the end. */
 /** Connections the embedded server allows: Postgres' default, more on a machine that runs many workers. */
 export function maxConnections(cores = typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length): number {
   return Math.max(100, 4 * cores + 20);
 }
 
+/** Settings that make a disposable cluster fast and quiet. Durability is irrelevant: it is deleted at the end. */
 export function serverSettings(major: number, port: number, socketDir: string): Record<string, string> {
   const s: Record<string, string> = {
     listen_addresses: '127.0.0.1',
