@@ -102,15 +102,6 @@ export async function serverVersionNum(c: Queryable): Promise<number> {
   return Number(r.rows[0].v);
 }
 
-/** Throws JESTPG_NO_CREATEDB when the connected role may not create databases. */
-export async function checkCreateDb(c: Queryable, url: string): Promise<void> {
-  const r = await c.query<{ rolname: string; ok: boolean }>(
-    'SELECT rolname, (rolsuper OR rolcreatedb) AS ok FROM pg_roles WHERE rolname = current_user',
-  );
-  const row = r.rows[0];
-  if (!row?.ok) throw errors.noCreateDb(url, row?.rolname ?? '(unknown)');
-}
-
 /** The same URL with another database name. */
 export function withDatabase(url: string, database: string): string {
   const u = new URL(url);
